@@ -1,0 +1,264 @@
+"""Exact record boundaries for CSV cut into byte ranges.
+
+A range cannot know on its own whether its first byte lies inside a quoted field, and a
+quoted field may hold newlines. So each range is scanned for its quote count and for its
+first newline at either quote parity; a tiny serial fold over those figures then tells
+every range where its first record really starts. The rule is the one PostgreSQL's CSV
+reader applies: a newline ends a record exactly when the number of quote characters before
+it is even. A range owns every record whose first byte lies inside it.
+
+Everything here is pure and works on bytes, so the planner, the Map tasks and the tests
+share it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+
+from .errors import MalformedFile, PayloadTooLarge
+
+QUOTE = b'"'
+NEWLINE = b"\n"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+# From a position outside quotes: the first newline that is also outside quotes.
+# Possessive quantifiers keep it linear: the grammar is deterministic.
+_FIRST_NEWLINE_EVEN = re.compile(rb'(?:[^"\n]*+"[^"]*+")*+[^"\n]*+\n')
+# From a position outside quotes: the first newline after an odd number of quotes.
+_FIRST_NEWLINE_ODD = re.compile(rb'(?:[^"]*+"[^"\n]*+")*+[^"]*+"[^"\n]*+\n')
+
+
+@dataclass(frozen=True)
+class Header:
+    """The header record of a CSV file."""
+
+    columns: list[str]
+    data_start: int  # first byte after the header record (and any BOM)
+    bom: bool
+
+
+@dataclass(frozen=True)
+class RangeScan:
+    """What one byte range [raw_start, raw_end) says about record boundaries.
+
+    ``first_newline_even``/``_odd``: absolute offset of the first newline at or after
+    raw_start - 1 reached after an even / odd number of quotes counted from raw_start, or None;
+    ``lines_to_even``/``_odd``: newlines in [raw_start, that newline].
+    """
+
+    quote_count: int
+    newline_count: int
+    first_newline_even: int | None
+    first_newline_odd: int | None
+    lines_to_even: int = 0
+    lines_to_odd: int = 0
+
+
+@dataclass(frozen=True)
+class LoadRange:
+    """A byte range [start, end) holding whole records, and the file line it starts on."""
+
+    chunk_no: int
+    start: int
+    end: int
+    first_line: int
+
+
+def split_ranges(data_end: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """Cut [0, data_end) into ranges of chunk_bytes (the last one shorter)."""
+    if chunk_bytes < 1:
+        raise ValueError("chunk_bytes must be positive")
+    if data_end <= 0:
+        return [(0, 0)]
+    bounds = [*range(0, data_end, chunk_bytes), data_end]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def first_record_end(buf: bytes, pos: int = 0) -> int | None:
+    """Offset of the newline ending the record that starts at pos (outside quotes), or None."""
+    match = _FIRST_NEWLINE_EVEN.match(buf, pos)
+    return match.end() - 1 if match else None
+
+
+def scan_range(buf: bytes, raw_start: int) -> RangeScan:
+    """Scan one range; ``buf`` holds bytes [max(raw_start - 1, 0), raw_end) of the file."""
+    base = max(raw_start - 1, 0)
+    rel = raw_start - base
+    quotes = buf.count(QUOTE, rel)
+    newlines = buf.count(NEWLINE, rel)
+
+    even: int | None = None
+    lines_even = 0
+    if raw_start > 0 and buf[:1] == NEWLINE:
+        even = raw_start - 1
+    else:
+        m = _FIRST_NEWLINE_EVEN.match(buf, rel)
+        if m:
+            even = base + m.end() - 1
+            lines_even = buf.count(NEWLINE, rel, m.end())
+    odd: int | None = None
+    lines_odd = 0
+    if quotes:
+        m = _FIRST_NEWLINE_ODD.match(buf, rel)
+        if m:
+            odd = base + m.end() - 1
+            lines_odd = buf.count(NEWLINE, rel, m.end())
+    return RangeScan(quotes, newlines, even, odd, lines_even, lines_odd)
+
+
+def resolve_ranges(
+    raw: list[tuple[int, int]],
+    scans: list[RangeScan],
+    *,
+    data_start: int,
+    data_end: int,
+    header_lines: int,
+) -> list[LoadRange]:
+    """The serial fold: turn every range's scan into the byte range of whole records it owns.
+
+    ``data_start`` is where the first record starts (after the header and its
+    ``header_lines`` newlines), ``data_end`` where the last one ends. Ranges that own no
+    record start are left out; a file with no records gives an empty list.
+    """
+    starts: list[tuple[int, int, int]] = []  # (chunk_no, start, first_line)
+    parity = 0
+    lines_before = 0  # newlines in [0, raw_start)
+    for chunk_no, ((raw_start, raw_end), scan) in enumerate(zip(raw, scans, strict=True)):
+        start: int | None = None
+        first_line = 0
+        if chunk_no == 0:
+            start, first_line = data_start, header_lines + 1
+        else:
+            if parity == 0:
+                newline, lines = scan.first_newline_even, scan.lines_to_even
+            else:
+                newline, lines = scan.first_newline_odd, scan.lines_to_odd
+            if newline is not None:
+                start, first_line = newline + 1, lines_before + lines + 1
+        # A range inside the header finds the header's own end, data_start, as its first
+        # boundary, so exactly one range (the one holding data_start) starts the data.
+        if start is not None and raw_start <= start < min(raw_end, data_end):
+            starts.append((chunk_no, start, first_line))
+        parity = (parity + scan.quote_count) % 2
+        lines_before += scan.newline_count
+
+    ranges: list[LoadRange] = []
+    for i, (chunk_no, start, first_line) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else data_end
+        ranges.append(LoadRange(chunk_no, start, end, first_line))
+    return ranges
+
+
+def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
+    """Read the header record from the first bytes of a file (``at_eof``: buf is the whole file)."""
+    bom = buf.startswith(UTF8_BOM)
+    pos = len(UTF8_BOM) if bom else 0
+    end = first_record_end(buf, pos)
+    if end is None:
+        if not at_eof:
+            raise PayloadTooLarge(
+                f"The header record is longer than {max_record_bytes:,} bytes, or has an "
+                "unclosed quote: no end of line was found.",
+                byte_offset=pos,
+            )
+        record, data_start = buf[pos:], len(buf)
+    else:
+        record, data_start = buf[pos : end + 1], end + 1
+    text = _decode(record, byte_offset=pos, line=1)
+    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True)) if text.strip() else []
+    if not rows:
+        return Header([], data_start, bom)
+    columns = [c.strip() for c in rows[0]]
+    seen: set[str] = set()
+    for index, name in enumerate(columns):
+        if not name:
+            raise MalformedFile(
+                f"Column {index + 1} of the header has no name.", byte_offset=pos, line=1
+            )
+        if name in seen:
+            raise MalformedFile(
+                f"The header names column {name!r} twice; column names must be unique.",
+                byte_offset=pos,
+                line=1,
+            )
+        seen.add(name)
+    return Header(columns, data_start, bom)
+
+
+def trim_trailing_blank_lines(tail: bytes, size: int) -> int:
+    """Where the data really ends, given the file's last bytes: blank lines at the end are dropped."""
+    stripped = tail.rstrip(b"\r\n")
+    if len(stripped) == len(tail):
+        return size
+    # keep exactly one line terminator after the last record
+    cut = len(tail) - len(stripped)
+    terminator = 2 if tail[len(stripped) : len(stripped) + 2] == b"\r\n" else 1
+    return size - cut + terminator
+
+
+def _decode(data: bytes, *, byte_offset: int, line: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedFile(
+            f"Byte {byte_offset + exc.start:,} (line {line}) is not valid UTF-8 "
+            f"(0x{data[exc.start]:02x}); save the file as UTF-8.",
+            byte_offset=byte_offset + exc.start,
+            line=line,
+        ) from exc
+
+
+def locate_record(buf: bytes, start: int, record_no: int) -> tuple[int, int]:
+    """(byte offset, line offset) of the record_no-th record (1-based) of buf[start:]."""
+    pos, lines = start, 0
+    for _ in range(record_no - 1):
+        end = first_record_end(buf, pos)
+        if end is None:
+            break
+        lines += buf.count(NEWLINE, pos, end + 1)
+        pos = end + 1
+    return pos, lines
+
+
+def find_bad_record(
+    buf: bytes, *, base_offset: int, first_line: int, column_count: int
+) -> MalformedFile | None:
+    """The first record of ``buf`` (file bytes from ``base_offset``) that cannot be loaded.
+
+    Used to explain a failed COPY in the user's terms: which line and byte, and what is wrong.
+    """
+    pos, line = 0, first_line
+    while pos < len(buf):
+        end = first_record_end(buf, pos)
+        record = buf[pos:] if end is None else buf[pos : end + 1]
+        offset = base_offset + pos
+        if end is None and record.count(QUOTE) % 2:
+            return MalformedFile(
+                f"line {line:,} (byte {offset:,}): a quoted field is never closed.",
+                byte_offset=offset,
+                line=line,
+            )
+        try:
+            text = _decode(record, byte_offset=offset, line=line)
+        except MalformedFile as exc:
+            return exc
+        if "\x00" in text:
+            return MalformedFile(
+                f"line {line:,} (byte {offset:,}): contains a NUL byte, which text cannot hold.",
+                byte_offset=offset,
+                line=line,
+            )
+        fields = next(csv.reader(io.StringIO(text, newline="")), [])
+        if len(fields) != column_count:
+            return MalformedFile(
+                f"line {line:,} (byte {offset:,}) has {len(fields)} field(s); the header has "
+                f"{column_count}.",
+                byte_offset=offset,
+                line=line,
+            )
+        line += record.count(NEWLINE)
+        pos += len(record)
+    return None

@@ -1,0 +1,81 @@
+"""PostgreSQL access: connections and the one command that applies migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from contextlib import contextmanager
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .errors import DatabaseUnavailable
+from .settings import Settings, get_settings
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+_connections: dict[str, Conn] = {}
+
+
+def database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise DatabaseUnavailable(
+            "No database configured: set DATABASE_URL, or run through the embedded stack "
+            "(`sluiceway up`, or any sluiceway command without --api)."
+        )
+    return settings.database_url
+
+
+def connect(settings: Settings | None = None, *, autocommit: bool = False) -> Conn:
+    """A new connection whose rows come back as dicts."""
+    settings = settings or get_settings()
+    try:
+        return psycopg.connect(
+            database_url(settings),
+            autocommit=autocommit,
+            row_factory=dict_row,
+            connect_timeout=settings.database.connect_timeout_seconds,
+            application_name="sluiceway",
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"Cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+
+def shared_connection(settings: Settings | None = None) -> Conn:
+    """One autocommit connection per process and URL, reused across Lambda invocations."""
+    url = database_url(settings)
+    conn = _connections.get(url)
+    if conn is None or conn.closed or conn.broken:
+        conn = connect(settings, autocommit=True)
+        _connections[url] = conn
+    return conn
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[Conn]:
+    """A shared connection inside one transaction."""
+    conn = shared_connection(settings)
+    with conn.transaction():
+        yield conn
+
+
+def _yoyo_url(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = "postgresql+psycopg" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def migrate(settings: Settings | None = None) -> list[str]:
+    """Apply every pending migration; returns the ids applied. Safe to run concurrently."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend(_yoyo_url(database_url(settings)), migration_table="_sluiceway_migrations")
+    with resources.as_file(resources.files("sluiceway") / "migrations") as path:
+        migrations = read_migrations(str(path))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+    return [m.id for m in pending]

@@ -1,0 +1,86 @@
+"""One error hierarchy. Every error a user can cause says what was wrong and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SluicewayError(Exception):
+    """Base of every error sluiceway raises on purpose."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(SluicewayError):
+    """The request itself is wrong (a missing field, a bad name, a bad option)."""
+
+    code = "invalid_request"
+    http_status = 400
+
+
+class NotFound(SluicewayError):
+    """The dataset, commit, job or upload does not exist (or is not yours)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(SluicewayError):
+    """The thing changed under you: a ref moved, an upload was already completed."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class PayloadTooLarge(SluicewayError):
+    """A file or a record is larger than the configured limit."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class MalformedFile(SluicewayError):
+    """The file's content cannot be parsed; the message names the file, byte offset and line."""
+
+    code = "malformed_file"
+    http_status = 422
+
+
+class UnsupportedFormat(SluicewayError):
+    """The file is of a format this version cannot import."""
+
+    code = "unsupported_format"
+    http_status = 415
+
+
+class StorageUnavailable(SluicewayError):
+    """Object storage did not answer or refused the request."""
+
+    code = "storage_unavailable"
+    http_status = 503
+
+
+class DatabaseUnavailable(SluicewayError):
+    """PostgreSQL did not answer or refused the connection."""
+
+    code = "database_unavailable"
+    http_status = 503
+
+
+class StackError(SluicewayError):
+    """The local embedded stack could not start or was not reachable."""
+
+    code = "stack_error"
+    http_status = 500

@@ -1,0 +1,159 @@
+"""Job records (dsa_jobs.analysis_runs): status, progress, checkpoints, outcome."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from .errors import NotFound
+
+RunType = Literal["import", "export", "maintenance"]
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+class Job(BaseModel):
+    """A job as users see it."""
+
+    job_id: uuid.UUID
+    run_type: RunType
+    status: Status
+    owner: str
+    dataset: str | None
+    run_parameters: dict[str, Any]
+    progress: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    output_summary: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+_SELECT = """
+SELECT r.id AS job_id, r.run_type::text AS run_type, r.status::text AS status, r.owner,
+       coalesce(d.name, r.run_parameters->>'dataset') AS dataset, r.run_parameters,
+       r.progress, r.checkpoint, r.output_summary, r.error_message, r.created_at,
+       r.started_at, r.completed_at
+FROM dsa_jobs.analysis_runs r
+LEFT JOIN dsa_core.datasets d ON d.id = r.dataset_id
+"""
+
+
+def create(conn: Conn, run_type: RunType, owner: str, parameters: dict[str, Any]) -> uuid.UUID:
+    row = conn.execute(
+        "INSERT INTO dsa_jobs.analysis_runs (run_type, owner, run_parameters) "
+        "VALUES (%s, %s, %s) RETURNING id",
+        (run_type, owner, Jsonb(parameters)),
+    ).fetchone()
+    assert row is not None
+    job_id: uuid.UUID = row["id"]
+    return job_id
+
+
+def claim(conn: Conn, job_id: uuid.UUID, progress: dict[str, Any]) -> bool:
+    """Move a pending job to running; False if another event already did (a repeated event)."""
+    cur = conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET status = 'running', started_at = now(), "
+        "updated_at = now(), progress = progress || %s WHERE id = %s AND status = 'pending'",
+        (Jsonb(progress), job_id),
+    )
+    return cur.rowcount == 1
+
+
+def add_progress(
+    conn: Conn, job_id: uuid.UUID, *, bytes_done: int = 0, rows_done: int = 0, chunks_done: int = 0
+) -> None:
+    """Add to the job's running counters (atomic, so parallel chunks may all report)."""
+    conn.execute(
+        """
+        UPDATE dsa_jobs.analysis_runs SET updated_at = now(), progress = progress || jsonb_build_object(
+            'bytes_done', coalesce((progress->>'bytes_done')::bigint, 0) + %(b)s,
+            'rows_done', coalesce((progress->>'rows_done')::bigint, 0) + %(r)s,
+            'chunks_done', coalesce((progress->>'chunks_done')::bigint, 0) + %(c)s)
+        WHERE id = %(id)s
+        """,
+        {"b": bytes_done, "r": rows_done, "c": chunks_done, "id": job_id},
+    )
+
+
+def update(
+    conn: Conn,
+    job_id: uuid.UUID,
+    *,
+    progress: dict[str, Any] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+) -> None:
+    conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET updated_at = now(), "
+        "progress = progress || coalesce(%s, '{}'::jsonb), "
+        "checkpoint = coalesce(checkpoint, '{}'::jsonb) || coalesce(%s, '{}'::jsonb) "
+        "WHERE id = %s",
+        (Jsonb(progress) if progress else None, Jsonb(checkpoint) if checkpoint else None, job_id),
+    )
+
+
+def complete(
+    conn: Conn, job_id: uuid.UUID, summary: dict[str, Any], dataset_id: int | None = None
+) -> None:
+    conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET status = 'completed', completed_at = now(), "
+        "updated_at = now(), output_summary = %s, dataset_id = coalesce(%s, dataset_id), "
+        "error_message = NULL WHERE id = %s",
+        (Jsonb(summary), dataset_id, job_id),
+    )
+
+
+def fail(conn: Conn, job_id: uuid.UUID, message: str) -> bool:
+    """Mark a job failed unless it already ended; True if this call ended it."""
+    cur = conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET status = 'failed', completed_at = now(), "
+        "updated_at = now(), error_message = %s "
+        "WHERE id = %s AND status IN ('pending', 'running')",
+        (message, job_id),
+    )
+    return cur.rowcount == 1
+
+
+def get(conn: Conn, job_id: uuid.UUID | str, owner: str | None = None) -> Job:
+    try:
+        key = uuid.UUID(str(job_id))
+    except ValueError as exc:
+        raise NotFound(f"No job {job_id!r}: job ids are UUIDs.") from exc
+    row = conn.execute(
+        _SELECT + " WHERE r.id = %s AND (%s::text IS NULL OR r.owner = %s)", (key, owner, owner)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No job {job_id}.")
+    return _job(row)
+
+
+def list_jobs(conn: Conn, owner: str, limit: int = 50) -> list[Job]:
+    rows = conn.execute(
+        _SELECT + " WHERE r.owner = %s ORDER BY r.created_at DESC LIMIT %s", (owner, limit)
+    ).fetchall()
+    return [_job(r) for r in rows]
+
+
+def _job(row: dict[str, Any]) -> Job:
+    job = Job.model_validate(row)
+    progress = dict(job.progress)
+    total = progress.get("total_bytes")
+    done = progress.get("bytes_done", 0)
+    if total:
+        progress["percent"] = round(min(100.0, 100.0 * done / total), 1)
+    elif job.status == "completed":
+        progress["percent"] = 100.0
+    if job.started_at is not None:
+        end = job.completed_at or datetime.now(job.started_at.tzinfo)
+        seconds = max((end - job.started_at).total_seconds(), 1e-3)
+        progress["seconds"] = round(seconds, 3)
+        progress["rows_per_second"] = round(progress.get("rows_done", 0) / seconds, 1)
+    job.progress = progress
+    return job

@@ -1,0 +1,1 @@
+"""The embedded stack: everything sluiceway needs on AWS, run on one machine."""

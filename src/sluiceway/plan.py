@@ -1,0 +1,233 @@
+"""Stage 2a, plan: from an object-created event to the exact byte ranges the Map loads.
+
+``plan_import`` (state "Plan byte ranges") claims the job, reads the header and cuts the object
+into raw ranges; ``scan_chunk`` (Map "Count quotes in each range") scans one raw range;
+``resolve_chunks`` (state "Fix record boundaries") folds the scans into ranges of whole
+records. The range lists travel through S3 (the Map's ItemReader), never in the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict
+
+from . import csvsplit, db, jobs, storage
+from .errors import InvalidRequest, NotFound, StorageUnavailable
+from .settings import Settings, get_settings
+
+
+class S3Object(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str
+    size: int | None = None
+
+
+class S3Bucket(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class ObjectCreatedDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    bucket: S3Bucket
+    object: S3Object
+
+
+class ObjectCreatedEvent(BaseModel):
+    """The EventBridge event S3 sends when an object is created."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    detail: ObjectCreatedDetail
+
+
+class PlanOutput(BaseModel):
+    """What the state machine carries between states: ids and S3 keys, never row data."""
+
+    duplicate: bool = False
+    job_id: str | None = None
+    work_bucket: str | None = None
+    ranges_key: str | None = None
+    loads_key: str | None = None
+    max_concurrency: int = 1
+
+
+def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> bytes:
+    """Bytes [start, end) of an object (one ranged GET)."""
+    if end <= start:
+        return b""
+    try:
+        body = storage.s3_client(settings).get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+        )["Body"]
+        return body.read()
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable(f"Cannot read s3://{bucket}/{key} [{start}, {end}): {exc}") from exc
+
+
+def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:
+    storage.s3_client(settings).put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(value).encode(), ContentType="application/json"
+    )
+
+
+def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Claim the upload's job, read the CSV header, and cut the object into raw byte ranges."""
+    settings = settings or get_settings()
+    created = ObjectCreatedEvent.model_validate(event)
+    bucket, key = created.detail.bucket.name, created.detail.object.key
+    conn = db.shared_connection(settings)
+    upload = conn.execute(
+        "SELECT upload_id, job_id, options FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
+        (bucket, key),
+    ).fetchone()
+    if upload is None:
+        raise NotFound(f"s3://{bucket}/{key} was not uploaded through sluiceway; nothing to import.")
+    job_id: uuid.UUID = upload["job_id"]
+    try:
+        head = storage.s3_client(settings).head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable(f"Cannot read s3://{bucket}/{key}: {exc}") from exc
+    size = int(head["ContentLength"])
+    if not jobs.claim(conn, job_id, {"total_bytes": size, "stage": "planning"}):
+        return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
+
+    limit = settings.imports.max_record_bytes
+    first = _read(bucket, key, 0, min(size, limit + 4), settings)
+    header = csvsplit.parse_header(first, at_eof=len(first) == size, max_record_bytes=limit)
+    tail = _read(bucket, key, max(size - 4096, 0), size, settings)
+    data_end = max(csvsplit.trim_trailing_blank_lines(tail, size), header.data_start)
+    chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
+    raw = csvsplit.split_ranges(data_end, chunk_bytes)
+    if len(raw) > 100_000:
+        raise InvalidRequest(
+            f"{len(raw):,} ranges of {chunk_bytes:,} bytes is too many; use a larger chunk size."
+        )
+
+    with conn.transaction():
+        with conn.cursor().copy(
+            "COPY dsa_jobs.import_chunks (job_id, chunk_no, raw_start, raw_end) FROM STDIN"
+        ) as copy:
+            for n, (a, b) in enumerate(raw):
+                copy.write_row((job_id, n, a, b))
+        jobs.update(
+            conn,
+            job_id,
+            progress={"stage": "scanning", "chunks_total": len(raw)},
+            checkpoint={
+                "stage": "planned",
+                "columns": header.columns,
+                "data_start": header.data_start,
+                "data_end": data_end,
+                "header_lines": first[: header.data_start].count(b"\n"),
+                "chunk_bytes": chunk_bytes,
+            },
+        )
+    work_bucket = settings.storage.bucket
+    ranges_key = f"{settings.storage.work_prefix}{job_id}/ranges.json"
+    _put_json(work_bucket, ranges_key, [{"job_id": str(job_id), "chunk_no": n} for n in range(len(raw))], settings)
+    return PlanOutput(
+        job_id=str(job_id),
+        work_bucket=work_bucket,
+        ranges_key=ranges_key,
+        max_concurrency=settings.imports.map_concurrency,
+    ).model_dump()
+
+
+class ChunkItem(BaseModel):
+    """One item of a Map: which job, which range."""
+
+    job_id: uuid.UUID
+    chunk_no: int
+
+
+def job_source(conn: db.Conn, job_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT run_parameters, checkpoint, status::text AS status FROM dsa_jobs.analysis_runs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No job {job_id}.")
+    return row
+
+
+def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Count quotes and newlines of one raw range and find its candidate record starts."""
+    settings = settings or get_settings()
+    item = ChunkItem.model_validate(event)
+    conn = db.shared_connection(settings)
+    job = job_source(conn, item.job_id)
+    chunk = conn.execute(
+        "SELECT raw_start, raw_end FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",
+        (item.job_id, item.chunk_no),
+    ).fetchone()
+    if chunk is None:
+        raise NotFound(f"Job {item.job_id} has no range {item.chunk_no}.")
+    params = job["run_parameters"]
+    raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
+    buf = _read(params["bucket"], params["key"], max(raw_start - 1, 0), raw_end, settings)
+    scan = csvsplit.scan_range(buf, raw_start)
+    conn.execute(
+        """
+        UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,
+            lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned', updated_at = now()
+        WHERE job_id = %s AND chunk_no = %s
+        """,
+        (scan.quote_count, scan.first_newline_even, scan.first_newline_odd, scan.lines_to_even,
+         scan.lines_to_odd, scan.newline_count, item.job_id, item.chunk_no),
+    )
+    return {"chunk_no": item.chunk_no, "quotes": scan.quote_count}
+
+
+def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """The serial fold: where every range's first whole record starts, and the load list."""
+    settings = settings or get_settings()
+    plan = PlanOutput.model_validate(state)
+    assert plan.job_id is not None
+    job_id = uuid.UUID(plan.job_id)
+    conn = db.shared_connection(settings)
+    job = job_source(conn, job_id)
+    cp = job["checkpoint"]
+    rows = conn.execute(
+        "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s ORDER BY chunk_no", (job_id,)
+    ).fetchall()
+    missing = [r["chunk_no"] for r in rows if r["status"] == "planned"]
+    if missing:
+        raise RuntimeError(f"Ranges {missing[:10]} of job {job_id} were never scanned.")
+    raw = [(r["raw_start"], r["raw_end"]) for r in rows]
+    scans = [
+        csvsplit.RangeScan(
+            r["quote_count"], r["newline_count"], r["first_nl_even"], r["first_nl_odd"],
+            r["lines_to_even"], r["lines_to_odd"],
+        )
+        for r in rows
+    ]
+    loads = csvsplit.resolve_ranges(
+        raw, scans, data_start=cp["data_start"], data_end=cp["data_end"], header_lines=cp["header_lines"]
+    )
+    by_chunk = {r.chunk_no: r for r in loads}
+    with conn.transaction():
+        conn.execute(
+            "UPDATE dsa_jobs.import_chunks SET status = 'empty', updated_at = now() WHERE job_id = %s",
+            (job_id,),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                """
+                UPDATE dsa_jobs.import_chunks SET start_byte = %s, end_byte = %s, first_line = %s,
+                    status = 'resolved', updated_at = now()
+                WHERE job_id = %s AND chunk_no = %s
+                """,
+                [(r.start, r.end, r.first_line, job_id, r.chunk_no) for r in by_chunk.values()],
+            )
+        jobs.update(
+            conn, job_id, progress={"stage": "loading", "chunks_total": len(loads)},
+            checkpoint={"stage": "resolved"},
+        )
+    plan.loads_key = f"{settings.storage.work_prefix}{job_id}/loads.json"
+    assert plan.work_bucket is not None
+    _put_json(plan.work_bucket, plan.loads_key, [{"job_id": str(job_id), "chunk_no": r.chunk_no} for r in loads], settings)
+    return plan.model_dump()

@@ -1,0 +1,101 @@
+"""One typed settings model, read once. Nothing else in sluiceway reads ``os.environ``.
+
+On AWS the values come from the Lambda environment that CDK sets; locally the embedded
+stack builds a :class:`Settings` itself and hands it to the worker processes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class DatabaseSettings(BaseModel):
+    """Where PostgreSQL is. ``url`` empty means: use the embedded server."""
+
+    url: str | None = None
+    connect_timeout_seconds: int = 10
+
+
+class StorageSettings(BaseModel):
+    """Where objects live. ``endpoint_url`` empty means: real S3 (or the embedded one locally)."""
+
+    bucket: str = "sluiceway-data"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    # Only for S3-compatible stores that need explicit keys (the embedded one); on AWS the
+    # Lambda role's credentials are used.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    uploads_prefix: str = "uploads/"
+    work_prefix: str = "work/"
+    exports_prefix: str = "exports/"
+    presign_expiry_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # S3's own limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
+    min_part_bytes: int = 8 * MiB
+    max_object_bytes: int = 5 * 1024 * 1024 * MiB
+
+
+class ImportSettings(BaseModel):
+    """How imports are cut and loaded."""
+
+    # One chunk is what one Lambda streams, parses and COPYs in well under its 15 minutes.
+    chunk_bytes: int = Field(default=64 * MiB, ge=1)
+    # A record longer than this is an error, not a reason to run out of memory.
+    max_record_bytes: int = Field(default=16 * MiB, ge=1024)
+    map_concurrency: int = Field(default=8, ge=1, le=1000)
+
+
+class Settings(BaseSettings):
+    """Everything sluiceway can be configured with, from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Field(default=Path(".sluiceway"), description="Local data directory.")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SLUICEWAY_DATABASE_URL")
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "SLUICEWAY_S3_ENDPOINT_URL"
+        ),
+    )
+    api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SLUICEWAY_API", "SLUICEWAY_API_URL")
+    )
+    storage: StorageSettings = StorageSettings()
+    imports: ImportSettings = ImportSettings()
+    import_state_machine_arn: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return DatabaseSettings(url=self.database_url)
+
+    def storage_endpoint(self) -> str | None:
+        return self.s3_endpoint_url or self.storage.endpoint_url
+
+
+_override: Settings | None = None
+
+
+@lru_cache(maxsize=1)
+def _from_environment() -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """The settings of this process: the ones installed by :func:`configure`, else the environment's."""
+    return _override if _override is not None else _from_environment()
+
+
+def configure(settings: Settings | None) -> None:
+    """Install settings for this process (the local stack does this in every worker)."""
+    global _override  # noqa: PLW0603 - one process-wide configuration, set once at start
+    _override = settings

@@ -1,0 +1,225 @@
+"""Stage 1, upload: presigned multipart uploads straight to object storage.
+
+The API never sees the bytes. It opens an S3 multipart upload, signs part URLs, and
+completes the upload; completing it makes S3 emit the object-created event that starts the
+import state machine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field
+
+from . import datasets, jobs, storage
+from .db import Conn
+from .errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
+from .settings import MiB, Settings, get_settings
+
+MAX_PARTS = 10_000
+MIN_PART_BYTES = 5 * MiB
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ImportOptions(BaseModel):
+    """Options an import carries from upload to commit."""
+
+    chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
+    message: str | None = Field(default=None, max_length=10_000)
+    format: str = "csv"
+
+
+class CreateUpload(BaseModel):
+    dataset: str
+    filename: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0)
+    options: ImportOptions = ImportOptions()
+
+
+class UploadCreated(BaseModel):
+    upload_id: str
+    job_id: str
+    bucket: str
+    key: str
+    part_bytes: int
+    part_count: int
+
+
+class PartUrl(BaseModel):
+    part_number: int
+    url: str
+
+
+class CompletedPart(BaseModel):
+    part_number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str
+
+
+def part_size(size: int, settings: Settings) -> int:
+    """Smallest part size, a whole number of MiB >= the configured minimum, that fits in 10,000 parts."""
+    needed = max(settings.storage.min_part_bytes, MIN_PART_BYTES, math.ceil(size / MAX_PARTS))
+    return math.ceil(needed / MiB) * MiB
+
+
+def safe_filename(filename: str) -> str:
+    """The last path component, with anything but letters, digits, '.', '_', '-' replaced."""
+    base = re.split(r"[\\/]", filename)[-1]
+    cleaned = _UNSAFE.sub("_", base).strip("._") or "upload"
+    return cleaned[:200]
+
+
+def create_upload(conn: Conn, owner: str, request: CreateUpload, settings: Settings | None = None) -> UploadCreated:
+    """Open a multipart upload for a file that will be imported into ``request.dataset``."""
+    settings = settings or get_settings()
+    datasets.check_name(request.dataset)
+    if request.size > settings.storage.max_object_bytes:
+        raise PayloadTooLarge(
+            f"The file is {request.size:,} bytes; the limit is {settings.storage.max_object_bytes:,}."
+        )
+    if request.options.format != "csv":
+        raise InvalidRequest(f"Format {request.options.format!r} is not supported yet; use csv.")
+    upload_id = uuid.uuid4()
+    key = f"{settings.storage.uploads_prefix}{owner}/{upload_id}/{safe_filename(request.filename)}"
+    bucket = settings.storage.bucket
+    psize = part_size(request.size, settings)
+    with conn.transaction():
+        job_id = jobs.create(
+            conn,
+            "import",
+            owner,
+            {
+                "dataset": request.dataset,
+                "filename": request.filename,
+                "bucket": bucket,
+                "key": key,
+                "size_bytes": request.size,
+                "options": request.options.model_dump(exclude_none=True),
+            },
+        )
+        try:
+            created = storage.s3_client(settings).create_multipart_upload(
+                Bucket=bucket, Key=key, ContentType="application/octet-stream"
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"Object storage refused the upload: {exc}") from exc
+        conn.execute(
+            """
+            INSERT INTO dsa_jobs.uploads (upload_id, owner, bucket, object_key, s3_upload_id,
+                filename, size_bytes, part_bytes, dataset_name, options, job_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                upload_id, owner, bucket, key, created["UploadId"], request.filename,
+                request.size, psize, request.dataset,
+                Jsonb(request.options.model_dump(exclude_none=True)), job_id,
+            ),
+        )
+    return UploadCreated(
+        upload_id=str(upload_id),
+        job_id=str(job_id),
+        bucket=bucket,
+        key=key,
+        part_bytes=psize,
+        part_count=max(1, math.ceil(request.size / psize)),
+    )
+
+
+def _upload(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
+    try:
+        key = uuid.UUID(upload_id)
+    except ValueError as exc:
+        raise NotFound(f"No upload {upload_id!r}.") from exc
+    row = conn.execute(
+        "SELECT * FROM dsa_jobs.uploads WHERE upload_id = %s AND owner = %s", (key, owner)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No upload {upload_id!r}.")
+    return row
+
+
+def sign_parts(
+    conn: Conn, owner: str, upload_id: str, part_numbers: list[int], settings: Settings | None = None
+) -> list[PartUrl]:
+    """Presigned PUT URLs for the given parts of an open upload."""
+    settings = settings or get_settings()
+    upload = _upload(conn, owner, upload_id)
+    if upload["status"] != "uploading":
+        raise Conflict(f"Upload {upload_id} is {upload['status']}; it takes no more parts.")
+    limit = max(1, math.ceil(upload["size_bytes"] / upload["part_bytes"]))
+    urls = []
+    for n in part_numbers:
+        if not 1 <= n <= limit:
+            raise InvalidRequest(f"Part {n} is out of range: this upload has parts 1 to {limit}.")
+        urls.append(
+            PartUrl(
+                part_number=n,
+                url=storage.presign(
+                    "upload_part",
+                    {"Bucket": upload["bucket"], "Key": upload["object_key"],
+                     "UploadId": upload["s3_upload_id"], "PartNumber": n},
+                    settings,
+                ),
+            )
+        )
+    return urls
+
+
+def complete_upload(
+    conn: Conn, owner: str, upload_id: str, parts: list[CompletedPart], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Finish the multipart upload; S3's object-created event then starts the import."""
+    settings = settings or get_settings()
+    upload = _upload(conn, owner, upload_id)
+    if upload["status"] == "completed":
+        return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
+    if upload["status"] != "uploading":
+        raise Conflict(f"Upload {upload_id} was {upload['status']}.")
+    client = storage.s3_client(settings)
+    try:
+        if not parts and upload["size_bytes"] == 0:
+            # S3 needs at least one part; an empty file is a single empty part.
+            part = client.upload_part(
+                Bucket=upload["bucket"], Key=upload["object_key"],
+                UploadId=upload["s3_upload_id"], PartNumber=1, Body=b"",
+            )
+            parts = [CompletedPart(part_number=1, etag=part["ETag"])]
+        client.complete_multipart_upload(
+            Bucket=upload["bucket"],
+            Key=upload["object_key"],
+            UploadId=upload["s3_upload_id"],
+            MultipartUpload={
+                "Parts": [
+                    {"PartNumber": p.part_number, "ETag": p.etag}
+                    for p in sorted(parts, key=lambda p: p.part_number)
+                ]
+            },
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload"):
+            raise InvalidRequest(f"S3 could not complete the upload ({code}): {exc}") from exc
+        raise StorageUnavailable(f"Object storage refused to complete the upload: {exc}") from exc
+    conn.execute(
+        "UPDATE dsa_jobs.uploads SET status = 'completed', completed_at = now() WHERE upload_id = %s",
+        (upload["upload_id"],),
+    )
+    return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
+
+
+def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    upload = _upload(conn, owner, upload_id)
+    if upload["status"] != "uploading":
+        return
+    storage.s3_client(settings).abort_multipart_upload(
+        Bucket=upload["bucket"], Key=upload["object_key"], UploadId=upload["s3_upload_id"]
+    )
+    conn.execute(
+        "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s", (upload["upload_id"],)
+    )
+    jobs.fail(conn, upload["job_id"], "The upload was aborted before it completed.")
