@@ -30,17 +30,20 @@ def _error(status: int, body: dict[str, Any]) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-@app.exception_handler(SluicewayError)
+@app.exception_handler(SluicewayError)  # type: ignore[untyped-decorator]
 def handle_sluiceway_error(exc: SluicewayError) -> Response[Any]:
     return _error(exc.http_status, exc.to_dict())
 
 
-@app.exception_handler(RequestValidationError)
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def handle_validation_error(exc: RequestValidationError) -> Response[Any]:
     problems = [
-        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}" for e in exc.errors()
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+        for e in exc.errors()
     ]
-    return _error(422, {"error": "invalid_request", "message": "; ".join(problems) or "Invalid request."})
+    return _error(
+        422, {"error": "invalid_request", "message": "; ".join(problems) or "Invalid request."}
+    )
 
 
 @app.not_found
@@ -54,14 +57,14 @@ def health() -> dict[str, Any]:
     try:
         db.shared_connection().execute("SELECT 1")
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+    except Exception as exc:
         checks["database"] = f"unreachable: {exc}"
     try:
         from .settings import get_settings
 
         storage.s3_client().head_bucket(Bucket=get_settings().storage.bucket)
         checks["storage"] = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["storage"] = f"unreachable: {exc}"
     checks["status"] = "ok" if checks["database"] == checks["storage"] == "ok" else "degraded"
     return checks
@@ -100,7 +103,9 @@ def abort_upload(upload_id: str) -> dict[str, Any]:
 
 @app.get("/jobs")
 def list_jobs() -> dict[str, Any]:
-    return {"jobs": [j.model_dump(mode="json") for j in jobs.list_jobs(db.shared_connection(), owner())]}
+    return {
+        "jobs": [j.model_dump(mode="json") for j in jobs.list_jobs(db.shared_connection(), owner())]
+    }
 
 
 @app.get("/jobs/<job_id>")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def split_ranges(data_end: int, chunk_bytes: int) -> list[tuple[int, int]]:
     if data_end <= 0:
         return [(0, 0)]
     bounds = [*range(0, data_end, chunk_bytes), data_end]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 def first_record_end(buf: bytes, pos: int = 0) -> int | None:

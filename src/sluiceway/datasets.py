@@ -125,7 +125,9 @@ def resolve_commit(conn: Conn, owner: str, name: str, commit: str | None) -> tup
     if not row:
         raise NotFound(f"Dataset {name!r} has no commit or ref {wanted!r}.")
     if len(row) > 1:
-        raise InvalidRequest(f"{wanted!r} matches more than one commit of {name!r}; give more of the id.")
+        raise InvalidRequest(
+            f"{wanted!r} matches more than one commit of {name!r}; give more of the id."
+        )
     return dataset, Commit.model_validate(row[0])
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -72,7 +72,9 @@ def migrate(settings: Settings | None = None) -> list[str]:
     """Apply every pending migration; returns the ids applied. Safe to run concurrently."""
     from yoyo import get_backend, read_migrations
 
-    backend = get_backend(_yoyo_url(database_url(settings)), migration_table="_sluiceway_migrations")
+    backend = get_backend(
+        _yoyo_url(database_url(settings)), migration_table="_sluiceway_migrations"
+    )
     with resources.as_file(resources.files("sluiceway") / "migrations") as path:
         migrations = read_migrations(str(path))
         with backend.lock():

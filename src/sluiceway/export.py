@@ -47,7 +47,7 @@ class _Counter:
         self.inner = inner
         self.count = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.count += len(data)
         self.inner.write(data)
 
@@ -62,7 +62,10 @@ def export_commit(
     if request.format not in CONTENT_TYPES:
         raise InvalidRequest(f"Unknown export format {request.format!r}; use csv, json or jsonl.")
     job_id = jobs.create(
-        conn, "export", owner, {"dataset": name, "commit_id": commit.commit_id, "format": request.format}
+        conn,
+        "export",
+        owner,
+        {"dataset": name, "commit_id": commit.commit_id, "format": request.format},
     )
     jobs.claim(conn, job_id, {"stage": "exporting", "total_rows": commit.row_count})
     key = f"{settings.storage.exports_prefix}{owner}/{job_id}/{name}.{request.format}"
@@ -70,10 +73,14 @@ def export_commit(
     transport = {
         **storage.smart_open_params(settings),
         "min_part_size": settings.storage.min_part_bytes,
-        "client_kwargs": {"S3.Client.create_multipart_upload": {"ContentType": CONTENT_TYPES[request.format]}},
+        "client_kwargs": {
+            "S3.Client.create_multipart_upload": {"ContentType": CONTENT_TYPES[request.format]}
+        },
     }
     columns = commit.columns
-    key_row = conn.execute("SELECT commit_key FROM dsa_core.commits WHERE commit_id = %s", (commit.commit_id,)).fetchone()
+    key_row = conn.execute(
+        "SELECT commit_key FROM dsa_core.commits WHERE commit_id = %s", (commit.commit_id,)
+    ).fetchone()
     assert key_row is not None
     commit_key = key_row["commit_key"]
     try:
@@ -87,15 +94,25 @@ def export_commit(
         jobs.fail(conn, job_id, f"Export failed: {exc}")
         raise
     summary = {
-        "dataset": name, "commit_id": commit.commit_id, "format": request.format,
-        "rows": commit.row_count, "bytes": out.count, "key": key,
+        "dataset": name,
+        "commit_id": commit.commit_id,
+        "format": request.format,
+        "rows": commit.row_count,
+        "bytes": out.count,
+        "key": key,
     }
     jobs.add_progress(conn, job_id, bytes_done=out.count, rows_done=commit.row_count)
     jobs.complete(conn, job_id, summary, dataset.dataset_id)
     url = storage.presign("get_object", {"Bucket": settings.storage.bucket, "Key": key}, settings)
     return ExportResult(
-        job_id=str(job_id), dataset=name, commit_id=commit.commit_id, format=request.format,
-        rows=commit.row_count, bytes=out.count, key=key, url=url,
+        job_id=str(job_id),
+        dataset=name,
+        commit_id=commit.commit_id,
+        format=request.format,
+        rows=commit.row_count,
+        bytes=out.count,
+        key=key,
+        url=url,
         seconds=round(time.perf_counter() - started, 3),
     )
 
@@ -120,8 +137,12 @@ def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter
             out.write(block)
 
 
-def _write_json(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter, *, array: bool) -> None:
-    query = sql.SQL("SELECT r.data::text AS data {rows}").format(rows=_ROWS.format(key=sql.Literal(commit_key)))
+def _write_json(
+    conn: db.Conn, commit_key: int, columns: list[str], out: _Counter, *, array: bool
+) -> None:
+    query = sql.SQL("SELECT r.data::text AS data {rows}").format(
+        rows=_ROWS.format(key=sql.Literal(commit_key))
+    )
     first = True
     if array:
         out.write(b"[")

@@ -36,7 +36,9 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         done = jobs.get(conn, job_id)
         return {**plan.model_dump(), "commit": done.output_summary}
     params, checkpoint = job["run_parameters"], job["checkpoint"]
-    owner_row = conn.execute("SELECT owner FROM dsa_jobs.analysis_runs WHERE id = %s", (job_id,)).fetchone()
+    owner_row = conn.execute(
+        "SELECT owner FROM dsa_jobs.analysis_runs WHERE id = %s", (job_id,)
+    ).fetchone()
     assert owner_row is not None
     owner = owner_row["owner"]
     columns: list[str] = checkpoint["columns"]
@@ -78,7 +80,17 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 authored_at, row_count, columns, job_id)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING commit_key
             """,
-            (commit_id, dataset_id, parent, message, owner, authored_at, total, Jsonb(columns), job_id),
+            (
+                commit_id,
+                dataset_id,
+                parent,
+                message,
+                owner,
+                authored_at,
+                total,
+                Jsonb(columns),
+                job_id,
+            ),
         ).fetchone()
         assert key_row is not None
         commit_key = key_row["commit_key"]
@@ -95,7 +107,9 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             offset += int(c["row_count"])
         _move_ref(conn, dataset_id, MAIN_REF, expected=parent, new=commit_id)
         seen = list(dataset["columns"]) + [c for c in columns if c not in dataset["columns"]]
-        conn.execute("UPDATE dsa_core.datasets SET columns = %s WHERE id = %s", (Jsonb(seen), dataset_id))
+        conn.execute(
+            "UPDATE dsa_core.datasets SET columns = %s WHERE id = %s", (Jsonb(seen), dataset_id)
+        )
         summary = {
             "dataset": params["dataset"],
             "commit_id": commit_id,
@@ -104,7 +118,9 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "bytes": params.get("size_bytes"),
             "columns": columns,
         }
-        jobs.update(conn, job_id, progress={"stage": "committed"}, checkpoint={"stage": "committed"})
+        jobs.update(
+            conn, job_id, progress={"stage": "committed"}, checkpoint={"stage": "committed"}
+        )
         jobs.complete(conn, job_id, summary, dataset_id)
         _drop_stage(conn, job_id)
     return {**plan.model_dump(), "commit": summary}
@@ -134,7 +150,9 @@ def _drop_stage(conn: db.Conn, job_id: uuid.UUID) -> None:
         (f"j{job_id.hex}\\_%",),
     ).fetchall()
     for t in tables:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS dsa_stage.{}").format(sql.Identifier(t["tablename"])))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS dsa_stage.{}").format(sql.Identifier(t["tablename"]))
+        )
 
 
 def refresh_search(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -173,7 +191,8 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         key = (detail.get("object") or {}).get("key")
         bucket = (detail.get("bucket") or {}).get("name")
         row = conn.execute(
-            "SELECT job_id FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s", (bucket, key)
+            "SELECT job_id FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
+            (bucket, key),
         ).fetchone()
         job_id = row["job_id"] if row else None
     if job_id is not None:

@@ -65,7 +65,9 @@ def load_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[
                     "CREATE UNLOGGED TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {})"
                 ).format(
                     raw_table,
-                    sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in _column_idents(len(columns))),
+                    sql.SQL(", ").join(
+                        sql.SQL("{} text").format(c) for c in _column_idents(len(columns))
+                    ),
                 )
             )
             copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
@@ -89,20 +91,26 @@ def load_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[
                     "ON CONFLICT (row_hash) DO NOTHING"
                 ).format(hashed_table)
             )
-            count_row = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(hashed_table)).fetchone()
+            count_row = conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {}").format(hashed_table)
+            ).fetchone()
             rows = int(count_row["n"]) if count_row else 0
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', updated_at = now() "
                 "WHERE job_id = %s AND chunk_no = %s",
                 (rows, item.job_id, item.chunk_no),
             )
-            jobs.add_progress(conn, item.job_id, bytes_done=end - start, rows_done=rows, chunks_done=1)
+            jobs.add_progress(
+                conn, item.job_id, bytes_done=end - start, rows_done=rows, chunks_done=1
+            )
     except psycopg.DataError as exc:
         raise _explain(exc, params, chunk, len(columns), settings) from exc
     return {"chunk_no": item.chunk_no, "rows": rows}
 
 
-def _stream_range(copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings) -> None:
+def _stream_range(
+    copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings
+) -> None:
     """Stream bytes [start, end) of the object into COPY without holding the range in memory."""
     if end <= start:
         return
@@ -114,19 +122,28 @@ def _stream_range(copy: psycopg.Copy, bucket: str, key: str, start: int, end: in
         while remaining:
             piece = f.read(min(READ_BYTES, remaining))
             if not piece:
-                raise MalformedFile(f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}.")
+                raise MalformedFile(
+                    f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
+                )
             copy.write(piece)
             remaining -= len(piece)
 
 
 def _explain(
-    exc: psycopg.DataError, params: dict[str, Any], chunk: dict[str, Any], column_count: int, settings: Settings
+    exc: psycopg.DataError,
+    params: dict[str, Any],
+    chunk: dict[str, Any],
+    column_count: int,
+    settings: Settings,
 ) -> MalformedFile:
     """Turn PostgreSQL's complaint into one about the user's file: which line, which byte."""
     filename = params.get("filename") or params["key"]
     buf = _read(params["bucket"], params["key"], chunk["start_byte"], chunk["end_byte"], settings)
     found = csvsplit.find_bad_record(
-        buf, base_offset=chunk["start_byte"], first_line=chunk["first_line"], column_count=column_count
+        buf,
+        base_offset=chunk["start_byte"],
+        first_line=chunk["first_line"],
+        column_count=column_count,
     )
     detail = exc.diag.message_primary or str(exc)
     if found is not None:

@@ -29,6 +29,7 @@ WORKER_FUNCTIONS: Final = frozenset({"scan_chunk", "load_chunk"})
 MAIN_REF: Final = "main"
 LOCAL_OWNER: Final = "local"
 
+
 # The EventBridge pattern that starts an import: objects created under the uploads prefix.
 def object_created_pattern(bucket: str, uploads_prefix: str) -> dict[str, object]:
     """The EventBridge event pattern for "an upload finished", used on AWS and locally."""

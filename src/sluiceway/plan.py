@@ -65,7 +65,9 @@ def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> by
         )["Body"]
         return body.read()
     except (ClientError, BotoCoreError) as exc:
-        raise StorageUnavailable(f"Cannot read s3://{bucket}/{key} [{start}, {end}): {exc}") from exc
+        raise StorageUnavailable(
+            f"Cannot read s3://{bucket}/{key} [{start}, {end}): {exc}"
+        ) from exc
 
 
 def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:
@@ -85,7 +87,9 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         (bucket, key),
     ).fetchone()
     if upload is None:
-        raise NotFound(f"s3://{bucket}/{key} was not uploaded through sluiceway; nothing to import.")
+        raise NotFound(
+            f"s3://{bucket}/{key} was not uploaded through sluiceway; nothing to import."
+        )
     job_id: uuid.UUID = upload["job_id"]
     try:
         head = storage.s3_client(settings).head_object(Bucket=bucket, Key=key)
@@ -128,7 +132,12 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         )
     work_bucket = settings.storage.bucket
     ranges_key = f"{settings.storage.work_prefix}{job_id}/ranges.json"
-    _put_json(work_bucket, ranges_key, [{"job_id": str(job_id), "chunk_no": n} for n in range(len(raw))], settings)
+    _put_json(
+        work_bucket,
+        ranges_key,
+        [{"job_id": str(job_id), "chunk_no": n} for n in range(len(raw))],
+        settings,
+    )
     return PlanOutput(
         job_id=str(job_id),
         work_bucket=work_bucket,
@@ -176,8 +185,16 @@ def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[
             lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned', updated_at = now()
         WHERE job_id = %s AND chunk_no = %s
         """,
-        (scan.quote_count, scan.first_newline_even, scan.first_newline_odd, scan.lines_to_even,
-         scan.lines_to_odd, scan.newline_count, item.job_id, item.chunk_no),
+        (
+            scan.quote_count,
+            scan.first_newline_even,
+            scan.first_newline_odd,
+            scan.lines_to_even,
+            scan.lines_to_odd,
+            scan.newline_count,
+            item.job_id,
+            item.chunk_no,
+        ),
     )
     return {"chunk_no": item.chunk_no, "quotes": scan.quote_count}
 
@@ -200,13 +217,21 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
     raw = [(r["raw_start"], r["raw_end"]) for r in rows]
     scans = [
         csvsplit.RangeScan(
-            r["quote_count"], r["newline_count"], r["first_nl_even"], r["first_nl_odd"],
-            r["lines_to_even"], r["lines_to_odd"],
+            r["quote_count"],
+            r["newline_count"],
+            r["first_nl_even"],
+            r["first_nl_odd"],
+            r["lines_to_even"],
+            r["lines_to_odd"],
         )
         for r in rows
     ]
     loads = csvsplit.resolve_ranges(
-        raw, scans, data_start=cp["data_start"], data_end=cp["data_end"], header_lines=cp["header_lines"]
+        raw,
+        scans,
+        data_start=cp["data_start"],
+        data_end=cp["data_end"],
+        header_lines=cp["header_lines"],
     )
     by_chunk = {r.chunk_no: r for r in loads}
     with conn.transaction():
@@ -224,10 +249,17 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
                 [(r.start, r.end, r.first_line, job_id, r.chunk_no) for r in by_chunk.values()],
             )
         jobs.update(
-            conn, job_id, progress={"stage": "loading", "chunks_total": len(loads)},
+            conn,
+            job_id,
+            progress={"stage": "loading", "chunks_total": len(loads)},
             checkpoint={"stage": "resolved"},
         )
     plan.loads_key = f"{settings.storage.work_prefix}{job_id}/loads.json"
     assert plan.work_bucket is not None
-    _put_json(plan.work_bucket, plan.loads_key, [{"job_id": str(job_id), "chunk_no": r.chunk_no} for r in loads], settings)
+    _put_json(
+        plan.work_bucket,
+        plan.loads_key,
+        [{"job_id": str(job_id), "chunk_no": r.chunk_no} for r in loads],
+        settings,
+    )
     return plan.model_dump()

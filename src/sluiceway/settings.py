@@ -54,7 +54,9 @@ class ImportSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything sluiceway can be configured with, from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="SLUICEWAY_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEWAY_", env_nested_delimiter="__", extra="ignore"
+    )
 
     home: Path = Field(default=Path(".sluiceway"), description="Local data directory.")
     database_url: str | None = Field(

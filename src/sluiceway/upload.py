@@ -73,7 +73,9 @@ def safe_filename(filename: str) -> str:
     return cleaned[:200]
 
 
-def create_upload(conn: Conn, owner: str, request: CreateUpload, settings: Settings | None = None) -> UploadCreated:
+def create_upload(
+    conn: Conn, owner: str, request: CreateUpload, settings: Settings | None = None
+) -> UploadCreated:
     """Open a multipart upload for a file that will be imported into ``request.dataset``."""
     settings = settings or get_settings()
     datasets.check_name(request.dataset)
@@ -114,9 +116,17 @@ def create_upload(conn: Conn, owner: str, request: CreateUpload, settings: Setti
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
-                upload_id, owner, bucket, key, created["UploadId"], request.filename,
-                request.size, psize, request.dataset,
-                Jsonb(request.options.model_dump(exclude_none=True)), job_id,
+                upload_id,
+                owner,
+                bucket,
+                key,
+                created["UploadId"],
+                request.filename,
+                request.size,
+                psize,
+                request.dataset,
+                Jsonb(request.options.model_dump(exclude_none=True)),
+                job_id,
             ),
         )
     return UploadCreated(
@@ -143,7 +153,11 @@ def _upload(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
 
 
 def sign_parts(
-    conn: Conn, owner: str, upload_id: str, part_numbers: list[int], settings: Settings | None = None
+    conn: Conn,
+    owner: str,
+    upload_id: str,
+    part_numbers: list[int],
+    settings: Settings | None = None,
 ) -> list[PartUrl]:
     """Presigned PUT URLs for the given parts of an open upload."""
     settings = settings or get_settings()
@@ -160,8 +174,12 @@ def sign_parts(
                 part_number=n,
                 url=storage.presign(
                     "upload_part",
-                    {"Bucket": upload["bucket"], "Key": upload["object_key"],
-                     "UploadId": upload["s3_upload_id"], "PartNumber": n},
+                    {
+                        "Bucket": upload["bucket"],
+                        "Key": upload["object_key"],
+                        "UploadId": upload["s3_upload_id"],
+                        "PartNumber": n,
+                    },
                     settings,
                 ),
             )
@@ -170,13 +188,21 @@ def sign_parts(
 
 
 def complete_upload(
-    conn: Conn, owner: str, upload_id: str, parts: list[CompletedPart], settings: Settings | None = None
+    conn: Conn,
+    owner: str,
+    upload_id: str,
+    parts: list[CompletedPart],
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Finish the multipart upload; S3's object-created event then starts the import."""
     settings = settings or get_settings()
     upload = _upload(conn, owner, upload_id)
     if upload["status"] == "completed":
-        return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
+        return {
+            "upload_id": upload_id,
+            "job_id": str(upload["job_id"]),
+            "key": upload["object_key"],
+        }
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} was {upload['status']}.")
     client = storage.s3_client(settings)
@@ -184,8 +210,11 @@ def complete_upload(
         if not parts and upload["size_bytes"] == 0:
             # S3 needs at least one part; an empty file is a single empty part.
             part = client.upload_part(
-                Bucket=upload["bucket"], Key=upload["object_key"],
-                UploadId=upload["s3_upload_id"], PartNumber=1, Body=b"",
+                Bucket=upload["bucket"],
+                Key=upload["object_key"],
+                UploadId=upload["s3_upload_id"],
+                PartNumber=1,
+                Body=b"",
             )
             parts = [CompletedPart(part_number=1, etag=part["ETag"])]
         client.complete_multipart_upload(
@@ -220,6 +249,7 @@ def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | No
         Bucket=upload["bucket"], Key=upload["object_key"], UploadId=upload["s3_upload_id"]
     )
     conn.execute(
-        "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s", (upload["upload_id"],)
+        "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s",
+        (upload["upload_id"],),
     )
     jobs.fail(conn, upload["job_id"], "The upload was aborted before it completed.")

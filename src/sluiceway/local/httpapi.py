@@ -19,7 +19,9 @@ from .lambdas import LocalContext, _handler_module
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 
 
-def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
+def to_event(
+    method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str
+) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event for one HTTP request."""
     parts = urlsplit(target)
     query = parse_qs(parts.query, keep_blank_values=True)
@@ -54,14 +56,17 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "sluiceway-local"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # the API logs through Powertools; keep the terminal for the CLI
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
-            self._reply(413, {"content-type": "application/json"},
-                        json.dumps({"error": "too_large", "message": "Request body over 10 MiB."}).encode())
+            self._reply(
+                413,
+                {"content-type": "application/json"},
+                json.dumps({"error": "too_large", "message": "Request body over 10 MiB."}).encode(),
+            )
             return
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -92,7 +97,9 @@ class LocalApiServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="sluiceway-api", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="sluiceway-api", daemon=True
+        )
 
     @property
     def url(self) -> str:

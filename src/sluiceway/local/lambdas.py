@@ -51,7 +51,8 @@ def _handler_module(name: str) -> ModuleType:
             raise KeyError(f"No function {name!r}")
         path = FUNCTIONS_DIR / name / "handler.py"
         spec = importlib.util.spec_from_file_location(f"sluiceway_function_{name}", path)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         _modules[name] = module
@@ -63,7 +64,7 @@ def invoke(name: str, payload: Any) -> tuple[bool, Any]:
     try:
         result = _handler_module(name).handler(payload, LocalContext(function_name=name))
         return True, result
-    except Exception as exc:  # noqa: BLE001 - reported to the state machine like Lambda does
+    except Exception as exc:
         return False, {
             "errorType": type(exc).__name__,
             "errorMessage": getattr(exc, "message", None) or str(exc),
@@ -92,7 +93,7 @@ class LambdaRuntime:
             return invoke(name, payload)
         try:
             return self.pool.submit(invoke, name, payload).result()
-        except Exception as exc:  # noqa: BLE001 - a dead worker is Lambda's ServiceException
+        except Exception as exc:
             return False, {"errorType": "Lambda.ServiceException", "errorMessage": repr(exc)}
 
     def close(self) -> None:
@@ -117,4 +118,4 @@ def install(runtime: LambdaRuntime | None) -> None:
     from moto.awslambda.models import LambdaFunction
 
     _runtime = runtime
-    LambdaFunction._invoke_lambda = _invoke_lambda
+    LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]

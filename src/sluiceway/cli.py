@@ -1,0 +1,411 @@
+"""The sluiceway command line: a client of the HTTP API.
+
+Without ``--api`` (or ``SLUICEWAY_API``) a command starts the embedded stack for its own
+duration, so one command is enough; ``sluiceway up`` keeps one running for many.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from .client import ApiError, Client, write_atomically
+from .errors import SluicewayError
+from .settings import Settings
+
+err = Console(stderr=True)
+out = Console()
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """'65536', '64KiB', '8MB', '1.5GiB' -> bytes."""
+    m = _SIZE.match(text)
+    unit = (m.group(2) or "").lower() if m else None
+    if not m or unit not in _UNITS:
+        raise click.BadParameter(f"{text!r} is not a size (try 65536, 64KiB, 8MiB).")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+class State:
+    def __init__(self, api: str | None, as_json: bool) -> None:
+        self.api = api
+        self.json = as_json
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        """A client of the given API, or of an embedded stack started for this command."""
+        if self.api:
+            yield Client(self.api)
+            return
+        from .local.stack import LocalStack
+
+        if not self.json:
+            err.print("[dim]starting the embedded stack (pass --api to use a running one)...[/dim]")
+        with LocalStack(Settings()) as stack:
+            yield Client(stack.api_url)
+
+
+def _emit(state: State, data: Any, human: str | Table) -> None:
+    if state.json:
+        click.echo(json.dumps(data, indent=None, default=str))
+    else:
+        out.print(human)
+
+
+@click.group()
+@click.option(
+    "--api", envvar="SLUICEWAY_API", help="API base URL (default: start the embedded stack)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.pass_context
+def cli(ctx: click.Context, api: str | None, as_json: bool) -> None:
+    """Move massive datasets in and out of PostgreSQL through object storage."""
+    ctx.obj = State(api, as_json)
+
+
+def _json_option(f: Any) -> Any:
+    def callback(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_object(State).json = True  # type: ignore[union-attr]
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=callback,
+        help="Machine-readable output on stdout.",
+    )(f)
+
+
+def _api_option(f: Any) -> Any:
+    def callback(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.find_object(State).api = value  # type: ignore[union-attr]
+
+    return click.option(
+        "--api",
+        "api_url",
+        expose_value=False,
+        callback=callback,
+        help="API base URL (default: start the embedded stack).",
+    )(f)
+
+
+def common(f: Any) -> Any:
+    return _api_option(_json_option(f))
+
+
+@cli.command()
+@click.option("--port", default=8000, show_default=True, help="API port on 127.0.0.1.")
+def up(port: int) -> None:
+    """Run the embedded stack until Ctrl-C: PostgreSQL, S3, Step Functions, the API."""
+    from .local.stack import LocalStack
+
+    with LocalStack(Settings(), api_port=port) as stack:
+        err.print(f"API        {stack.api_url}")
+        err.print(f"S3         {stack.s3_endpoint}  (bucket {stack.settings.storage.bucket})")
+        err.print(f"PostgreSQL {stack.database_url}")
+        err.print("[dim]Ctrl-C stops everything.[/dim]")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err.print("stopping...")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[rows]}"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_import(
+    client: Client,
+    path: Path,
+    dataset: str,
+    chunk_size: int | None,
+    message: str | None,
+    show_progress: bool,
+) -> dict[str, Any]:
+    """Upload, wait for the import's job, and return a summary (shared by import and demo)."""
+    options: dict[str, Any] = {}
+    if chunk_size:
+        options["chunk_bytes"] = chunk_size
+    if message:
+        options["message"] = message
+    started = time.perf_counter()
+    size = path.stat().st_size
+    with _progress(show_progress) as bar:
+        up_task = bar.add_task("upload", total=size or 1, rows="")
+        created = client.upload_file(
+            path, dataset, options, on_bytes=lambda n: bar.advance(up_task, n)
+        )
+        bar.update(up_task, completed=size or 1)
+        imp_task = bar.add_task("import", total=size or 1, rows="")
+
+        def show(job: dict[str, Any]) -> None:
+            p = job.get("progress", {})
+            bar.update(
+                imp_task, completed=p.get("bytes_done", 0), rows=f"{p.get('rows_done', 0):,} rows"
+            )
+
+        job = client.wait_for_job(created["job_id"], show)
+        if job["status"] == "completed":
+            bar.update(imp_task, completed=size or 1)
+    summary = job.get("output_summary") or {}
+    return {
+        "job_id": job["job_id"],
+        "status": job["status"],
+        "dataset": dataset,
+        "commit_id": summary.get("commit_id"),
+        "parent_commit_id": summary.get("parent_commit_id"),
+        "rows": summary.get("rows"),
+        "bytes": size,
+        "seconds": round(time.perf_counter() - started, 3),
+        "error": job.get("error_message"),
+    }
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dataset", "-d", required=True, help="Dataset to import into (created if new).")
+@click.option(
+    "--chunk-size", help="Bytes per parallel range, e.g. 64MiB (default: sized for Lambda)."
+)
+@click.option("--message", "-m", help="Commit message.")
+@common
+@click.pass_obj
+def import_(
+    state: State, file: Path, dataset: str, chunk_size: str | None, message: str | None
+) -> None:
+    """Import FILE (CSV) into a dataset as a new commit on main."""
+    chunk = parse_size(chunk_size) if chunk_size else None
+    with state.client() as client:
+        result = run_import(client, file, dataset, chunk, message, show_progress=not state.json)
+    if state.json:
+        click.echo(json.dumps(result))
+    elif result["status"] == "completed":
+        out.print(
+            f"[green]imported[/green] {result['rows']:,} rows ({result['bytes']:,} bytes) into "
+            f"[bold]{dataset}[/bold] in {result['seconds']:.2f} s\n"
+            f"commit {result['commit_id']} (parent {result['parent_commit_id'] or 'none'}), job {result['job_id']}"
+        )
+    if result["status"] != "completed":
+        err.print(f"[red]import failed[/red]: {result['error']}")
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv", show_default=True
+)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--commit", help="Commit id or ref (default: main).")
+@common
+@click.pass_obj
+def export(state: State, dataset: str, fmt: str, out_path: Path, commit: str | None) -> None:
+    """Export a commit of DATASET to a local file, in logical row order."""
+    with state.client() as client:
+        result = client.call(
+            "POST", f"/datasets/{dataset}/exports", {"format": fmt, "commit": commit}
+        )
+        with _progress(not state.json) as bar:
+            task = bar.add_task(
+                "download", total=result["bytes"] or 1, rows=f"{result['rows']:,} rows"
+            )
+            written = write_atomically(
+                out_path,
+                lambda f: client.download(result["url"], f, lambda n: bar.advance(task, n)),
+            )
+    data = {k: v for k, v in result.items() if k != "url"} | {
+        "out": str(out_path),
+        "written": written,
+    }
+    _emit(
+        state,
+        data,
+        f"exported {result['rows']:,} rows of {dataset}@{result['commit_id'][:12]} "
+        f"to {out_path} ({written:,} bytes)",
+    )
+
+
+@cli.group()
+def jobs() -> None:
+    """Imports and exports: status and progress."""
+
+
+@jobs.command("list")
+@common
+@click.pass_obj
+def jobs_list(state: State) -> None:
+    """Recent jobs, newest first."""
+    with state.client() as client:
+        found = client.call("GET", "/jobs")["jobs"]
+    table = Table("job", "type", "status", "dataset", "rows", "created")
+    for j in found:
+        table.add_row(
+            j["job_id"],
+            j["run_type"],
+            j["status"],
+            j["dataset"] or "",
+            f"{j['progress'].get('rows_done', 0):,}",
+            j["created_at"][:19],
+        )
+    _emit(state, found, table)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@common
+@click.pass_obj
+def jobs_show(state: State, job_id: str) -> None:
+    """One job in full."""
+    with state.client() as client:
+        job = client.call("GET", f"/jobs/{job_id}")
+    _emit(state, job, json.dumps(job, indent=2))
+
+
+@cli.command()
+@click.argument("dataset")
+@common
+@click.pass_obj
+def log(state: State, dataset: str) -> None:
+    """The commit history of DATASET's main, newest first."""
+    with state.client() as client:
+        commits = client.call("GET", f"/datasets/{dataset}/commits")["commits"]
+    table = Table("commit", "parent", "rows", "author", "committed", "message")
+    for c in commits:
+        table.add_row(
+            c["commit_id"][:12],
+            (c["parent_commit_id"] or "")[:12],
+            f"{c['row_count']:,}",
+            c["author"],
+            c["committed_at"][:19],
+            c["message"],
+        )
+    _emit(state, commits, table)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
+    from . import db
+    from .local.stack import start_embedded_postgres
+
+    settings = Settings()
+    if not settings.database_url:
+        _, url = start_embedded_postgres(settings.home)
+        settings = settings.model_copy(update={"database_url": url})
+    applied = db.migrate(settings)
+    err.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@cli.command()
+@click.option("--rows", default=200_000, show_default=True, help="Rows in the generated dataset.")
+@click.option("--chunk-size", default="2MiB", show_default=True, help="Bytes per parallel range.")
+@common
+@click.pass_obj
+def demo(state: State, rows: int, chunk_size: str) -> None:
+    """Generate a CSV, import it through the real pipeline, export it back, and compare."""
+    import csv
+    import tempfile
+
+    from .sample import write_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_csv(Path(tmp) / "demo.csv", rows)
+        err.print(
+            f"generated {src.stat().st_size:,} bytes, {rows:,} rows x 8 columns (quoted text, "
+            "embedded commas, quotes and newlines)"
+        )
+        with state.client() as client:
+            result = run_import(
+                client, src, "demo", parse_size(chunk_size), "demo import", not state.json
+            )
+            if result["status"] != "completed":
+                err.print(f"[red]import failed[/red]: {result['error']}")
+                sys.exit(1)
+            exp = client.call("POST", "/datasets/demo/exports", {"format": "csv"})
+            back = Path(tmp) / "back.csv"
+            write_atomically(back, lambda f: client.download(exp["url"], f))
+            commits = client.call("GET", "/datasets/demo/commits")["commits"]
+        with (
+            src.open(newline="", encoding="utf-8") as a,
+            back.open(newline="", encoding="utf-8") as b,
+        ):
+            same = list(csv.reader(a)) == list(csv.reader(b))
+    summary = {
+        **result,
+        "export_rows": exp["rows"],
+        "export_seconds": exp["seconds"],
+        "round_trip_identical": same,
+        "commits_in_history": len(commits),
+    }
+    _emit(
+        state,
+        summary,
+        f"\n[bold]demo[/bold]: imported {result['rows']:,} rows in {result['seconds']:.2f} s "
+        f"as commit {result['commit_id'][:12]} (parent {(result['parent_commit_id'] or 'none')[:12]}); "
+        f"exported {exp['rows']:,} rows in {exp['seconds']:.2f} s; round trip identical: {same}; "
+        f"{len(commits)} commit(s) in the history of 'demo'.",
+    )
+    if not same:
+        sys.exit(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except (SluicewayError, ApiError) as exc:
+        err.print(f"[red]error[/red]: {exc.message}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared fixtures: one embedded stack (real PostgreSQL, moto's S3 and Step Functions) per session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from sluiceway.client import Client
+from sluiceway.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The embedded stack, started once: every integration test talks to it like a user would."""
+    from sluiceway.local.stack import LocalStack
+
+    home = tmp_path_factory.mktemp("sluiceway-home")
+    with LocalStack(Settings(home=home), workers=2) as running:
+        yield running
+
+
+@pytest.fixture
+def client(stack: Any) -> Client:
+    return Client(stack.api_url, timeout=120)
+
+
+@pytest.fixture
+def db(stack: Any) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A direct connection to the stack's database, for asserting what was stored."""
+    with psycopg.connect(stack.database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def dataset_name() -> str:
+    """A fresh dataset name per test, so tests share the stack but never each other's data."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def import_bytes(
+    client: Client,
+    tmp_path: Path,
+    data: bytes,
+    dataset: str,
+    *,
+    chunk_bytes: int | None = None,
+    filename: str = "data.csv",
+) -> dict[str, Any]:
+    """Upload ``data`` as a file through presigned URLs and wait for its import job to end."""
+    path = tmp_path / filename
+    path.write_bytes(data)
+    options: dict[str, Any] = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    created = client.upload_file(path, dataset, options)
+    job: dict[str, Any] = client.wait_for_job(created["job_id"], poll_seconds=0.05, timeout=120)
+    return job
