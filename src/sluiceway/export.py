@@ -118,16 +118,23 @@ def export_commit(
 
 
 _ROWS = sql.SQL(
-    "FROM dsa_core.commit_row_entries e JOIN dsa_core.rows r ON r.row_hash = e.row_hash "
+    "FROM dsa_core.commit_row_entries e JOIN dsa_core.row_store s ON s.row_hash = e.row_hash "
     "WHERE e.commit_key = {key} ORDER BY e.ord"
 )
+
+
+def _positions(columns: list[str]) -> list[int]:
+    """1-based index of each column (in the commit's order) within the stored, sorted values."""
+    ranks = {name: i + 1 for i, name in enumerate(sorted(columns))}
+    return [ranks[c] for c in columns]
 
 
 def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter) -> None:
     if not columns:
         return
     fields = sql.SQL(", ").join(
-        sql.SQL("r.data ->> {} AS {}").format(sql.Literal(c), sql.Identifier(c)) for c in columns
+        sql.SQL("s.vals[{}] AS {}").format(sql.Literal(i), sql.Identifier(c))
+        for c, i in zip(columns, _positions(columns), strict=True)
     )
     query = sql.SQL("COPY (SELECT {fields} {rows}) TO STDOUT (FORMAT csv, HEADER)").format(
         fields=fields, rows=_ROWS.format(key=sql.Literal(commit_key))
@@ -140,9 +147,8 @@ def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter
 def _write_json(
     conn: db.Conn, commit_key: int, columns: list[str], out: _Counter, *, array: bool
 ) -> None:
-    query = sql.SQL("SELECT r.data::text AS data {rows}").format(
-        rows=_ROWS.format(key=sql.Literal(commit_key))
-    )
+    query = sql.SQL("SELECT s.vals {rows}").format(rows=_ROWS.format(key=sql.Literal(commit_key)))
+    positions = [i - 1 for i in _positions(columns)]
     first = True
     if array:
         out.write(b"[")
@@ -151,15 +157,13 @@ def _write_json(
         cur.execute(query)
         buffer: list[str] = []
         for row in cur:
-            record = json.loads(row["data"])
-            # jsonb keeps keys in its own order; put them back in the dataset's column order
-            ordered = {c: record.get(c) for c in columns}
-            ordered.update((k, v) for k, v in record.items() if k not in ordered)
-            text = json.dumps(ordered, ensure_ascii=False)
-            if array:
-                buffer.append(text if first else "," + text)
-            else:
-                buffer.append(text + "\n")
+            vals = row["vals"]
+            text = json.dumps(
+                {c: vals[i] for c, i in zip(columns, positions, strict=True)}, ensure_ascii=False
+            )
+            buffer.append(text if first or not array else "," + text)
+            if not array:
+                buffer[-1] += "\n"
             first = False
             if len(buffer) >= 10_000:
                 out.write("".join(buffer).encode())

@@ -13,12 +13,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import db, jobs
 from .errors import Conflict
-from .load import stage_tables
 from .names import MAIN_REF
 from .plan import PlanOutput, job_source
 from .settings import Settings, get_settings
@@ -74,13 +72,15 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         message = params.get("options", {}).get("message") or (
             f"Import {params.get('filename', params['key'])} ({total:,} rows)"
         )
-        key_row = conn.execute(
+        commit_key = int(checkpoint["commit_key"])
+        conn.execute(
             """
-            INSERT INTO dsa_core.commits (commit_id, dataset_id, parent_commit_id, message, author,
-                authored_at, row_count, columns, job_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING commit_key
+            INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
+                message, author, authored_at, row_count, columns, job_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
+                commit_key,
                 commit_id,
                 dataset_id,
                 parent,
@@ -91,20 +91,14 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 Jsonb(columns),
                 job_id,
             ),
-        ).fetchone()
-        assert key_row is not None
-        commit_key = key_row["commit_key"]
-        offset = 0
-        for c in chunks:
-            _, hashed = stage_tables(job_id, c["chunk_no"])
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO dsa_core.commit_row_entries (commit_key, ord, row_hash) "
-                    "SELECT %s, ord + %s, row_hash FROM {} ORDER BY ord"
-                ).format(hashed),
-                (commit_key, offset),
-            )
-            offset += int(c["row_count"])
+        )
+        with conn.cursor().copy(
+            "COPY dsa_core.commit_chunks (commit_key, chunk_no, row_offset, row_count) FROM STDIN"
+        ) as copy:
+            offset = 0
+            for c in chunks:
+                copy.write_row((commit_key, c["chunk_no"], offset, c["row_count"]))
+                offset += int(c["row_count"])
         _move_ref(conn, dataset_id, MAIN_REF, expected=parent, new=commit_id)
         seen = list(dataset["columns"]) + [c for c in columns if c not in dataset["columns"]]
         conn.execute(
@@ -122,7 +116,6 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             conn, job_id, progress={"stage": "committed"}, checkpoint={"stage": "committed"}
         )
         jobs.complete(conn, job_id, summary, dataset_id)
-        _drop_stage(conn, job_id)
     return {**plan.model_dump(), "commit": summary}
 
 
@@ -144,14 +137,14 @@ def _move_ref(conn: db.Conn, dataset_id: int, ref: str, *, expected: str | None,
         raise Conflict(f"Ref {ref!r} moved while this import was committing; retry the import.")
 
 
-def _drop_stage(conn: db.Conn, job_id: uuid.UUID) -> None:
-    tables = conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'dsa_stage' AND tablename LIKE %s",
-        (f"j{job_id.hex}\\_%",),
-    ).fetchall()
-    for t in tables:
+def _discard_rows(conn: db.Conn, checkpoint: dict[str, Any] | None) -> None:
+    """Delete the entries a failed import's ranges wrote for the commit it never made."""
+    key = (checkpoint or {}).get("commit_key")
+    if key is not None:
         conn.execute(
-            sql.SQL("DROP TABLE IF EXISTS dsa_stage.{}").format(sql.Identifier(t["tablename"]))
+            "DELETE FROM dsa_core.commit_row_entries e WHERE e.commit_key = %s "
+            "AND NOT EXISTS (SELECT 1 FROM dsa_core.commits c WHERE c.commit_key = %s)",
+            (key, key),
         )
 
 
@@ -198,5 +191,5 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
     if job_id is not None:
         with conn.transaction():
             jobs.fail(conn, job_id, message)
-            _drop_stage(conn, job_id)
+            _discard_rows(conn, job_source(conn, job_id)["checkpoint"])
     return {"job_id": str(job_id) if job_id else None, "error": message}

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from . import csvsplit, db, jobs, storage
-from .errors import InvalidRequest, NotFound, StorageUnavailable
+from .errors import InvalidRequest, MalformedFile, NotFound, StorageUnavailable
 from .settings import Settings, get_settings
 
 
@@ -83,7 +83,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     bucket, key = created.detail.bucket.name, created.detail.object.key
     conn = db.shared_connection(settings)
     upload = conn.execute(
-        "SELECT upload_id, job_id, options FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
+        "SELECT upload_id, job_id, options, filename FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
         (bucket, key),
     ).fetchone()
     if upload is None:
@@ -104,6 +104,13 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     header = csvsplit.parse_header(first, at_eof=len(first) == size, max_record_bytes=limit)
     tail = _read(bucket, key, max(size - 4096, 0), size, settings)
     data_end = max(csvsplit.trim_trailing_blank_lines(tail, size), header.data_start)
+    if not header.columns and data_end > header.data_start:
+        raise MalformedFile(
+            f"{upload['filename']}: the first line is empty; a CSV file starts with a header "
+            "row naming its columns.",
+            byte_offset=0,
+            line=1,
+        )
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
     raw = csvsplit.split_ranges(data_end, chunk_bytes)
     if len(raw) > 100_000:
@@ -112,6 +119,9 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         )
 
     with conn.transaction():
+        column_set_id = _column_set(conn, header.columns)
+        key_row = conn.execute("SELECT nextval('dsa_core.commit_key_seq') AS k").fetchone()
+        assert key_row is not None
         with conn.cursor().copy(
             "COPY dsa_jobs.import_chunks (job_id, chunk_no, raw_start, raw_end) FROM STDIN"
         ) as copy:
@@ -124,6 +134,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
             checkpoint={
                 "stage": "planned",
                 "columns": header.columns,
+                "column_set_id": column_set_id,
+                "commit_key": int(key_row["k"]),
                 "data_start": header.data_start,
                 "data_end": data_end,
                 "header_lines": first[: header.data_start].count(b"\n"),
@@ -144,6 +156,20 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ranges_key=ranges_key,
         max_concurrency=settings.imports.map_concurrency,
     ).model_dump()
+
+
+def _column_set(conn: db.Conn, columns: list[str]) -> int:
+    """The id of the (sorted) column set, created on first use."""
+    names = sorted(columns)
+    conn.execute(
+        "INSERT INTO dsa_core.column_sets (columns) VALUES (%s) ON CONFLICT (columns) DO NOTHING",
+        (names,),
+    )
+    row = conn.execute(
+        "SELECT column_set_id FROM dsa_core.column_sets WHERE columns = %s", (names,)
+    ).fetchone()
+    assert row is not None
+    return int(row["column_set_id"])
 
 
 class ChunkItem(BaseModel):

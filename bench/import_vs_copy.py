@@ -1,0 +1,141 @@
+"""Import 1,000,000 CSV rows through the whole pipeline vs plain COPY on the same database.
+
+Usage: python bench/import_vs_copy.py [--rows N] [--chunk-size 16MiB]
+
+Generates a CSV (8 mixed columns, quoted text with commas, quotes and newlines), starts a
+fresh embedded stack, then in the same run:
+  1. baseline: COPY ... FROM STDIN (FORMAT csv) into an UNLOGGED table with no index;
+  2. sluiceway: upload through presigned URLs -> object-created event -> state machine ->
+     plan, scan, Map of COPY loads -> commit (timed from the first upload byte to the job's end);
+  3. the export of the commit to CSV vs COPY ... TO STDOUT.
+Peak resident memory is sampled for every process: the stack (API, moto, interpreter), each
+worker process, and each PostgreSQL backend. The last lines are the figures and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from sluiceway.cli import parse_size, run_import
+from sluiceway.client import Client
+from sluiceway.local.stack import LocalStack
+from sluiceway.sample import COLUMNS, write_csv
+from sluiceway.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+
+
+class PeakMemory:
+    """Samples RSS of this process, its children, and PostgreSQL's processes."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            procs = [("stack", me)] + [("worker", c) for c in me.children(recursive=True)]
+            procs += [("postgres", p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+            for kind, p in procs:
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peaks[kind] = max(self.peaks.get(kind, 0), rss)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def copy_baseline(url: str, path: Path) -> float:
+    cols = ", ".join(f'"{c}" text' for c in COLUMNS)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw")
+        conn.execute(f"CREATE UNLOGGED TABLE bench_raw ({cols})")
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as f:
+            while block := f.read(1 << 20):
+                copy.write(block)
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_raw")
+    return elapsed
+
+
+def copy_out_baseline(url: str, path: Path, out: Path) -> float:
+    cols = ", ".join(f'"{c}" text' for c in COLUMNS)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_raw")
+        conn.execute(f"CREATE UNLOGGED TABLE bench_raw ({cols})")
+        with conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as f:
+            while block := f.read(1 << 20):
+                copy.write(block)
+        started = time.perf_counter()
+        with conn.cursor().copy("COPY bench_raw TO STDOUT (FORMAT csv, HEADER)") as copy, out.open("wb") as f:
+            for block in copy:
+                f.write(block)
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE bench_raw")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk-size", default="16MiB")
+    args = parser.parse_args()
+
+    path = DATA / f"bench_{args.rows}.csv"
+    if not path.exists():
+        write_csv(path, args.rows)
+    size = path.stat().st_size
+    print(f"file: {path} ({size:,} bytes, {args.rows:,} rows x {len(COLUMNS)} columns)")
+
+    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+        client = Client(stack.api_url)
+        copy_seconds = copy_baseline(stack.database_url, path)
+        print(f"baseline COPY into an unlogged, unindexed table: {copy_seconds:.2f} s")
+        with PeakMemory() as memory:
+            result = run_import(client, path, "bench", parse_size(args.chunk_size), None, show_progress=False)
+        if result["status"] != "completed":
+            raise SystemExit(f"import failed: {result['error']}")
+        job = client.call("GET", f"/jobs/{result['job_id']}")
+        export_started = time.perf_counter()
+        exported = client.call("POST", "/datasets/bench/exports", {"format": "csv"})
+        with (Path(home) / "export.csv").open("wb") as f:
+            client.download(exported["url"], f)
+        export_seconds = time.perf_counter() - export_started
+        copy_out_seconds = copy_out_baseline(stack.database_url, path, Path(home) / "copy_out.csv")
+        with psycopg.connect(stack.database_url) as conn:
+            sizes = conn.execute(
+                "SELECT pg_total_relation_size('dsa_core.row_store'), pg_total_relation_size('dsa_core.commit_row_entries')"
+            ).fetchone()
+
+    import_seconds = result["seconds"]
+    print(f"sluiceway import (upload + state machine + commit): {import_seconds:.2f} s "
+          f"(job itself {job['progress'].get('seconds', 0):.2f} s), {result['rows']:,} rows")
+    print(f"storage: rows {sizes[0] / 1e6:.0f} MB, commit_row_entries {sizes[1] / 1e6:.0f} MB")
+    print(f"export to CSV (API + S3 multipart + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s")
+    for kind in ("stack", "worker", "postgres"):
+        print(f"peak RSS of one {kind} process: {memory.peaks.get(kind, 0) / 2**20:.0f} MiB")
+    print(f"import rows/s: {result['rows'] / import_seconds:,.0f}")
+    print(f"RATIO import / COPY: {import_seconds / copy_seconds:.1f}x")
+    print(f"RATIO export / COPY TO: {export_seconds / copy_out_seconds:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
