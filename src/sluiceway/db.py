@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -21,12 +23,30 @@ _connections: dict[str, Conn] = {}
 
 def database_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
+    if not settings.database_url and settings.database_secret_arn:
+        return _url_from_secret(settings.database_secret_arn, settings.database_host)
     if not settings.database_url:
         raise DatabaseUnavailable(
             "No database configured: set DATABASE_URL, or run through the embedded stack "
             "(`sluiceway up`, or any sluiceway command without --api)."
         )
     return settings.database_url
+
+
+@lru_cache(maxsize=4)
+def _url_from_secret(secret_arn: str, host: str | None) -> str:
+    """A connection URL from an RDS-managed secret (fetched once per container)."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    try:
+        secret = json.loads(str(get_secret(secret_arn)))
+    except Exception as exc:
+        raise DatabaseUnavailable(f"Cannot read the database secret {secret_arn}: {exc}") from exc
+    user, password = quote(secret["username"], safe=""), quote(secret["password"], safe="")
+    where = f"{host or secret['host']}:{secret.get('port', 5432)}"
+    return (
+        f"postgresql://{user}:{password}@{where}/{secret.get('dbname', 'postgres')}?sslmode=require"
+    )
 
 
 def connect(settings: Settings | None = None, *, autocommit: bool = False) -> Conn:

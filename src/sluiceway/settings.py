@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "SLUICEWAY_DATABASE_URL")
     )
+    # On AWS: the Secrets Manager secret RDS keeps the credentials in, and the RDS Proxy
+    # endpoint to connect through instead of the host the secret names.
+    database_secret_arn: str | None = None
+    database_host: str | None = None
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -14,12 +14,14 @@ which is what EventBridge's Step Functions target does on AWS.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
 import socket
 import threading
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -300,6 +302,15 @@ class LocalStack:
             Rule="sluiceway-start-import", Targets=[{"Id": "import", "Arn": queue_arn}]
         )
 
+    def _start_execution(self, sfn: Any, body: str) -> None:
+        # this very event may already have started its execution
+        with contextlib.suppress(sfn.exceptions.ExecutionAlreadyExists):
+            sfn.start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=_execution_name(json.loads(body)),
+                input=body,
+            )
+
     def _relay_events(self) -> None:
         """EventBridge rule -> StartExecution with the event as input, as its SFN target does."""
         sqs, sfn = self._client("sqs"), self._client("stepfunctions")
@@ -311,12 +322,24 @@ class LocalStack:
                 if not messages:
                     self._stopping.wait(0.1)
                 for m in messages:
-                    sfn.start_execution(stateMachineArn=self.state_machine_arn, input=m["Body"])
+                    self._start_execution(sfn, m["Body"])
                     sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=m["ReceiptHandle"])
             except Exception:
                 if not self._stopping.is_set():
                     log.exception("event relay: poll failed")
                     self._stopping.wait(0.5)
+
+
+def _execution_name(event: dict[str, Any]) -> str:
+    """One execution per created object version: a repeated event starts nothing new.
+
+    (moto gives every S3 event the same id, so the object's key and ETag name it.)
+    """
+    obj = (event.get("detail") or {}).get("object") or {}
+    identity = json.dumps([obj.get("key"), obj.get("eTag"), obj.get("version-id")])
+    if obj.get("key") is None:
+        identity = str(uuid.uuid4())
+    return "import-" + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
 
 def _post_json(url: str, body: dict[str, Any]) -> None:

@@ -1,0 +1,174 @@
+"""The import pipeline: an upload's object-created event starts the import state machine."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from sluiceway import names
+
+from .checks import acknowledge, token_of
+from .constants import STATEMACHINES_DIR, UPLOADS_PREFIX, WORK_PREFIX
+
+ASL_PATH = STATEMACHINES_DIR / f"{names.IMPORT_STATE_MACHINE}.asl.json"
+_SUBSTITUTION = re.compile(r"\$\{(\w+)\}")
+
+
+def functions_in_definition(asl: str) -> dict[str, str]:
+    """The ``${...}`` variables of an ASL document, each mapped to its function's name."""
+    by_variable = {variable: name for name, variable in names.FUNCTIONS.items()}
+    variables = set(_SUBSTITUTION.findall(asl))
+    unknown = sorted(variables - by_variable.keys())
+    if unknown:
+        raise ValueError(f"{ASL_PATH} uses {unknown}, which names.FUNCTIONS does not define")
+    return {variable: by_variable[variable] for variable in sorted(variables)}
+
+
+class ImportPipeline(Construct):
+    """statemachines/import.asl.json on Step Functions: the file the local runtime runs."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        bucket: s3.IBucket,
+        functions: Mapping[str, lambda_.IFunction],
+    ) -> None:
+        super().__init__(scope, id)
+        stack = Stack.of(self)
+        used = functions_in_definition(ASL_PATH.read_text())
+        invoked = [functions[name] for name in used.values()]
+
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_file(str(ASL_PATH)),
+            definition_substitutions={
+                variable: functions[name].function_arn for variable, name in used.items()
+            },
+            logs=sfn.LogOptions(
+                destination=logs.LogGroup(
+                    self,
+                    "Logs",
+                    # Vended-log names keep the account's log resource policy small.
+                    log_group_name=f"/aws/vendedlogs/states/{stack.stack_name}-import",
+                    retention=logs.RetentionDays.ONE_MONTH,
+                ),
+                level=sfn.LogLevel.ALL,
+                include_execution_data=True,
+            ),
+            tracing_enabled=True,
+        )
+        role = self.state_machine.role
+        # The definition invokes the unqualified ARNs, so no `:*` version wildcard is needed.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[function.function_arn for function in invoked],
+            )
+        )
+        # The Distributed Maps' ItemReader reads the range lists plan_import writes to work/.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{WORK_PREFIX}*")]
+            )
+        )
+        self._allow_distributed_map_runs(stack)
+        self.rule = self._start_on_upload(bucket)
+
+        acknowledge(
+            self,
+            {
+                "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
+                "support no resource-level permissions.",
+                f"AwsSolutions-IAM5[Resource::{token_of(bucket)}/{WORK_PREFIX}*]": "ItemReader "
+                "reads range lists whose keys are made per import, all under work/.",
+            },
+        )
+
+    def _allow_distributed_map_runs(self, stack: Stack) -> None:
+        """A Distributed Map runs its items as child executions of this very state machine.
+
+        As in the Step Functions guide ("IAM policies for using Distributed Map states") and CDK's
+        own DistributedMap state: start executions of its own state machine; describe, stop and
+        redrive executions, both ``execution:<name>:*`` (CDK's grant) and the children's
+        ``execution:<name>/<map run label>:*``. A separate policy, because the state machine's
+        ARN in its own role's default policy would be a circular dependency.
+        """
+        policy = iam.Policy(self, "DistributedMapPolicy")
+        self.state_machine.role.attach_inline_policy(policy)
+        self.state_machine.grant_start_execution(policy)
+        executions = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=self.state_machine.state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        policy.add_statements(
+            iam.PolicyStatement(
+                actions=[
+                    "states:DescribeExecution",
+                    "states:StopExecution",
+                    "states:RedriveExecution",
+                ],
+                resources=[f"{executions}:*", f"{executions}/*"],
+            )
+        )
+        spelled = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:" + (
+            token_of(self.state_machine, "Name")
+        )
+        reason = "Execution names are made at run time; limited to this state machine's own."
+        acknowledge(
+            policy,
+            {
+                f"AwsSolutions-IAM5[Resource::{spelled}:*]": reason,
+                f"AwsSolutions-IAM5[Resource::{spelled}/*]": reason,
+            },
+        )
+
+    def _start_on_upload(self, bucket: s3.IBucket) -> events.Rule:
+        pattern = names.object_created_pattern(bucket.bucket_name, UPLOADS_PREFIX)
+        # An event that cannot start an execution would otherwise vanish with the upload's import.
+        dead_letters = sqs.Queue(
+            self,
+            "UnstartedImports",
+            enforce_ssl=True,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            dead_letters,
+            {"AwsSolutions-SQS3": "This queue is the dead-letter queue of the rule's target."},
+        )
+        return events.Rule(
+            self,
+            "StartImportOnUpload",
+            description="Start an import when an object is created under the uploads prefix",
+            event_pattern=events.EventPattern(
+                source=cast(list[str], pattern["source"]),
+                detail_type=cast(list[str], pattern["detail-type"]),
+                detail=cast(dict[str, Any], pattern["detail"]),
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    dead_letter_queue=dead_letters,
+                    retry_attempts=10,
+                    max_event_age=Duration.hours(6),
+                )
+            ],
+        )

@@ -1,0 +1,70 @@
+"""The sluiceway stack: composes the constructs in the order data flows through them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from .api import Api
+from .constants import (
+    CONTEXT_CORS_ALLOWED_ORIGINS,
+    CONTEXT_EXISTING_DATABASE_SECRET_ARN,
+    CONTEXT_FUNCTIONS_DIR,
+    CONTEXT_LAYER_DIR,
+    FUNCTIONS_DIR,
+    LAYER_BUILD_DIR,
+)
+from .database import Database
+from .functions import Functions
+from .import_pipeline import ImportPipeline
+from .network import Network
+from .storage import Storage
+
+
+class SluicewayStack(Stack):
+    """Upload to the bucket -> EventBridge -> import state machine -> Lambdas -> PostgreSQL."""
+
+    def __init__(self, scope: Construct, id: str, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            id,
+            description="sluiceway: datasets in and out of PostgreSQL through S3",
+            **kwargs,
+        )
+        context = self.node.try_get_context
+
+        storage = Storage(
+            self, "Storage", cors_allowed_origins=context(CONTEXT_CORS_ALLOWED_ORIGINS) or ["*"]
+        )
+        network = Network(self, "Network")
+        database = Database(
+            self,
+            "Database",
+            network=network,
+            existing_secret_arn=context(CONTEXT_EXISTING_DATABASE_SECRET_ARN),
+        )
+        functions = Functions(
+            self,
+            "Functions",
+            code_dir=Path(context(CONTEXT_FUNCTIONS_DIR) or FUNCTIONS_DIR),
+            layer_build_dir=Path(context(CONTEXT_LAYER_DIR) or LAYER_BUILD_DIR),
+            bucket=storage.bucket,
+            network=network,
+            database=database,
+        )
+        pipeline = ImportPipeline(
+            self, "ImportPipeline", bucket=storage.bucket, functions=functions.by_name
+        )
+        api_function = functions.by_name["api"]
+        api_function.add_environment(
+            "SLUICEWAY_IMPORT_STATE_MACHINE_ARN", pipeline.state_machine.state_machine_arn
+        )
+        pipeline.state_machine.grant_start_execution(api_function)
+        api = Api(self, "Api", handler=api_function)
+
+        CfnOutput(self, "ApiUrl", value=api.rest_api.url)
+        CfnOutput(self, "DataBucketName", value=storage.bucket.bucket_name)
+        CfnOutput(self, "ImportStateMachineArn", value=pipeline.state_machine.state_machine_arn)

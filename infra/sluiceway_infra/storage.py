@@ -1,0 +1,87 @@
+"""The data bucket: uploads arrive, the pipeline keeps its work files, exports leave."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from .checks import acknowledge
+from .constants import WORK_PREFIX
+
+
+class Storage(Construct):
+    """One private bucket that browsers upload to directly through presigned multipart URLs.
+
+    Versioning stays off: uploads are consumed once by an import, ``work/`` holds the pipeline's
+    scratch files, and exports can be made again from PostgreSQL, which keeps the versions that
+    matter (commits). Versioning would keep every multi-gigabyte upload and scratch file forever.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, cors_allowed_origins: Sequence[str]) -> None:
+        super().__init__(scope, id)
+
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            lifecycle_rules=[s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(90))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(
+            access_logs,
+            {"AwsSolutions-S1": "The access log bucket itself: it would log its own logs."},
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "DataBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            versioned=False,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="data/",
+            cors=[
+                s3.CorsRule(
+                    allowed_methods=[
+                        s3.HttpMethods.GET,
+                        s3.HttpMethods.PUT,
+                        s3.HttpMethods.POST,
+                        s3.HttpMethods.DELETE,
+                        s3.HttpMethods.HEAD,
+                    ],
+                    allowed_origins=list(cors_allowed_origins),
+                    allowed_headers=["*"],
+                    # The browser must read each part's ETag to complete a multipart upload.
+                    exposed_headers=["ETag"],
+                    max_age=3000,
+                )
+            ],
+            lifecycle_rules=[
+                # A browser that gives up leaves parts behind that are billed but invisible.
+                s3.LifecycleRule(
+                    id="AbortIncompleteUploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(2),
+                ),
+                s3.LifecycleRule(
+                    id="ExpireWorkFiles", prefix=WORK_PREFIX, expiration=Duration.days(7)
+                ),
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # Object-created events go to EventBridge, where a rule starts the import. Set on the
+        # bucket itself: `event_bridge_enabled=True` would do it through a custom-resource Lambda,
+        # needed only for buckets this stack does not own.
+        data_bucket = self.bucket.node.default_child
+        assert isinstance(data_bucket, s3.CfnBucket)
+        data_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
+                event_bridge_enabled=True
+            )
+        )

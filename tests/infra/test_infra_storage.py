@@ -1,0 +1,61 @@
+"""The data bucket: what browsers, the pipeline and the bill rely on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from infra_support import Synthesized
+
+pytestmark = pytest.mark.infra
+
+
+def _data_bucket(synthesized: Synthesized) -> dict[str, Any]:
+    buckets = synthesized.resources("AWS::S3::Bucket")
+    [body] = [b for lid, b in buckets.items() if lid.startswith("StorageDataBucket")]
+    return body["Properties"]
+
+
+def test_browsers_can_upload_parts_and_read_their_etags(synthesized: Synthesized) -> None:
+    [rule] = _data_bucket(synthesized)["CorsConfiguration"]["CorsRules"]
+
+    assert "ETag" in rule["ExposedHeaders"]
+    assert {"PUT", "POST"} <= set(rule["AllowedMethods"])
+
+
+def test_abandoned_multipart_uploads_are_aborted_and_work_files_expire(
+    synthesized: Synthesized,
+) -> None:
+    rules = {r["Id"]: r for r in _data_bucket(synthesized)["LifecycleConfiguration"]["Rules"]}
+
+    abort = rules["AbortIncompleteUploads"]
+    assert abort["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}
+    assert "Prefix" not in abort, "abandoned uploads must be aborted anywhere in the bucket"
+    assert rules["ExpireWorkFiles"]["Prefix"] == "work/"
+    assert rules["ExpireWorkFiles"]["ExpirationInDays"] == 7
+
+
+def test_bucket_is_private_encrypted_and_tls_only(synthesized: Synthesized) -> None:
+    bucket = _data_bucket(synthesized)
+
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    denies = [
+        statement
+        for policy in synthesized.resources("AWS::S3::BucketPolicy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Effect"] == "Deny"
+    ]
+    assert any(s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false" for s in denies)
+
+
+def test_object_created_events_reach_eventbridge(synthesized: Synthesized) -> None:
+    notifications = _data_bucket(synthesized)["NotificationConfiguration"]
+
+    assert notifications["EventBridgeConfiguration"] == {"EventBridgeEnabled": True}
