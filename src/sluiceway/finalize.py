@@ -16,9 +16,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from . import db, jobs
-from .errors import Conflict
+from .errors import Conflict, MalformedFile
 from .names import MAIN_REF
-from .plan import PlanOutput, job_source
+from .plan import PlanOutput, first_chunk_error, job_source
 from .settings import Settings, get_settings
 
 
@@ -47,6 +47,9 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
+        failed = first_chunk_error(conn, job_id)
+        if failed:
+            raise MalformedFile(failed)
         unloaded = [c["chunk_no"] for c in chunks if c["status"] != "loaded"]
         if unloaded:
             raise RuntimeError(f"Ranges {unloaded[:10]} of job {job_id} were never loaded.")
@@ -189,6 +192,7 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         ).fetchone()
         job_id = row["job_id"] if row else None
     if job_id is not None:
+        message = first_chunk_error(conn, job_id) or message
         with conn.transaction():
             jobs.fail(conn, job_id, message)
             _discard_rows(conn, job_source(conn, job_id)["checkpoint"])

@@ -15,8 +15,8 @@ from psycopg import sql
 from smart_open import open as smart_open
 
 from . import csvsplit, db, jobs, storage
-from .errors import MalformedFile, NotFound
-from .plan import ChunkItem, _read, job_source
+from .errors import MalformedFile, NotFound, SluicewayError
+from .plan import ChunkItem, _read, job_source, record_chunk_error
 from .settings import MiB, Settings, get_settings
 
 READ_BYTES = 1 * MiB
@@ -31,6 +31,14 @@ def load_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[
     settings = settings or get_settings()
     item = ChunkItem.model_validate(event)
     conn = db.shared_connection(settings)
+    try:
+        return _load_chunk(conn, item, settings)
+    except SluicewayError as exc:
+        record_chunk_error(conn, item, exc)
+        raise
+
+
+def _load_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str, Any]:
     job = job_source(conn, item.job_id)
     chunk = conn.execute(
         "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from . import csvsplit, db, jobs, storage
-from .errors import InvalidRequest, MalformedFile, NotFound, StorageUnavailable
+from .errors import InvalidRequest, MalformedFile, NotFound, SluicewayError, StorageUnavailable
 from .settings import Settings, get_settings
 
 
@@ -127,6 +127,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ) as copy:
             for n, (a, b) in enumerate(raw):
                 copy.write_row((job_id, n, a, b))
+        # the header and any trailing blank lines are done with: count them as processed
+        jobs.add_progress(conn, job_id, bytes_done=header.data_start + size - data_end)
         jobs.update(
             conn,
             job_id,
@@ -189,11 +191,38 @@ def job_source(conn: db.Conn, job_id: uuid.UUID) -> dict[str, Any]:
     return row
 
 
+def record_chunk_error(conn: db.Conn, item: ChunkItem, error: SluicewayError) -> None:
+    """Keep a range's own error: a Map's failure reports only that some iteration failed."""
+    conn.execute(
+        "UPDATE dsa_jobs.import_chunks SET status = 'failed', error = %s, updated_at = now() "
+        "WHERE job_id = %s AND chunk_no = %s",
+        (error.message, item.job_id, item.chunk_no),
+    )
+
+
+def first_chunk_error(conn: db.Conn, job_id: uuid.UUID) -> str | None:
+    """The error of the earliest failed range: the first bad place in the file."""
+    row = conn.execute(
+        "SELECT error FROM dsa_jobs.import_chunks WHERE job_id = %s AND status = 'failed' "
+        "ORDER BY chunk_no LIMIT 1",
+        (job_id,),
+    ).fetchone()
+    return str(row["error"]) if row else None
+
+
 def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Count quotes and newlines of one raw range and find its candidate record starts."""
     settings = settings or get_settings()
     item = ChunkItem.model_validate(event)
     conn = db.shared_connection(settings)
+    try:
+        return _scan_chunk(conn, item, settings)
+    except SluicewayError as exc:
+        record_chunk_error(conn, item, exc)
+        raise
+
+
+def _scan_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str, Any]:
     job = job_source(conn, item.job_id)
     chunk = conn.execute(
         "SELECT raw_start, raw_end FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",
@@ -237,6 +266,9 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
     rows = conn.execute(
         "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s ORDER BY chunk_no", (job_id,)
     ).fetchall()
+    failed = first_chunk_error(conn, job_id)
+    if failed:
+        raise MalformedFile(failed)
     missing = [r["chunk_no"] for r in rows if r["status"] == "planned"]
     if missing:
         raise RuntimeError(f"Ranges {missing[:10]} of job {job_id} were never scanned.")

@@ -164,8 +164,9 @@ CREATE TABLE dsa_jobs.import_chunks (
     first_line    bigint,
     end_byte      bigint,
     row_count     bigint,
+    error         text,  -- what a failed scan or load said, in the user's terms
     status        text   NOT NULL DEFAULT 'planned'
-                  CHECK (status IN ('planned', 'scanned', 'resolved', 'empty', 'loaded')),
+                  CHECK (status IN ('planned', 'scanned', 'resolved', 'empty', 'loaded', 'failed')),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, chunk_no)
 );

@@ -1,0 +1,138 @@
+"""The CLI, as a user runs it: import, log, export, jobs; and one command with no stack running."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from sluiceway.cli import cli
+
+DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
+
+
+def run(stack: Any, *args: str) -> Any:
+    result = CliRunner().invoke(cli, ["--api", stack.api_url, *args], catch_exceptions=False)
+    return result
+
+
+def test_import_log_export_round_trip(stack: Any, tmp_path: Path, dataset_name: str) -> None:
+    src = tmp_path / "people.csv"
+    src.write_text(DATA, newline="")
+
+    first = run(
+        stack, "import", str(src), "--dataset", dataset_name, "--chunk-size", "16", "--json"
+    )
+    assert first.exit_code == 0, first.output
+    one = json.loads(first.stdout)
+    assert one["rows"] == 3
+    assert one["bytes"] == len(DATA.encode())
+    assert one["parent_commit_id"] is None
+    assert set(one) >= {
+        "job_id",
+        "dataset",
+        "commit_id",
+        "parent_commit_id",
+        "rows",
+        "bytes",
+        "seconds",
+    }
+
+    second = json.loads(run(stack, "import", str(src), "-d", dataset_name, "--json").stdout)
+    assert second["parent_commit_id"] == one["commit_id"]
+
+    log = json.loads(run(stack, "log", dataset_name, "--json").stdout)
+    assert [c["commit_id"] for c in log] == [second["commit_id"], one["commit_id"]]
+
+    out = tmp_path / "back.csv"
+    exported = run(
+        stack,
+        "export",
+        dataset_name,
+        "--format",
+        "csv",
+        "--out",
+        str(out),
+        "--commit",
+        one["commit_id"],
+        "--json",
+    )
+    assert exported.exit_code == 0, exported.output
+    with src.open(newline="") as a, out.open(newline="") as b:
+        assert list(csv.reader(a)) == list(csv.reader(b))
+
+    jsonl = tmp_path / "back.jsonl"
+    run(stack, "export", dataset_name, "--format", "jsonl", "--out", str(jsonl))
+    assert [json.loads(line) for line in jsonl.read_text().splitlines()] == [
+        {"id": "1", "name": "Ann", "note": "hello, world"},
+        {"id": "2", "name": "Bob", "note": "two\nlines"},
+        {"id": "3", "name": "Cy", "note": ""},
+    ]
+    array = tmp_path / "back.json"
+    run(stack, "export", dataset_name, "--format", "json", "--out", str(array))
+    assert [r["name"] for r in json.loads(array.read_text())] == ["Ann", "Bob", "Cy"]
+    # keys come back in the file's column order, not jsonb's
+    assert list(json.loads(array.read_text())[0]) == ["id", "name", "note"]
+
+
+def test_jobs_list_and_show(stack: Any, tmp_path: Path, dataset_name: str) -> None:
+    src = tmp_path / "a.csv"
+    src.write_text("a\n1\n")
+    job_id = json.loads(run(stack, "import", str(src), "-d", dataset_name, "--json").stdout)[
+        "job_id"
+    ]
+    listed = json.loads(run(stack, "jobs", "list", "--json").stdout)
+    assert job_id in [j["job_id"] for j in listed]
+    shown = json.loads(run(stack, "jobs", "show", job_id, "--json").stdout)
+    assert shown["status"] == "completed"
+    assert shown["progress"]["rows_done"] == 1
+    assert shown["progress"]["percent"] == 100.0
+    assert "rows_per_second" in shown["progress"]
+
+
+def test_failed_import_exits_non_zero_with_the_reason(
+    stack: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text("a,b\n1,2\n3,4,5\n")
+    result = run(stack, "import", str(src), "-d", dataset_name)
+    assert result.exit_code == 1
+    assert "bad.csv" in result.output
+    assert "line 3" in result.output
+
+
+def test_export_of_unknown_dataset_is_a_clear_error(stack: Any, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--api", stack.api_url, "export", "nope-nothing", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code != 0
+    assert "No dataset 'nope-nothing'" in str(result.exception or result.output)
+
+
+def test_one_command_starts_its_own_stack(tmp_path: Path) -> None:
+    # Given no running stack and no --api: the command starts the embedded stack itself
+    src = tmp_path / "solo.csv"
+    src.write_text("x,y\n1,2\n3,4\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
+    }
+    env["SLUICEWAY_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "sluiceway", "import", str(src), "--dataset", "solo", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["rows"] == 2
+    assert (tmp_path / "home" / "pg" / "PG_VERSION").exists()
