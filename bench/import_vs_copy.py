@@ -44,7 +44,11 @@ class PeakMemory:
         me = psutil.Process()
         while not self._stop.is_set():
             procs = [("stack", me)] + [("worker", c) for c in me.children(recursive=True)]
-            procs += [("postgres", p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+            procs += [
+                ("postgres", p)
+                for p in psutil.process_iter(["name"])
+                if p.info["name"] == "postgres"
+            ]
             for kind, p in procs:
                 try:
                     rss = p.memory_info().rss
@@ -68,7 +72,10 @@ def copy_baseline(url: str, path: Path) -> float:
         conn.execute("DROP TABLE IF EXISTS bench_raw")
         conn.execute(f"CREATE UNLOGGED TABLE bench_raw ({cols})")
         started = time.perf_counter()
-        with conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as f:
+        with (
+            conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy,
+            path.open("rb") as f,
+        ):
             while block := f.read(1 << 20):
                 copy.write(block)
         elapsed = time.perf_counter() - started
@@ -81,11 +88,17 @@ def copy_out_baseline(url: str, path: Path, out: Path) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_raw")
         conn.execute(f"CREATE UNLOGGED TABLE bench_raw ({cols})")
-        with conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy, path.open("rb") as f:
+        with (
+            conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER)") as copy,
+            path.open("rb") as f,
+        ):
             while block := f.read(1 << 20):
                 copy.write(block)
         started = time.perf_counter()
-        with conn.cursor().copy("COPY bench_raw TO STDOUT (FORMAT csv, HEADER)") as copy, out.open("wb") as f:
+        with (
+            conn.cursor().copy("COPY bench_raw TO STDOUT (FORMAT csv, HEADER)") as copy,
+            out.open("wb") as f,
+        ):
             for block in copy:
                 f.write(block)
         elapsed = time.perf_counter() - started
@@ -94,7 +107,9 @@ def copy_out_baseline(url: str, path: Path, out: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-size", default="16MiB")
     args = parser.parse_args()
@@ -110,7 +125,9 @@ def main() -> None:
         copy_seconds = copy_baseline(stack.database_url, path)
         print(f"baseline COPY into an unlogged, unindexed table: {copy_seconds:.2f} s")
         with PeakMemory() as memory:
-            result = run_import(client, path, "bench", parse_size(args.chunk_size), None, show_progress=False)
+            result = run_import(
+                client, path, "bench", parse_size(args.chunk_size), None, show_progress=False
+            )
         if result["status"] != "completed":
             raise SystemExit(f"import failed: {result['error']}")
         job = client.call("GET", f"/jobs/{result['job_id']}")
@@ -126,10 +143,14 @@ def main() -> None:
             ).fetchone()
 
     import_seconds = result["seconds"]
-    print(f"sluiceway import (upload + state machine + commit): {import_seconds:.2f} s "
-          f"(job itself {job['progress'].get('seconds', 0):.2f} s), {result['rows']:,} rows")
+    print(
+        f"sluiceway import (upload + state machine + commit): {import_seconds:.2f} s "
+        f"(job itself {job['progress'].get('seconds', 0):.2f} s), {result['rows']:,} rows"
+    )
     print(f"storage: rows {sizes[0] / 1e6:.0f} MB, commit_row_entries {sizes[1] / 1e6:.0f} MB")
-    print(f"export to CSV (API + S3 multipart + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s")
+    print(
+        f"export to CSV (API + S3 multipart + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s"
+    )
     for kind in ("stack", "worker", "postgres"):
         print(f"peak RSS of one {kind} process: {memory.peaks.get(kind, 0) / 2**20:.0f} MiB")
     print(f"import rows/s: {result['rows'] / import_seconds:,.0f}")

@@ -139,9 +139,11 @@ def up(port: int) -> None:
     from .local.stack import LocalStack
 
     with LocalStack(Settings(), api_port=port) as stack:
-        err.print(f"API        {stack.api_url}")
-        err.print(f"S3         {stack.s3_endpoint}  (bucket {stack.settings.storage.bucket})")
-        err.print(f"PostgreSQL {stack.database_url}")
+        click.echo(f"API        {stack.api_url}", err=True)
+        click.echo(
+            f"S3         {stack.s3_endpoint}  (bucket {stack.settings.storage.bucket})", err=True
+        )
+        click.echo(f"PostgreSQL {stack.database_url}", err=True)
         err.print("[dim]Ctrl-C stops everything.[/dim]")
         try:
             while True:

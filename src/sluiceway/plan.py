@@ -71,7 +71,7 @@ def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> by
 
 
 def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:
-    storage.s3_client(settings).put_object(
+    storage.work_client(settings).put_object(
         Bucket=bucket, Key=key, Body=json.dumps(value).encode(), ContentType="application/json"
     )
 

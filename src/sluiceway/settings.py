@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     imports: ImportSettings = ImportSettings()
     import_state_machine_arn: str | None = None
+    # Set by the local stack only when objects live in an S3 it does not run (and so cannot
+    # hear from): completing an upload then publishes S3's object-created event to this
+    # EventBridge endpoint itself. Never set on AWS, where S3 sends the event.
+    local_events_endpoint: str | None = None
+    # Set by the local stack in the same case: the state machine's ItemReader reads range lists
+    # from the S3 the interpreter talks to, so they are written there.
+    local_work_endpoint: str | None = None
     log_level: str = "INFO"
 
     @property

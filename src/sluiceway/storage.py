@@ -50,3 +50,11 @@ def presign(method: str, params: dict[str, Any], settings: Settings | None = Non
 def smart_open_params(settings: Settings | None = None) -> dict[str, Any]:
     """transport_params for smart_open.open so it uses our configured client."""
     return {"client": s3_client(settings)}
+
+
+def work_client(settings: Settings | None = None) -> S3Client:
+    """Where the state machine's work files (range lists for ItemReader) go."""
+    settings = settings or get_settings()
+    if settings.local_work_endpoint:
+        return _client(settings.local_work_endpoint, settings.storage.region, "local", "local")
+    return s3_client(settings)

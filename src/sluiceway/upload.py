@@ -7,11 +7,13 @@ import state machine.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
 from typing import Any
 
+import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
@@ -237,7 +239,30 @@ def complete_upload(
         "UPDATE dsa_jobs.uploads SET status = 'completed', completed_at = now() WHERE upload_id = %s",
         (upload["upload_id"],),
     )
+    if settings.local_events_endpoint:
+        _publish_object_created(settings, upload["bucket"], upload["object_key"])
     return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
+
+
+def _publish_object_created(settings: Settings, bucket: str, key: str) -> None:
+    """What S3 does on completion, for a local stack whose S3 cannot reach its EventBridge."""
+    head = storage.s3_client(settings).head_object(Bucket=bucket, Key=key)
+    detail = {
+        "version": "0",
+        "bucket": {"name": bucket},
+        "object": {"key": key, "size": head["ContentLength"], "eTag": head["ETag"].strip('"')},
+        "reason": "CompleteMultipartUpload",
+    }
+    events = boto3.client(
+        "events",
+        endpoint_url=settings.local_events_endpoint,
+        region_name=settings.storage.region,
+        aws_access_key_id="sluiceway-local",  # the local stack's own EventBridge takes any key
+        aws_secret_access_key="sluiceway-local",  # noqa: S106 - not a secret
+    )
+    events.put_events(
+        Entries=[{"Source": "aws.s3", "DetailType": "Object Created", "Detail": json.dumps(detail)}]
+    )
 
 
 def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | None = None) -> None:

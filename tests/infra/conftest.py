@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from infra_support import REPO_ROOT, Synthesized
 
+from infra_support import REPO_ROOT, Synthesized
 from sluiceway import names
 
 # sluiceway_infra sits beside infra/app.py, which is how `cdk synth` imports it too.
@@ -46,6 +46,7 @@ def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesi
     # Imported here, not at the top: importing aws_cdk starts node.
     from aws_cdk import App
     from aws_cdk.assertions import Template
+
     from sluiceway_infra.constants import CONTEXT_FUNCTIONS_DIR, CONTEXT_LAYER_DIR, STACK_ID
     from sluiceway_infra.stack import SluicewayStack
 

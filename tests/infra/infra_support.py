@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aws_cdk import App
     from aws_cdk.assertions import Template
+
     from sluiceway_infra.stack import SluicewayStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

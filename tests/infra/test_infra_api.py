@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from infra_support import Synthesized
 
 pytestmark = pytest.mark.infra

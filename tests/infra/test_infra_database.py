@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from infra_support import Synthesized
 
 pytestmark = pytest.mark.infra
@@ -52,6 +53,7 @@ def test_functions_reach_the_database_only_through_the_tls_proxy(
 def test_an_existing_database_is_used_through_its_secret_alone() -> None:
     from aws_cdk import App, Stack
     from aws_cdk.assertions import Template
+
     from sluiceway_infra.database import Database
     from sluiceway_infra.network import Network
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra_support import Synthesized
 
+from infra_support import Synthesized
 from sluiceway import names
 
 pytestmark = pytest.mark.infra
@@ -66,6 +66,7 @@ def test_timeouts_fit_their_callers(synthesized: Synthesized) -> None:
 def test_missing_layers_fall_back_to_placeholders_with_a_warning(tmp_path: Path) -> None:
     from aws_cdk import App, Stack
     from aws_cdk.assertions import Annotations, Match
+
     from sluiceway_infra.functions import layer_dirs
 
     stack = Stack(App(), "Layers")

@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import pytest
-from infra_support import REPO_ROOT, Synthesized
 
+from infra_support import REPO_ROOT, Synthesized
 from sluiceway import names
 
 pytestmark = pytest.mark.infra

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from infra_support import Synthesized
 
 pytestmark = pytest.mark.infra
@@ -26,6 +27,7 @@ def test_checks_fail_synthesis_on_a_finding() -> None:
     # Given the wiring app.py uses, and a bucket that breaks AwsSolutions-S1 and -S10.
     from aws_cdk import App, Stack
     from aws_cdk import aws_s3 as s3
+
     from sluiceway_infra.checks import add_checks
 
     app = App()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from infra_support import Synthesized
 
 pytestmark = pytest.mark.infra

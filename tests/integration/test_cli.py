@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from click.testing import CliRunner
 
 from sluiceway.cli import cli
@@ -136,3 +137,122 @@ def test_one_command_starts_its_own_stack(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["rows"] == 2
     assert (tmp_path / "home" / "pg" / "PG_VERSION").exists()
+
+
+def test_database_url_and_s3_endpoint_replace_the_embedded_ones(stack: Any, tmp_path: Path) -> None:
+    # Given a PostgreSQL (the session stack's) and an S3 endpoint (a separate moto server
+    # process) that the command does not run itself
+    port = stack.moto_url.rsplit(":", 1)[1]
+    s3_port = str(int(port) + 1 if int(port) < 65000 else int(port) - 1)
+    s3 = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", s3_port],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import time
+
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        )
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket="external-bucket")
+                break
+            except Exception:
+                time.sleep(0.1)
+        src = tmp_path / "ext.csv"
+        src.write_text("k,v\na,1\nb,2\nc,3\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("SLUICEWAY_API", "MOTO_PORT")}
+        env |= {
+            "SLUICEWAY_HOME": str(tmp_path / "unused-home"),
+            "DATABASE_URL": stack.database_url,
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{s3_port}",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "SLUICEWAY_STORAGE__BUCKET": "external-bucket",
+        }
+        # When a command runs without a stack
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sluiceway",
+                "import",
+                str(src),
+                "--dataset",
+                "external",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        # Then the file went to that S3 and the rows to that database, and no embedded
+        # PostgreSQL was started
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads(done.stdout)
+        assert result["rows"] == 3
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="external-bucket")["Contents"]]
+        assert any(k.endswith("/ext.csv") for k in keys)
+        assert not (tmp_path / "unused-home" / "pg").exists()
+        with psycopg.connect(stack.database_url) as conn:
+            found = conn.execute(
+                "SELECT row_count FROM dsa_core.commits WHERE commit_id = %s",
+                (result["commit_id"],),
+            ).fetchone()
+        assert found == (3,)
+    finally:
+        s3.terminate()
+        s3.wait(10)
+
+
+def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    import urllib3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
+    }
+    env["SLUICEWAY_HOME"] = str(tmp_path / "home")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluiceway", "up", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        lines = []
+        while not any(line.startswith("PostgreSQL") for line in lines):
+            line = proc.stderr.readline()
+            assert line, "up exited before printing its endpoints: " + "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in text
+        assert "S3         http://127.0.0.1:" in text
+        assert "postgresql://" in text
+        health = urllib3.request("GET", f"http://127.0.0.1:{port}/health").json()
+        assert health["database"] == "ok"
+        assert health["storage"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from tests.conftest import import_bytes
 
 from sluiceway.client import Client
-from tests.conftest import import_bytes
 
 
 def test_csv_import_creates_a_commit_on_main(

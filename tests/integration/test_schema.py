@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from tests.conftest import import_bytes
 
 from sluiceway import db
 from sluiceway.client import Client
 from sluiceway.settings import Settings
-from tests.conftest import import_bytes
 
 
 def _columns(conn: psycopg.Connection[dict[str, Any]], schema: str, table: str) -> set[str]:

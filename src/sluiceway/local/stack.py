@@ -34,6 +34,7 @@ from .. import db
 from ..errors import StackError
 from ..names import FUNCTIONS, IMPORT_STATE_MACHINE, STATEMACHINES_DIR, object_created_pattern
 from ..settings import Settings, configure, get_settings
+from ..storage import s3_client
 from .httpapi import LocalApiServer
 from .lambdas import LambdaRuntime, install
 
@@ -170,17 +171,18 @@ class LocalStack:
             f"{self.moto_url}/moto-api/config", {"stepfunctions": {"execute_state_machine": True}}
         )
 
-        storage = req.storage.model_copy(
-            update={
-                "access_key_id": req.storage.access_key_id or LOCAL_KEY,
-                "secret_access_key": req.storage.secret_access_key or LOCAL_KEY,
-            }
-        )
+        storage = req.storage
+        if not req.s3_endpoint_url:  # the embedded S3 takes any key; a real one has its own
+            storage = storage.model_copy(
+                update={"access_key_id": LOCAL_KEY, "secret_access_key": LOCAL_KEY}
+            )
         self.settings = req.model_copy(
             update={
                 "database_url": database_url,
                 "s3_endpoint_url": req.s3_endpoint_url or self.moto_url,
                 "storage": storage,
+                "local_events_endpoint": self.moto_url if req.s3_endpoint_url else None,
+                "local_work_endpoint": self.moto_url if req.s3_endpoint_url else None,
             }
         )
         db.migrate(self.settings)
@@ -241,7 +243,10 @@ class LocalStack:
 
     def _create_aws_resources(self) -> None:
         bucket = self.settings.storage.bucket
-        if not self.requested.s3_endpoint_url:
+        if self.requested.s3_endpoint_url:
+            s3_client(self.settings).head_bucket(Bucket=bucket)  # a clear error if it is missing
+            self._client("s3").create_bucket(Bucket=bucket)  # range lists for the ItemReader
+        else:
             s3 = self._client("s3")
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_cors(
