@@ -106,17 +106,13 @@ def _load_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str,
                 (checkpoint["column_set_id"],),
             )
             # ord = range << 32 | ordinal: the ranges of one commit never collide.
-            conn.execute(
+            rows = conn.execute(
                 sql.SQL(
                     "INSERT INTO dsa_core.commit_row_entries (commit_key, ord, row_hash) "
                     "SELECT %s, (%s::bigint << 32) | ord, row_hash FROM {}"
                 ).format(hashed_table),
                 (checkpoint["commit_key"], item.chunk_no),
-            )
-            count_row = conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {}").format(hashed_table)
-            ).fetchone()
-            rows = int(count_row["n"]) if count_row else 0
+            ).rowcount
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', updated_at = now() "
                 "WHERE job_id = %s AND chunk_no = %s",
