@@ -68,13 +68,21 @@ class LoadRange:
     first_line: int
 
 
-def split_ranges(data_end: int, chunk_bytes: int) -> list[tuple[int, int]]:
-    """Cut [0, data_end) into ranges of chunk_bytes (the last one shorter)."""
-    if chunk_bytes < 1:
-        raise ValueError("chunk_bytes must be positive")
+def split_ranges(data_end: int, chunk_bytes: int, parallel: int = 1) -> list[tuple[int, int]]:
+    """Cut [0, data_end) into equal ranges of at most chunk_bytes.
+
+    The count is rounded up to a multiple of ``parallel`` (the Map's concurrency) so the
+    last round of the Map is not one range running alone.
+    """
+    if chunk_bytes < 1 or parallel < 1:
+        raise ValueError("chunk_bytes and parallel must be positive")
     if data_end <= 0:
         return [(0, 0)]
-    bounds = [*range(0, data_end, chunk_bytes), data_end]
+    count = -(-data_end // chunk_bytes)
+    if count > 1:
+        count = min(-(-count // parallel) * parallel, data_end)
+    size = -(-data_end // count)
+    bounds = [*range(0, data_end, size), data_end]
     return list(itertools.pairwise(bounds))
 
 

@@ -112,7 +112,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
             line=1,
         )
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
-    raw = csvsplit.split_ranges(data_end, chunk_bytes)
+    raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
     if len(raw) > 100_000:
         raise InvalidRequest(
             f"{len(raw):,} ranges of {chunk_bytes:,} bytes is too many; use a larger chunk size."

@@ -187,6 +187,10 @@ class LocalStack:
                 "storage": storage,
                 "local_events_endpoint": self.moto_url if req.s3_endpoint_url else None,
                 "local_work_endpoint": self.moto_url if req.s3_endpoint_url else None,
+                # unless configured, the Map runs as many ranges at once as there are workers
+                "imports": req.imports
+                if "map_concurrency" in req.imports.model_fields_set
+                else req.imports.model_copy(update={"map_concurrency": self.workers}),
             }
         )
         db.migrate(self.settings)
