@@ -16,7 +16,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
 from . import csvsplit, db, jobs, storage
-from .errors import InvalidRequest, MalformedFile, NotFound, SluicewayError, StorageUnavailable
+from .errors import (
+    InvalidRequest,
+    MalformedFile,
+    NotFound,
+    PayloadTooLarge,
+    SluicewayError,
+    StorageUnavailable,
+)
 from .settings import Settings, get_settings
 
 
@@ -254,6 +261,31 @@ def _scan_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str,
     return {"chunk_no": item.chunk_no, "quotes": scan.quote_count}
 
 
+def _check_record_sizes(
+    loads: list[csvsplit.LoadRange],
+    raw: list[tuple[int, int]],
+    chunk_bytes: int,
+    max_record_bytes: int,
+    job: dict[str, Any],
+) -> None:
+    """Refuse a record longer than the limit before any range loads it.
+
+    A range of whole records exceeds its raw range by less than one record; one that is
+    longer than a raw range plus the limit holds a record over the limit (or an unclosed quote
+    that runs on).
+    """
+    for load in loads:
+        if load.end - load.start > chunk_bytes + max_record_bytes:
+            crossing = raw[load.chunk_no][1]
+            name = job["run_parameters"].get("filename", "the file")
+            raise PayloadTooLarge(
+                f"{name}: the record that crosses byte {crossing:,} (it starts after line "
+                f"{load.first_line:,}) is longer than {max_record_bytes:,} bytes, or a quote "
+                "before it is never closed.",
+                byte_offset=crossing,
+            )
+
+
 def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """The serial fold: where every range's first whole record starts, and the load list."""
     settings = settings or get_settings()
@@ -291,6 +323,7 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
         data_end=cp["data_end"],
         header_lines=cp["header_lines"],
     )
+    _check_record_sizes(loads, raw, cp["chunk_bytes"], settings.imports.max_record_bytes, job)
     by_chunk = {r.chunk_no: r for r in loads}
     with conn.transaction():
         conn.execute(
