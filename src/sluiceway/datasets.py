@@ -50,16 +50,18 @@ class Commit(BaseModel):
     job_id: str | None
 
 
+_DATASETS = """
+SELECT d.id AS dataset_id, d.name, d.owner, d.description, d.columns,
+       r.commit_id AS head_commit_id, c.row_count, d.created_at
+FROM dsa_core.datasets d
+LEFT JOIN dsa_core.refs r ON r.dataset_id = d.id AND r.name = %s
+LEFT JOIN dsa_core.commits c ON c.commit_id = r.commit_id
+"""
+
+
 def get(conn: Conn, owner: str, name: str) -> Dataset:
     row = conn.execute(
-        """
-        SELECT d.id AS dataset_id, d.name, d.owner, d.description, d.columns,
-               r.commit_id AS head_commit_id, c.row_count, d.created_at
-        FROM dsa_core.datasets d
-        LEFT JOIN dsa_core.refs r ON r.dataset_id = d.id AND r.name = %s
-        LEFT JOIN dsa_core.commits c ON c.commit_id = r.commit_id
-        WHERE d.owner = %s AND d.name = %s
-        """,
+        _DATASETS + " WHERE d.owner = %s AND d.name = %s",
         (MAIN_REF, owner, check_name(name)),
     ).fetchone()
     if row is None:
@@ -69,14 +71,7 @@ def get(conn: Conn, owner: str, name: str) -> Dataset:
 
 def list_datasets(conn: Conn, owner: str) -> list[Dataset]:
     rows = conn.execute(
-        """
-        SELECT d.id AS dataset_id, d.name, d.owner, d.description, d.columns,
-               r.commit_id AS head_commit_id, c.row_count, d.created_at
-        FROM dsa_core.datasets d
-        LEFT JOIN dsa_core.refs r ON r.dataset_id = d.id AND r.name = %s
-        LEFT JOIN dsa_core.commits c ON c.commit_id = r.commit_id
-        WHERE d.owner = %s ORDER BY d.name
-        """,
+        _DATASETS + " WHERE d.owner = %s ORDER BY d.name",
         (MAIN_REF, owner),
     ).fetchall()
     return [Dataset.model_validate(r) for r in rows]

@@ -18,18 +18,14 @@ from psycopg.types.json import Jsonb
 from . import db, jobs
 from .errors import Conflict, MalformedFile
 from .names import MAIN_REF
-from .plan import PlanOutput, first_chunk_error, job_source
+from .plan import first_chunk_error, job_of_state, job_source
 from .settings import Settings, get_settings
 
 
 def commit_import(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Commit every loaded range of the job as one new commit on ``main``."""
     settings = settings or get_settings()
-    plan = PlanOutput.model_validate(state)
-    assert plan.job_id is not None
-    job_id = uuid.UUID(plan.job_id)
-    conn = db.shared_connection(settings)
-    job = job_source(conn, job_id)
+    plan, job_id, conn, job = job_of_state(state, settings)
     if job["status"] == "completed":  # a retry after a lost response
         done = jobs.get(conn, job_id)
         return {**plan.model_dump(), "commit": done.output_summary}

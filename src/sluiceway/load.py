@@ -15,9 +15,9 @@ from psycopg import sql
 from smart_open import open as smart_open
 
 from . import csvsplit, db, jobs, storage
-from .errors import MalformedFile, NotFound, SluicewayError
-from .plan import ChunkItem, _read, job_source, record_chunk_error
-from .settings import MiB, Settings, get_settings
+from .errors import MalformedFile
+from .plan import ChunkItem, _read, chunk_task
+from .settings import MiB, Settings
 
 READ_BYTES = 1 * MiB
 
@@ -28,24 +28,16 @@ def _column_idents(count: int) -> list[sql.Identifier]:
 
 def load_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Load one resolved range; returns its row count."""
-    settings = settings or get_settings()
-    item = ChunkItem.model_validate(event)
-    conn = db.shared_connection(settings)
-    try:
-        return _load_chunk(conn, item, settings)
-    except SluicewayError as exc:
-        record_chunk_error(conn, item, exc)
-        raise
+    return chunk_task(event, settings, _load_chunk)
 
 
-def _load_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str, Any]:
-    job = job_source(conn, item.job_id)
-    chunk = conn.execute(
-        "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",
-        (item.job_id, item.chunk_no),
-    ).fetchone()
-    if chunk is None:
-        raise NotFound(f"Job {item.job_id} has no range {item.chunk_no}.")
+def _load_chunk(
+    conn: db.Conn,
+    item: ChunkItem,
+    job: dict[str, Any],
+    chunk: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
     if chunk["status"] == "loaded":  # a retry after a lost response: already done
         return {"chunk_no": item.chunk_no, "rows": chunk["row_count"]}
     params, checkpoint = job["run_parameters"], job["checkpoint"]

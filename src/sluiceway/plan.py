@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -217,26 +218,41 @@ def first_chunk_error(conn: db.Conn, job_id: uuid.UUID) -> str | None:
     return str(row["error"]) if row else None
 
 
-def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
-    """Count quotes and newlines of one raw range and find its candidate record starts."""
+def chunk_task(
+    event: dict[str, Any],
+    settings: Settings | None,
+    work: Callable[[db.Conn, ChunkItem, dict[str, Any], dict[str, Any], Settings], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run one Map item's work on (connection, item, job, range row); keep its error."""
     settings = settings or get_settings()
     item = ChunkItem.model_validate(event)
     conn = db.shared_connection(settings)
     try:
-        return _scan_chunk(conn, item, settings)
+        job = job_source(conn, item.job_id)
+        chunk = conn.execute(
+            "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",
+            (item.job_id, item.chunk_no),
+        ).fetchone()
+        if chunk is None:
+            raise NotFound(f"Job {item.job_id} has no range {item.chunk_no}.")
+        return work(conn, item, job, chunk, settings)
     except SluicewayError as exc:
         record_chunk_error(conn, item, exc)
         raise
 
 
-def _scan_chunk(conn: db.Conn, item: ChunkItem, settings: Settings) -> dict[str, Any]:
-    job = job_source(conn, item.job_id)
-    chunk = conn.execute(
-        "SELECT raw_start, raw_end FROM dsa_jobs.import_chunks WHERE job_id = %s AND chunk_no = %s",
-        (item.job_id, item.chunk_no),
-    ).fetchone()
-    if chunk is None:
-        raise NotFound(f"Job {item.job_id} has no range {item.chunk_no}.")
+def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """Count quotes and newlines of one raw range and find its candidate record starts."""
+    return chunk_task(event, settings, _scan_chunk)
+
+
+def _scan_chunk(
+    conn: db.Conn,
+    item: ChunkItem,
+    job: dict[str, Any],
+    chunk: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
     params = job["run_parameters"]
     raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
     buf = _read(params["bucket"], params["key"], max(raw_start - 1, 0), raw_end, settings)
@@ -286,14 +302,22 @@ def _check_record_sizes(
             )
 
 
+def job_of_state(
+    state: dict[str, Any], settings: Settings
+) -> tuple[PlanOutput, uuid.UUID, db.Conn, dict[str, Any]]:
+    """The state machine's state, its job id, a connection, and the job's record."""
+    plan = PlanOutput.model_validate(state)
+    if plan.job_id is None:
+        raise NotFound("The state carries no job id.")
+    job_id = uuid.UUID(plan.job_id)
+    conn = db.shared_connection(settings)
+    return plan, job_id, conn, job_source(conn, job_id)
+
+
 def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """The serial fold: where every range's first whole record starts, and the load list."""
     settings = settings or get_settings()
-    plan = PlanOutput.model_validate(state)
-    assert plan.job_id is not None
-    job_id = uuid.UUID(plan.job_id)
-    conn = db.shared_connection(settings)
-    job = job_source(conn, job_id)
+    plan, job_id, conn, job = job_of_state(state, settings)
     cp = job["checkpoint"]
     rows = conn.execute(
         "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s ORDER BY chunk_no", (job_id,)
