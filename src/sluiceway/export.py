@@ -7,6 +7,8 @@ export is ever held whole in memory, and a failure aborts the multipart upload.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from typing import Any, Literal
@@ -132,11 +134,15 @@ def _positions(columns: list[str]) -> list[int]:
 def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter) -> None:
     if not columns:
         return
+    # The header is written here, not by COPY's HEADER: column names can be longer than
+    # PostgreSQL's 63-byte identifiers, and must come back exactly as they were imported.
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(columns)
+    out.write(header.getvalue().encode())
     fields = sql.SQL(", ").join(
-        sql.SQL("s.vals[{}] AS {}").format(sql.Literal(i), sql.Identifier(c))
-        for c, i in zip(columns, _positions(columns), strict=True)
+        sql.SQL("s.vals[{}]").format(sql.Literal(i)) for i in _positions(columns)
     )
-    query = sql.SQL("COPY (SELECT {fields} {rows}) TO STDOUT (FORMAT csv, HEADER)").format(
+    query = sql.SQL("COPY (SELECT {fields} {rows}) TO STDOUT (FORMAT csv)").format(
         fields=fields, rows=_ROWS.format(key=sql.Literal(commit_key))
     )
     with conn.cursor() as cur, cur.copy(query) as copy:

@@ -256,3 +256,18 @@ def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(tmp_path: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_odd_and_long_column_names_round_trip(
+    stack: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    long_name = "a very long column name " * 5  # past PostgreSQL's 63-byte identifiers
+    header = ["id", long_name.strip(), 'quote"d', "semi;colon", "Ünïcode", "'; DROP TABLE x; --"]
+    src = tmp_path / "odd.csv"
+    with src.open("w", newline="") as f:
+        csv.writer(f).writerows([header, ["1", "2", "3", "4", "5", "6"]])
+    assert run(stack, "import", str(src), "-d", dataset_name).exit_code == 0
+    out = tmp_path / "odd-back.csv"
+    assert run(stack, "export", dataset_name, "--out", str(out)).exit_code == 0
+    with out.open(newline="") as f:
+        assert list(csv.reader(f)) == [header, ["1", "2", "3", "4", "5", "6"]]
