@@ -81,8 +81,7 @@ def split_ranges(data_end: int, chunk_bytes: int, parallel: int = 1) -> list[tup
     count = -(-data_end // chunk_bytes)
     if count > 1:
         count = min(-(-count // parallel) * parallel, data_end)
-    size = -(-data_end // count)
-    bounds = [*range(0, data_end, size), data_end]
+    bounds = [data_end * i // count for i in range(count + 1)]
     return list(itertools.pairwise(bounds))
 
 
@@ -177,7 +176,16 @@ def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
     else:
         record, data_start = buf[pos : end + 1], end + 1
     text = _decode(record, byte_offset=pos, line=1)
+    if "\x00" in text:
+        raise MalformedFile("line 1 (the header) contains a NUL byte.", byte_offset=pos, line=1)
     rows = list(csv.reader(io.StringIO(text, newline=""), strict=True)) if text.strip() else []
+    if len(rows) > 1:
+        raise MalformedFile(
+            "lines end with a bare carriage return (CR), which is not supported; save the file "
+            "with LF or CR LF line endings.",
+            byte_offset=pos,
+            line=1,
+        )
     if not rows:
         return Header([], data_start, bom)
     columns = [c.strip() for c in rows[0]]
@@ -185,11 +193,11 @@ def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
     for index, name in enumerate(columns):
         if not name:
             raise MalformedFile(
-                f"Column {index + 1} of the header has no name.", byte_offset=pos, line=1
+                f"line 1: column {index + 1} of the header has no name.", byte_offset=pos, line=1
             )
         if name in seen:
             raise MalformedFile(
-                f"The header names column {name!r} twice; column names must be unique.",
+                f"line 1: the header names column {name!r} twice; column names must be unique.",
                 byte_offset=pos,
                 line=1,
             )

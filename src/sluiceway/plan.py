@@ -109,7 +109,10 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
 
     limit = settings.imports.max_record_bytes
     first = _read(bucket, key, 0, min(size, limit + 4), settings)
-    header = csvsplit.parse_header(first, at_eof=len(first) == size, max_record_bytes=limit)
+    try:
+        header = csvsplit.parse_header(first, at_eof=len(first) == size, max_record_bytes=limit)
+    except (MalformedFile, PayloadTooLarge) as exc:
+        raise type(exc)(f"{upload['filename']}: {exc.message}", **exc.details) from exc
     tail = _read(bucket, key, max(size - 4096, 0), size, settings)
     data_end = max(csvsplit.trim_trailing_blank_lines(tail, size), header.data_start)
     if not header.columns and data_end > header.data_start:

@@ -14,6 +14,7 @@ import psycopg
 from click.testing import CliRunner
 
 from sluiceway.cli import cli
+from sluiceway.local.stack import free_port
 
 DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
 
@@ -142,8 +143,7 @@ def test_one_command_starts_its_own_stack(tmp_path: Path) -> None:
 def test_database_url_and_s3_endpoint_replace_the_embedded_ones(stack: Any, tmp_path: Path) -> None:
     # Given a PostgreSQL (the session stack's) and an S3 endpoint (a separate moto server
     # process) that the command does not run itself
-    port = stack.moto_url.rsplit(":", 1)[1]
-    s3_port = str(int(port) + 1 if int(port) < 65000 else int(port) - 1)
+    s3_port = str(free_port())
     s3 = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", s3_port],
         stdout=subprocess.DEVNULL,

@@ -1,0 +1,256 @@
+"""A bad file fails its import with a message that points at the problem, and changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from tests.conftest import import_bytes
+
+from sluiceway.client import ApiError, Client
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+FILENAME = "orders-2024.csv"
+GOOD = b"id,name\n10,x\n11,y\n"
+
+# name -> (file, line of the bad record, its byte offset, what the message says is wrong).
+# Every bad file starts with b"id,name\n1,a\n": 8 + 4 bytes, so line 3 starts at byte 12.
+BAD_FILES: dict[str, tuple[bytes, int, int, str]] = {
+    "too many fields": (b"id,name\n1,a\n2,b,c\n3,d\n", 3, 12, "has 3 field(s); the header has 2"),
+    "too few fields": (b"id,name\n1,a\n2\n3,d\n", 3, 12, "has 1 field(s); the header has 2"),
+    # b"2,caf" is bytes 12-16; the Latin-1 e-acute 0xE9 is byte 17
+    "invalid UTF-8": (b"id,name\n1,a\n2,caf\xe9!\n3,d\n", 3, 17, "is not valid UTF-8 (0xe9)"),
+    "unclosed quote at the end": (
+        b'id,name\n1,a\n2,"never closed\n',
+        3,
+        12,
+        "a quoted field is never closed",
+    ),
+    "NUL byte": (b"id,name\n1,a\n2,b\x00c\n3,d\n", 3, 12, "contains a NUL byte"),
+    # line 2's record is b'1,"a\nb"\n' (bytes 8-15, two lines): the short record is line 4
+    "too few fields after a multi-line field": (
+        b'id,name\n1,"a\nb"\n2\n',
+        4,
+        16,
+        "has 1 field(s); the header has 2",
+    ),
+}
+
+
+def _head(db: Conn, dataset: str) -> dict[str, Any] | None:
+    return db.execute(
+        "SELECT c.commit_id, c.row_count FROM dsa_core.refs r "
+        "JOIN dsa_core.datasets d ON d.id = r.dataset_id "
+        "JOIN dsa_core.commits c ON c.commit_id = r.commit_id "
+        "WHERE d.name = %s AND r.name = 'main'",
+        (dataset,),
+    ).fetchone()
+
+
+def _commit_count(db: Conn, dataset: str) -> int:
+    row = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.commits c JOIN dsa_core.datasets d "
+        "ON d.id = c.dataset_id WHERE d.name = %s",
+        (dataset,),
+    ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _assert_names_the_problem(
+    job: dict[str, Any], *, line: int | None, byte: int | None, reason: str
+) -> None:
+    assert job["status"] == "failed"
+    message = job["error_message"]
+    assert FILENAME in message
+    if line is not None:
+        assert f"line {line}" in message, message
+    if byte is not None:
+        assert f"byte {byte}" in message.lower(), message
+    assert reason in message
+
+
+def _assert_nothing_staged(db: Conn, job: dict[str, Any]) -> None:
+    """No staging tables of the job, and no row entries for the commit it never made."""
+    prefix = "j" + uuid.UUID(job["job_id"]).hex
+    stage = db.execute(
+        "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'dsa_stage' AND tablename LIKE %s",
+        (prefix + "%",),
+    ).fetchone()
+    assert stage == {"n": 0}
+    # a range stages its rows in session temp tables dropped with its transaction
+    temp = db.execute(
+        "SELECT count(*) AS n FROM pg_tables WHERE tablename IN ('sluiceway_raw', 'sluiceway_hashed')"
+    ).fetchone()
+    assert temp == {"n": 0}
+    commit_key = (job["checkpoint"] or {}).get("commit_key")
+    if commit_key is not None:
+        entries = db.execute(
+            "SELECT count(*) AS n FROM dsa_core.commit_row_entries WHERE commit_key = %s",
+            (commit_key,),
+        ).fetchone()
+        assert entries == {"n": 0}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_fails_and_main_keeps_the_previous_commit(
+    case: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    data, line, byte, reason = BAD_FILES[case]
+    # Given a dataset whose main points at a good commit of two rows
+    good = import_bytes(client, tmp_path, GOOD, dataset_name)
+    assert good["status"] == "completed", good["error_message"]
+    before = _head(db, dataset_name)
+    assert before == {"commit_id": good["output_summary"]["commit_id"], "row_count": 2}
+
+    # When a bad file is imported into it
+    job = import_bytes(client, tmp_path, data, dataset_name, filename=FILENAME)
+
+    # Then the job failed naming the file, the line, the byte and the problem
+    _assert_names_the_problem(job, line=line, byte=byte, reason=reason)
+    # ... main did not move and no commit was added
+    assert _head(db, dataset_name) == before
+    assert _commit_count(db, dataset_name) == 1
+    log = client.call("GET", f"/datasets/{dataset_name}/commits")
+    assert [c["commit_id"] for c in log["commits"]] == [before["commit_id"]]
+    # ... and nothing of the failed import is left behind
+    _assert_nothing_staged(db, job)
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_first_import_cut_into_small_ranges_leaves_no_dataset(
+    case: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    data, line, byte, reason = BAD_FILES[case]
+
+    # When a bad file is the first import of a dataset, loaded as many 5-byte ranges
+    job = import_bytes(client, tmp_path, data, dataset_name, chunk_bytes=5, filename=FILENAME)
+
+    # Then the message points at the same line and byte as when loaded whole
+    _assert_names_the_problem(job, line=line, byte=byte, reason=reason)
+    # ... no commit exists, so the dataset does not either
+    assert _commit_count(db, dataset_name) == 0
+    assert _head(db, dataset_name) is None
+    with pytest.raises(ApiError) as missing:
+        client.call("GET", f"/datasets/{dataset_name}/commits")
+    assert missing.value.http_status == 404
+    # ... and the rows of the ranges that did load were discarded
+    _assert_nothing_staged(db, job)
+
+
+def test_a_duplicate_header_column_fails_and_main_keeps_the_previous_commit(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a dataset with a good commit
+    good = import_bytes(client, tmp_path, GOOD, dataset_name)
+    before = _head(db, dataset_name)
+    assert before is not None
+
+    # When a file whose header names "id" twice is imported
+    job = import_bytes(client, tmp_path, b"id,name,id\n1,a,2\n", dataset_name, filename=FILENAME)
+
+    # Then the import failed, saying which column is repeated, and main did not move
+    assert job["status"] == "failed"
+    assert "'id' twice" in job["error_message"]
+    assert (
+        _head(db, dataset_name)
+        == before
+        == {
+            "commit_id": good["output_summary"]["commit_id"],
+            "row_count": 2,
+        }
+    )
+    assert _commit_count(db, dataset_name) == 1
+    _assert_nothing_staged(db, job)
+
+
+def test_a_duplicate_header_column_error_names_the_file_and_line(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    job = import_bytes(client, tmp_path, b"id,name,id\n1,a,2\n", dataset_name, filename=FILENAME)
+
+    _assert_names_the_problem(job, line=1, byte=None, reason="'id' twice")
+
+
+def test_a_nul_byte_in_the_header_is_reported_with_file_and_line(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    job = import_bytes(client, tmp_path, b"id,na\x00me\n1,a\n", dataset_name, filename=FILENAME)
+
+    assert job["status"] == "failed"
+    assert _commit_count(db, dataset_name) == 0
+    _assert_names_the_problem(job, line=1, byte=None, reason="NUL")
+
+
+def test_a_file_with_cr_only_line_ends_does_not_silently_import_nothing(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a file with classic Mac line ends: a header and two records
+    job = import_bytes(client, tmp_path, b"id,name\r1,a\r2,b\r", dataset_name, filename=FILENAME)
+
+    # Then either its two records are imported, or the import fails and says why;
+    # a completed import of no rows loses the data without a word
+    if job["status"] == "completed":
+        assert job["output_summary"]["rows"] == 2
+    else:
+        assert FILENAME in job["error_message"]
+
+
+# -- API errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "", "-starts-with-dash", "x" * 129])
+def test_an_upload_into_a_bad_dataset_name_is_refused(name: str, client: Client, db: Conn) -> None:
+    with pytest.raises(ApiError) as refused:
+        client.call("POST", "/uploads", {"dataset": name, "filename": "a.csv", "size": 3})
+
+    assert refused.value.http_status == 400
+    assert refused.value.code == "invalid_request"
+    assert f"Invalid dataset name {name!r}" in refused.value.message
+    # nothing was opened for it
+    opened = db.execute(
+        "SELECT count(*) AS n FROM dsa_jobs.uploads WHERE dataset_name = %s", (name,)
+    ).fetchone()
+    assert opened == {"n": 0}
+
+
+def test_an_unknown_job_is_not_found(client: Client) -> None:
+    job_id = str(uuid.uuid4())
+    with pytest.raises(ApiError) as missing:
+        client.call("GET", f"/jobs/{job_id}")
+
+    assert missing.value.http_status == 404
+    assert missing.value.code == "not_found"
+    assert job_id in missing.value.message
+
+
+def test_a_job_id_that_is_not_a_uuid_is_not_found(client: Client) -> None:
+    with pytest.raises(ApiError) as missing:
+        client.call("GET", "/jobs/not-a-uuid")
+
+    assert missing.value.http_status == 404
+    assert missing.value.code == "not_found"
+    assert "not-a-uuid" in missing.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"dataset": "x", "size": 3}, "filename"),
+        ({"filename": "a.csv", "size": 3}, "dataset"),
+        ({"dataset": "x", "filename": "a.csv"}, "size"),
+    ],
+)
+def test_an_upload_missing_a_field_is_unprocessable(
+    body: dict[str, Any], field: str, client: Client
+) -> None:
+    with pytest.raises(ApiError) as refused:
+        client.call("POST", "/uploads", body)
+
+    assert refused.value.http_status == 422
+    assert refused.value.code == "invalid_request"
+    assert f"{field}: Field required" in refused.value.message
