@@ -53,6 +53,7 @@ def import_bytes(
     filename: str = "data.csv",
 ) -> dict[str, Any]:
     """Upload ``data`` as a file through presigned URLs and wait for its import job to end."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / filename
     path.write_bytes(data)
     options: dict[str, Any] = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}

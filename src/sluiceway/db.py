@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -18,7 +19,11 @@ from .settings import Settings, get_settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 
-_connections: dict[str, Conn] = {}
+# Keyed by (thread, URL): a Lambda container runs one invocation at a time, but the local
+# stack serves the API and runs state-machine tasks on many threads of one process, and a
+# connection's transaction must never take in another thread's statements.
+_connections: dict[tuple[int, str], Conn] = {}
+_connections_lock = threading.Lock()
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -65,13 +70,22 @@ def connect(settings: Settings | None = None, *, autocommit: bool = False) -> Co
 
 
 def shared_connection(settings: Settings | None = None) -> Conn:
-    """One autocommit connection per process and URL, reused across Lambda invocations."""
-    url = database_url(settings)
-    conn = _connections.get(url)
+    """One autocommit connection per thread and URL, reused across Lambda invocations."""
+    key = (threading.get_ident(), database_url(settings))
+    conn = _connections.get(key)
     if conn is None or conn.closed or conn.broken:
         conn = connect(settings, autocommit=True)
-        _connections[url] = conn
+        with _connections_lock:
+            _connections[key] = conn
     return conn
+
+
+def close_all() -> None:
+    """Close every connection this process opened through :func:`shared_connection`."""
+    with _connections_lock:
+        for conn in _connections.values():
+            conn.close()
+        _connections.clear()
 
 
 @contextmanager

@@ -71,7 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         event = to_event(self.command, self.path, headers, body, self.client_address[0])
-        result = _handler_module("api").handler(event, LocalContext(function_name="api"))
+        try:
+            result = _handler_module("api").handler(event, LocalContext(function_name="api"))
+        except Exception as exc:  # API Gateway answers 502 when a Lambda fails
+            failure = {"error": "internal_error", "message": f"The API failed: {exc}"}
+            self._reply(502, {"content-type": "application/json"}, json.dumps(failure).encode())
+            return
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         out_headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}

@@ -219,9 +219,7 @@ class LocalStack:
             install(None)
         if self._moto is not None:
             self._moto.stop()
-        for conn in list(db._connections.values()):
-            conn.close()
-        db._connections.clear()
+        db.close_all()
         configure(None)
 
     # -- what the stack offers ---------------------------------------------------------------
