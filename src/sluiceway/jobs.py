@@ -57,12 +57,25 @@ def create(conn: Conn, run_type: RunType, owner: str, parameters: dict[str, Any]
     return job_id
 
 
-def claim(conn: Conn, job_id: uuid.UUID, progress: dict[str, Any]) -> bool:
-    """Move a pending job to running; False if another event already did (a repeated event)."""
+def claim(
+    conn: Conn, job_id: uuid.UUID, progress: dict[str, Any], execution: str | None = None
+) -> bool:
+    """Move a pending job to running for one execution; False if another execution has it.
+
+    The same execution may claim again (a retried task whose first answer was lost): its
+    counters start over. A different execution is a repeated event and gets False.
+    """
     cur = conn.execute(
-        "UPDATE dsa_jobs.analysis_runs SET status = 'running', started_at = now(), "
-        "updated_at = now(), progress = progress || %s WHERE id = %s AND status = 'pending'",
-        (Jsonb(progress), job_id),
+        """
+        UPDATE dsa_jobs.analysis_runs
+        SET status = 'running', started_at = coalesce(started_at, now()), updated_at = now(),
+            progress = %(progress)s,
+            run_parameters = run_parameters || jsonb_build_object('execution', %(execution)s::text)
+        WHERE id = %(id)s AND (status = 'pending' OR (
+              status = 'running' AND %(execution)s::text IS NOT NULL
+              AND run_parameters->>'execution' = %(execution)s::text))
+        """,
+        {"progress": Jsonb(progress), "execution": execution, "id": job_id},
     )
     return cur.rowcount == 1
 

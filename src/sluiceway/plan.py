@@ -87,7 +87,9 @@ def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:
 def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Claim the upload's job, read the CSV header, and cut the object into raw byte ranges."""
     settings = settings or get_settings()
-    created = ObjectCreatedEvent.model_validate(event)
+    # The state machine passes {"event": <S3 event>, "execution": <its execution id>}.
+    execution = event.get("execution") if "event" in event else None
+    created = ObjectCreatedEvent.model_validate(event.get("event", event))
     bucket, key = created.detail.bucket.name, created.detail.object.key
     conn = db.shared_connection(settings)
     upload = conn.execute(
@@ -104,7 +106,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     except (ClientError, BotoCoreError) as exc:
         raise StorageUnavailable(f"Cannot read s3://{bucket}/{key}: {exc}") from exc
     size = int(head["ContentLength"])
-    if not jobs.claim(conn, job_id, {"total_bytes": size, "stage": "planning"}):
+    if not jobs.claim(conn, job_id, {"total_bytes": size, "stage": "planning"}, execution):
         return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
 
     limit = settings.imports.max_record_bytes
@@ -130,6 +132,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         )
 
     with conn.transaction():
+        conn.execute("DELETE FROM dsa_jobs.import_chunks WHERE job_id = %s", (job_id,))  # a retry
         column_set_id = _column_set(conn, header.columns)
         key_row = conn.execute("SELECT nextval('dsa_core.commit_key_seq') AS k").fetchone()
         assert key_row is not None
