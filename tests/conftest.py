@@ -27,7 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def client(stack: Any) -> Client:
-    return Client(stack.api_url, timeout=120)
+    return Client(stack.api_url, token=stack.local_token, timeout=120)
 
 
 @pytest.fixture

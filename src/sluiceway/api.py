@@ -6,24 +6,52 @@ Routes stay thin: parse, call one domain function, return its model. Errors are 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from . import __version__, datasets, db, export, jobs, storage, upload
+from . import __version__, auth, datasets, db, export, jobs, storage, upload
 from .errors import SluicewayError
-from .names import LOCAL_OWNER
 
 app = APIGatewayRestResolver(enable_validation=True)
 
 
+PUBLIC_ROUTES = frozenset({"/health"})
+
+
+def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The API's entry point: authenticate, then route.
+
+    An API Gateway authorizer (on AWS) puts the caller in the request context. Without one,
+    the Bearer token is checked here, before routing and body validation, and its owner is put
+    in the same place: the routes read the caller from one field either way.
+    """
+    context_ = event.setdefault("requestContext", {})
+    authorizer = context_.get("authorizer") or {}
+    principal = authorizer.get("principalId") or (authorizer.get("claims") or {}).get("sub")
+    if not principal and event.get("path") not in PUBLIC_ROUTES:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        try:
+            principal = auth.owner_of(db.shared_connection(), headers.get("authorization"))
+        except SluicewayError as exc:
+            return {
+                "statusCode": exc.http_status,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": json.dumps(exc.to_dict()),
+                "isBase64Encoded": False,
+            }
+        context_["authorizer"] = {**authorizer, "principalId": principal}
+    return app.resolve(event, context)
+
+
 def owner() -> str:
-    """The caller: the authorizer's principal on AWS; the local owner on the embedded stack."""
+    """The caller of the current request."""
     authorizer = app.current_event.request_context.authorizer
-    principal = authorizer.get("principalId") if authorizer else None
-    return str(principal) if principal else LOCAL_OWNER
+    principal = authorizer.get("principalId") or (authorizer.get("claims") or {}).get("sub")
+    return str(principal)
 
 
 def _error(status: int, body: dict[str, Any]) -> Response[Any]:

@@ -63,22 +63,23 @@ def parse_size(text: str) -> int:
 
 
 class State:
-    def __init__(self, api: str | None, as_json: bool) -> None:
+    def __init__(self, api: str | None, as_json: bool, token: str | None = None) -> None:
         self.api = api
         self.json = as_json
+        self.token = token
 
     @contextmanager
     def client(self) -> Iterator[Client]:
         """A client of the given API, or of an embedded stack started for this command."""
         if self.api:
-            yield Client(self.api)
+            yield Client(self.api, token=self.token)
             return
         from .local.stack import LocalStack
 
         if not self.json:
             err.print("[dim]starting the embedded stack (pass --api to use a running one)...[/dim]")
         with LocalStack(Settings()) as stack:
-            yield Client(stack.api_url)
+            yield Client(stack.api_url, token=stack.local_token)
 
 
 def _emit(state: State, data: Any, human: str | Table) -> None:
@@ -93,10 +94,11 @@ def _emit(state: State, data: Any, human: str | Table) -> None:
     "--api", envvar="SLUICEWAY_API", help="API base URL (default: start the embedded stack)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option("--token", envvar="SLUICEWAY_TOKEN", help="API token (not needed without --api).")
 @click.pass_context
-def cli(ctx: click.Context, api: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, api: str | None, as_json: bool, token: str | None) -> None:
     """Move massive datasets in and out of PostgreSQL through object storage."""
-    ctx.obj = State(api, as_json)
+    ctx.obj = State(api, as_json, token)
 
 
 def _json_option(f: Any) -> Any:
@@ -128,8 +130,22 @@ def _api_option(f: Any) -> Any:
     )(f)
 
 
+def _token_option(f: Any) -> Any:
+    def callback(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+        if value:
+            ctx.find_object(State).token = value  # type: ignore[union-attr]
+
+    return click.option(
+        "--token",
+        "token_value",
+        expose_value=False,
+        callback=callback,
+        help="API token (not needed without --api).",
+    )(f)
+
+
 def common(f: Any) -> Any:
-    return _api_option(_json_option(f))
+    return _api_option(_json_option(_token_option(f)))
 
 
 @cli.command()
@@ -144,6 +160,7 @@ def up(port: int) -> None:
             f"S3         {stack.s3_endpoint}  (bucket {stack.settings.storage.bucket})", err=True
         )
         click.echo(f"PostgreSQL {stack.database_url}", err=True)
+        click.echo(f"Token      {stack.local_token}  (owner local; SLUICEWAY_TOKEN)", err=True)
         err.print("[dim]Ctrl-C stops everything.[/dim]")
         try:
             while True:
@@ -334,16 +351,41 @@ def log(state: State, dataset: str) -> None:
     _emit(state, commits, table)
 
 
-@cli.command()
-def migrate() -> None:
-    """Apply pending database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
-    from . import db
+def _database_settings() -> Settings:
+    """Settings with a database URL: DATABASE_URL, or the embedded PostgreSQL, started."""
     from .local.stack import start_embedded_postgres
 
     settings = Settings()
     if not settings.database_url:
         _, url = start_embedded_postgres(settings.home)
         settings = settings.model_copy(update={"database_url": url})
+    return settings
+
+
+@cli.group()
+def token() -> None:
+    """API tokens (stored hashed; shown once)."""
+
+
+@token.command("create")
+@click.option("--owner", required=True, help="Who the token speaks for.")
+@click.option("--name", default="", help="A label, e.g. the machine or person it is for.")
+def token_create(owner: str, name: str) -> None:
+    """Issue a token; print it once."""
+    from . import auth, db
+
+    settings = _database_settings()
+    db.migrate(settings)
+    with db.connect(settings, autocommit=True) as conn:
+        click.echo(auth.create_token(conn, owner, name))
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
+    from . import db
+
+    settings = _database_settings()
     applied = db.migrate(settings)
     err.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 

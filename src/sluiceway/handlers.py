@@ -27,10 +27,10 @@ def lambda_handler(step: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
 
 def api_handler() -> Handler:
     """The HTTP API's handler (API Gateway REST proxy events)."""
-    from .api import app
+    from .api import handle
 
     @logger.inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return app.resolve(event, context)
+        return handle(event, context)
 
     return handler

@@ -20,7 +20,9 @@ DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
 
 
 def run(stack: Any, *args: str) -> Any:
-    result = CliRunner().invoke(cli, ["--api", stack.api_url, *args], catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["--api", stack.api_url, "--token", stack.local_token, *args], catch_exceptions=False
+    )
     return result
 
 
@@ -111,7 +113,14 @@ def test_failed_import_exits_non_zero_with_the_reason(
 
 def test_export_of_unknown_dataset_is_a_clear_error(stack: Any, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        cli, ["--api", stack.api_url, "export", "nope-nothing", "--out", str(tmp_path / "x")]
+        cli,
+        [
+            *("--api", stack.api_url, "--token", stack.local_token),
+            "export",
+            "nope-nothing",
+            "--out",
+            str(tmp_path / "x"),
+        ],
     )
     assert result.exit_code != 0
     assert "No dataset 'nope-nothing'" in str(result.exception or result.output)

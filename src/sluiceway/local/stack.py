@@ -31,9 +31,15 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from .. import db
+from .. import auth, db
 from ..errors import StackError
-from ..names import FUNCTIONS, IMPORT_STATE_MACHINE, STATEMACHINES_DIR, object_created_pattern
+from ..names import (
+    FUNCTIONS,
+    IMPORT_STATE_MACHINE,
+    LOCAL_OWNER,
+    STATEMACHINES_DIR,
+    object_created_pattern,
+)
 from ..settings import Settings, configure, get_settings
 from ..storage import s3_client
 from .httpapi import LocalApiServer
@@ -138,6 +144,7 @@ class LocalStack:
         self._relay: threading.Thread | None = None
         self._stopping = threading.Event()
         self.moto_url = ""
+        self.local_token = ""
         self.state_machine_arn = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -194,6 +201,9 @@ class LocalStack:
             }
         )
         db.migrate(self.settings)
+        with db.connect(self.settings, autocommit=True) as conn:
+            # the CLI that started this stack, or a user of `sluiceway up`, calls as this owner
+            self.local_token = auth.create_token(conn, LOCAL_OWNER, "local stack")
         self._create_aws_resources()
         self.settings = self.settings.model_copy(
             update={"import_state_machine_arn": self.state_machine_arn}

@@ -1,0 +1,72 @@
+"""Every route but /health needs a token; another owner's things are not found, never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from click.testing import CliRunner
+from tests.conftest import import_bytes
+
+from sluiceway import auth
+from sluiceway.cli import cli
+from sluiceway.client import ApiError, Client
+
+ROUTES = [
+    ("GET", "/jobs"),
+    ("GET", "/jobs/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/datasets"),
+    ("GET", "/datasets/x/commits"),
+    ("POST", "/uploads"),
+    ("POST", "/uploads/x/parts"),
+    ("POST", "/uploads/x/complete"),
+    ("DELETE", "/uploads/x"),
+    ("POST", "/datasets/x/exports"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+@pytest.mark.parametrize("header", [None, "Bearer slw_not-a-real-token", "Basic abc", "Bearer"])
+def test_routes_refuse_missing_and_bad_tokens(
+    stack: Any, method: str, path: str, header: str | None
+) -> None:
+    headers = {"content-type": "application/json"} | ({"authorization": header} if header else {})
+    response = urllib3.request(method, stack.api_url + path, headers=headers, body=b"{}")
+    assert response.status == 401
+    body = response.json()
+    assert body["error"] == "unauthorized"
+    assert body["message"]
+
+
+def test_health_needs_no_token(stack: Any) -> None:
+    assert urllib3.request("GET", stack.api_url + "/health").json()["status"] == "ok"
+
+
+def test_another_owner_sees_nothing_of_mine(
+    stack: Any, client: Client, db: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given my import, and a token for somebody else
+    job = import_bytes(client, tmp_path, b"a\n1\n", dataset_name)
+    other = Client(stack.api_url, token=auth.create_token(db, "mallory"))
+    # Then my job, dataset and history are "not found" for them, and absent from their lists
+    for path in (f"/jobs/{job['job_id']}", f"/datasets/{dataset_name}/commits"):
+        with pytest.raises(ApiError) as refused:
+            other.call("GET", path)
+        assert refused.value.http_status == 404
+    with pytest.raises(ApiError) as refused:
+        other.call("POST", f"/datasets/{dataset_name}/exports", {"format": "csv"})
+    assert refused.value.http_status == 404
+    assert job["job_id"] not in [j["job_id"] for j in other.call("GET", "/jobs")["jobs"]]
+    assert dataset_name not in [d["name"] for d in other.call("GET", "/datasets")["datasets"]]
+
+
+def test_token_create_issues_a_working_token(stack: Any, tmp_path: Path) -> None:
+    # the command talks to the database directly, like a migration
+    env = {"DATABASE_URL": stack.database_url}
+    result = CliRunner(env=env).invoke(cli, ["token", "create", "--owner", "alice"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("slw_")
+    assert Client(stack.api_url, token=token).call("GET", "/datasets") == {"datasets": []}
