@@ -14,7 +14,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from pydantic import BaseModel, Field
 
 from . import __version__, auth, datasets, db, export, jobs, storage, upload
-from .errors import SluicewayError
+from .errors import InvalidRequest, SluicewayError
+from .settings import get_settings
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -88,8 +89,6 @@ def health() -> dict[str, Any]:
     except Exception as exc:
         checks["database"] = f"unreachable: {exc}"
     try:
-        from .settings import get_settings
-
         storage.s3_client().head_bucket(Bucket=get_settings().storage.bucket)
         checks["storage"] = "ok"
     except Exception as exc:
@@ -157,3 +156,101 @@ def list_commits(name: str) -> dict[str, Any]:
 def create_export(name: str, body: export.ExportRequest) -> Response[Any]:
     result = export.export_commit(db.shared_connection(), owner(), name, body)
     return Response(201, content_types.APPLICATION_JSON, result.model_dump())
+
+
+# -- Uppy's S3 multipart protocol (@uppy/aws-s3 with companionEndpoint: <api>/uploads) ----------
+
+
+class UppyCreate(BaseModel):
+    filename: str = Field(min_length=1, max_length=1024)
+    type: str = "application/octet-stream"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUpload:
+    """An upload request from Uppy's file metadata: dataset (required), size, chunk_bytes."""
+    if not metadata.get("dataset"):
+        raise InvalidRequest("metadata.dataset is required: which dataset should this file go to?")
+    size = metadata.get("size")
+    options: dict[str, Any] = {}
+    if metadata.get("description"):
+        options["message"] = str(metadata["description"])
+    if metadata.get("chunk_bytes"):
+        options["chunk_bytes"] = int(metadata["chunk_bytes"])
+    return upload.CreateUpload(
+        dataset=str(metadata["dataset"]),
+        filename=filename,
+        size=int(size) if size not in (None, "") else None,
+        options=upload.ImportOptions(**options),
+    )
+
+
+@app.post("/uploads/s3/multipart")
+def uppy_create(body: UppyCreate) -> dict[str, Any]:
+    created = upload.create_upload(
+        db.shared_connection(), owner(), _uppy_request(body.filename, body.metadata)
+    )
+    return {"key": created.key, "uploadId": created.s3_upload_id, "bucket": created.bucket}
+
+
+def _uppy_upload_id(upload_id: str) -> str:
+    key = app.current_event.get_query_string_value("key")
+    if not key:
+        raise InvalidRequest("The query parameter 'key' is required.")
+    return upload.find_multipart(db.shared_connection(), owner(), upload_id, key)
+
+
+@app.get("/uploads/s3/multipart/<upload_id>/<part_number>")
+def uppy_sign_part(upload_id: str, part_number: str) -> dict[str, Any]:
+    if not part_number.isdigit():
+        raise InvalidRequest(f"Part number {part_number!r} is not a number.")
+    ours = _uppy_upload_id(upload_id)
+    signed = upload.sign_parts(db.shared_connection(), owner(), ours, [int(part_number)])
+    return {"url": signed[0].url, "expires": get_settings().storage.presign_expiry_seconds}
+
+
+@app.get("/uploads/s3/multipart/<upload_id>")
+def uppy_list_parts(upload_id: str) -> list[dict[str, Any]]:
+    return upload.list_parts(db.shared_connection(), owner(), _uppy_upload_id(upload_id))
+
+
+class UppyPart(BaseModel):
+    PartNumber: int = Field(ge=1, le=upload.MAX_PARTS)  # Uppy's field names
+    ETag: str
+
+
+class UppyComplete(BaseModel):
+    parts: list[UppyPart] = Field(max_length=upload.MAX_PARTS)
+
+
+@app.post("/uploads/s3/multipart/<upload_id>/complete")
+def uppy_complete(upload_id: str, body: UppyComplete) -> dict[str, Any]:
+    ours = _uppy_upload_id(upload_id)
+    parts = [upload.CompletedPart(part_number=p.PartNumber, etag=p.ETag) for p in body.parts]
+    done = upload.complete_upload(db.shared_connection(), owner(), ours, parts)
+    settings = get_settings()
+    location = f"s3://{settings.storage.bucket}/{done['key']}"
+    return {"location": location, "key": done["key"], "job_id": done["job_id"]}
+
+
+@app.delete("/uploads/s3/multipart/<upload_id>")
+def uppy_abort(upload_id: str) -> dict[str, Any]:
+    upload.abort_upload(db.shared_connection(), owner(), _uppy_upload_id(upload_id))
+    return {}
+
+
+@app.get("/uploads/s3/params")
+def uppy_params() -> dict[str, Any]:
+    event = app.current_event
+    filename = event.get_query_string_value("filename") or ""
+    content_type = event.get_query_string_value("type") or "application/octet-stream"
+    metadata = {
+        k[len("metadata[") : -1]: v
+        for k, v in (event.query_string_parameters or {}).items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    if not filename:
+        raise InvalidRequest("The query parameter 'filename' is required.")
+    return upload.presigned_post(
+        db.shared_connection(), owner(), _uppy_request(filename, metadata), content_type
+    )

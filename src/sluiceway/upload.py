@@ -39,7 +39,7 @@ class ImportOptions(BaseModel):
 class CreateUpload(BaseModel):
     dataset: str
     filename: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=0)
+    size: int | None = Field(default=None, ge=0, description="Bytes, if known up front.")
     options: ImportOptions = ImportOptions()
 
 
@@ -48,8 +48,9 @@ class UploadCreated(BaseModel):
     job_id: str
     bucket: str
     key: str
+    s3_upload_id: str | None
     part_bytes: int
-    part_count: int
+    part_count: int | None
 
 
 class PartUrl(BaseModel):
@@ -62,10 +63,20 @@ class CompletedPart(BaseModel):
     etag: str
 
 
-def part_size(size: int, settings: Settings) -> int:
+def part_size(size: int | None, settings: Settings) -> int:
     """Smallest part size, a whole number of MiB >= the configured minimum, that fits in 10,000 parts."""
-    needed = max(settings.storage.min_part_bytes, MIN_PART_BYTES, math.ceil(size / MAX_PARTS))
+    needed = max(
+        settings.storage.min_part_bytes, MIN_PART_BYTES, math.ceil((size or 0) / MAX_PARTS)
+    )
     return math.ceil(needed / MiB) * MiB
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def display_filename(filename: str) -> str:
+    """The name as given, minus control characters (PostgreSQL text cannot hold NUL at all)."""
+    return _CONTROL.sub("_", filename)
 
 
 def safe_filename(filename: str) -> str:
@@ -76,12 +87,21 @@ def safe_filename(filename: str) -> str:
 
 
 def create_upload(
-    conn: Conn, owner: str, request: CreateUpload, settings: Settings | None = None
+    conn: Conn,
+    owner: str,
+    request: CreateUpload,
+    settings: Settings | None = None,
+    *,
+    multipart: bool = True,
 ) -> UploadCreated:
-    """Open a multipart upload for a file that will be imported into ``request.dataset``."""
+    """Open an upload of a file that will be imported into ``request.dataset``.
+
+    ``multipart``: open an S3 multipart upload (else the caller will use a presigned POST).
+    """
     settings = settings or get_settings()
     datasets.check_name(request.dataset)
-    if request.size > settings.storage.max_object_bytes:
+    request = request.model_copy(update={"filename": display_filename(request.filename)})
+    if request.size is not None and request.size > settings.storage.max_object_bytes:
         raise PayloadTooLarge(
             f"The file is {request.size:,} bytes; the limit is {settings.storage.max_object_bytes:,}."
         )
@@ -105,12 +125,14 @@ def create_upload(
                 "options": request.options.model_dump(exclude_none=True),
             },
         )
-        try:
-            created = storage.s3_client(settings).create_multipart_upload(
-                Bucket=bucket, Key=key, ContentType="application/octet-stream"
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageUnavailable(f"Object storage refused the upload: {exc}") from exc
+        s3_upload_id: str | None = None
+        if multipart:
+            try:
+                s3_upload_id = storage.s3_client(settings).create_multipart_upload(
+                    Bucket=bucket, Key=key, ContentType="application/octet-stream"
+                )["UploadId"]
+            except (ClientError, BotoCoreError) as exc:
+                raise StorageUnavailable(f"Object storage refused the upload: {exc}") from exc
         conn.execute(
             """
             INSERT INTO dsa_jobs.uploads (upload_id, owner, bucket, object_key, s3_upload_id,
@@ -122,7 +144,7 @@ def create_upload(
                 owner,
                 bucket,
                 key,
-                created["UploadId"],
+                s3_upload_id,
                 request.filename,
                 request.size,
                 psize,
@@ -136,9 +158,77 @@ def create_upload(
         job_id=str(job_id),
         bucket=bucket,
         key=key,
+        s3_upload_id=s3_upload_id,
         part_bytes=psize,
-        part_count=max(1, math.ceil(request.size / psize)),
+        part_count=None if request.size is None else max(1, math.ceil(request.size / psize)),
     )
+
+
+def find_multipart(conn: Conn, owner: str, s3_upload_id: str, key: str) -> str:
+    """Our upload id for S3's (upload id, key) pair, as Uppy's protocol names uploads."""
+    row = conn.execute(
+        "SELECT upload_id FROM dsa_jobs.uploads "
+        "WHERE owner = %s AND s3_upload_id = %s AND object_key = %s",
+        (owner, s3_upload_id, key),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No upload {s3_upload_id!r} for key {key!r}.")
+    return str(row["upload_id"])
+
+
+def list_parts(
+    conn: Conn, owner: str, upload_id: str, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """The parts S3 already holds, so a client can resume after a reload."""
+    settings = settings or get_settings()
+    upload = _upload(conn, owner, upload_id)
+    if upload["status"] != "uploading":
+        raise Conflict(f"Upload {upload_id} is {upload['status']}.")
+    client = storage.s3_client(settings)
+    parts: list[dict[str, Any]] = []
+    marker = 0
+    while True:
+        page = client.list_parts(
+            Bucket=upload["bucket"],
+            Key=upload["object_key"],
+            UploadId=upload["s3_upload_id"],
+            PartNumberMarker=marker,
+        )
+        parts += [
+            {"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]}
+            for p in page.get("Parts", [])
+        ]
+        if not page.get("IsTruncated"):
+            return parts
+        marker = int(page["NextPartNumberMarker"])
+
+
+def presigned_post(
+    conn: Conn,
+    owner: str,
+    request: CreateUpload,
+    content_type: str,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """A one-request upload for small files: a presigned POST that S3 checks the size of."""
+    settings = settings or get_settings()
+    created = create_upload(conn, owner, request, settings, multipart=False)
+    limit = min(settings.storage.max_object_bytes, 5 * 1024 * MiB)  # S3's limit for one POST
+    post = storage.s3_client(settings).generate_presigned_post(
+        Bucket=created.bucket,
+        Key=created.key,
+        Fields={"Content-Type": content_type},
+        Conditions=[["content-length-range", 0, limit], {"Content-Type": content_type}],
+        ExpiresIn=settings.storage.presign_expiry_seconds,
+    )
+    return {
+        "method": "POST",
+        "url": post["url"],
+        "fields": post["fields"],
+        "key": created.key,
+        "job_id": created.job_id,
+        "upload_id": created.upload_id,
+    }
 
 
 def _upload(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
@@ -166,7 +256,9 @@ def sign_parts(
     upload = _upload(conn, owner, upload_id)
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} is {upload['status']}; it takes no more parts.")
-    limit = max(1, math.ceil(upload["size_bytes"] / upload["part_bytes"]))
+    size = upload["size_bytes"]
+    # Clients choose their part size (Uppy's default is 5 MiB); S3 needs >= 5 MiB but the last.
+    limit = MAX_PARTS if size is None else min(MAX_PARTS, max(1, math.ceil(size / MIN_PART_BYTES)))
     urls = []
     for n in part_numbers:
         if not 1 <= n <= limit:
@@ -209,7 +301,7 @@ def complete_upload(
         raise Conflict(f"Upload {upload_id} was {upload['status']}.")
     client = storage.s3_client(settings)
     try:
-        if not parts and upload["size_bytes"] == 0:
+        if not parts and not upload["size_bytes"]:
             # S3 needs at least one part; an empty file is a single empty part.
             part = client.upload_part(
                 Bucket=upload["bucket"],

