@@ -11,6 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from pydantic import BaseModel, Field
 
 from . import __version__, auth, datasets, db, export, jobs, storage, upload
@@ -20,7 +21,14 @@ from .settings import get_settings
 app = APIGatewayRestResolver(enable_validation=True)
 
 
-PUBLIC_ROUTES = frozenset({"/health"})
+PUBLIC_ROUTES = frozenset({"/health", "/openapi.json", "/docs"})
+OPENAPI = {
+    "title": "sluiceway",
+    "version": __version__,
+    "description": "Move massive datasets in and out of PostgreSQL through object storage.",
+    "security_schemes": {"bearer": HTTPBearer(bearerFormat="slw_...")},
+    "security": [{"bearer": []}],
+}
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -254,3 +262,17 @@ def uppy_params() -> dict[str, Any]:
     return upload.presigned_post(
         db.shared_connection(), owner(), _uppy_request(filename, metadata), content_type
     )
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[str]:
+    return Response(200, content_types.APPLICATION_JSON, openapi_json())
+
+
+def openapi_json() -> str:
+    """The API's OpenAPI document (docs/openapi.json is this, checked in)."""
+    return app.get_openapi_json_schema(**OPENAPI)  # type: ignore[arg-type]
+
+
+# Swagger UI at /docs (its assets ship inside Powertools: no CDN needed).
+app.enable_swagger(path="/docs", **OPENAPI)  # type: ignore[arg-type]

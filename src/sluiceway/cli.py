@@ -381,6 +381,14 @@ def token_create(owner: str, name: str) -> None:
 
 
 @cli.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (what docs/openapi.json holds)."""
+    from .api import openapi_json
+
+    click.echo(openapi_json())
+
+
+@cli.command()
 def migrate() -> None:
     """Apply pending database migrations (DATABASE_URL, or the embedded PostgreSQL)."""
     from . import db
