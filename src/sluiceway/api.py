@@ -154,6 +154,11 @@ def list_datasets() -> dict[str, Any]:
     return {"datasets": [d.model_dump(mode="json") for d in found]}
 
 
+@app.get("/datasets/<name>")
+def get_dataset(name: str) -> dict[str, Any]:
+    return datasets.get(db.shared_connection(), owner(), name).model_dump(mode="json")
+
+
 @app.get("/datasets/<name>/commits")
 def list_commits(name: str) -> dict[str, Any]:
     commits = datasets.log(db.shared_connection(), owner(), name)

@@ -168,5 +168,7 @@ def _job(row: dict[str, Any]) -> Job:
         seconds = max((end - job.started_at).total_seconds(), 1e-3)
         progress["seconds"] = round(seconds, 3)
         progress["rows_per_second"] = round(progress.get("rows_done", 0) / seconds, 1)
+        if job.status == "running" and total and 0 < done < total:
+            progress["eta_seconds"] = round(seconds * (total - done) / done, 1)
     job.progress = progress
     return job

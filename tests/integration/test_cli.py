@@ -280,3 +280,17 @@ def test_odd_and_long_column_names_round_trip(
     assert run(stack, "export", dataset_name, "--out", str(out)).exit_code == 0
     with out.open(newline="") as f:
         assert list(csv.reader(f)) == [header, ["1", "2", "3", "4", "5", "6"]]
+
+
+def test_get_dataset_shows_its_head_and_columns(
+    stack: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    src = tmp_path / "d.csv"
+    src.write_text("x,y\n1,2\n")
+    done = json.loads(run(stack, "import", str(src), "-d", dataset_name, "--json").stdout)
+    from sluiceway.client import Client
+
+    shown = Client(stack.api_url, token=stack.local_token).call("GET", f"/datasets/{dataset_name}")
+    assert shown["head_commit_id"] == done["commit_id"]
+    assert shown["columns"] == ["x", "y"]
+    assert shown["row_count"] == 1
