@@ -7,6 +7,7 @@ Routes stay thin: parse, call one domain function, return its model. Errors are 
 from __future__ import annotations
 
 import json
+from http.cookies import SimpleCookie
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -43,8 +44,9 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     principal = authorizer.get("principalId") or (authorizer.get("claims") or {}).get("sub")
     if not principal and event.get("path") not in PUBLIC_ROUTES:
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        credentials = headers.get("authorization") or _cookie_token(headers.get("cookie"))
         try:
-            principal = auth.owner_of(db.shared_connection(), headers.get("authorization"))
+            principal = auth.owner_of(db.shared_connection(), credentials)
         except SluicewayError as exc:
             return {
                 "statusCode": exc.http_status,
@@ -54,6 +56,19 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             }
         context_["authorizer"] = {**authorizer, "principalId": principal}
     return app.resolve(event, context)
+
+
+COOKIE = "sluiceway_token"
+
+
+def _cookie_token(cookie_header: str | None) -> str | None:
+    """A browser page's token: Uppy's companion mode sends no headers of ours, only cookies."""
+    if not cookie_header:
+        return None
+    jar = SimpleCookie()
+    jar.load(cookie_header)
+    morsel = jar.get(COOKIE)
+    return f"Bearer {morsel.value}" if morsel else None
 
 
 def owner() -> str:

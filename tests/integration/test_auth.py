@@ -70,3 +70,18 @@ def test_token_create_issues_a_working_token(stack: Any, tmp_path: Path) -> None
     token = result.output.strip()
     assert token.startswith("slw_")
     assert Client(stack.api_url, token=token).call("GET", "/datasets") == {"datasets": []}
+
+
+def test_a_browser_page_authenticates_with_its_cookie(stack: Any) -> None:
+    # Uppy's companion mode sends no Authorization header, only the page's cookie
+    cookie = {"cookie": f"other=1; sluiceway_token={stack.local_token}"}
+    assert urllib3.request("GET", stack.api_url + "/jobs", headers=cookie).status == 200
+    forged = {"cookie": "sluiceway_token=slw_forged"}
+    assert urllib3.request("GET", stack.api_url + "/jobs", headers=forged).status == 401
+
+
+def test_the_page_route_never_serves_files_outside_web_dist(stack: Any) -> None:
+    for path in ("/app/../pyproject.toml", "/app/%2e%2e/pyproject.toml", "/app/../../etc/passwd"):
+        response = urllib3.request("GET", stack.api_url + path, redirect=False)
+        assert response.status in (401, 404)  # a normalised path reaches the API, unauthorised
+        assert b"[project]" not in response.data

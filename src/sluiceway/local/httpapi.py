@@ -14,9 +14,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..api import COOKIE
+from ..names import REPO_ROOT
 from .lambdas import LocalContext, _handler_module
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
+WEB_DIST = REPO_ROOT / "web" / "dist"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+}
 
 
 def to_event(
@@ -59,7 +69,29 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return  # the API logs through Powertools; keep the terminal for the CLI
 
+    def _serve_page(self) -> bool:
+        """The upload page (web/dist) under /app/, with the local owner's token as a cookie."""
+        path = urlsplit(self.path).path
+        if self.command != "GET" or not (path == "/app" or path.startswith("/app/")):
+            return False
+        server: _Server = self.server  # type: ignore[assignment]
+        relative = path[len("/app/") :] or "index.html"
+        target = (WEB_DIST / relative).resolve()
+        if not target.is_relative_to(WEB_DIST.resolve()) or not target.is_file():
+            body = f"No page {path}: build it with `make web` (make demo does).".encode()
+            self._reply(404, {"content-type": "text/plain; charset=utf-8"}, body)
+            return True
+        headers = {"content-type": _CONTENT_TYPES.get(target.suffix, "application/octet-stream")}
+        if server.page_token:
+            headers["set-cookie"] = (
+                f"{COOKIE}={server.page_token}; Path=/; HttpOnly; SameSite=Strict"
+            )
+        self._reply(200, headers, target.read_bytes())
+        return True
+
     def _serve(self) -> None:
+        if self._serve_page():
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
             self._reply(
@@ -96,11 +128,16 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
 
-class LocalApiServer:
-    """The API on http://127.0.0.1:PORT in a background thread."""
+class _Server(ThreadingHTTPServer):
+    page_token: str = ""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+
+class LocalApiServer:
+    """The API on http://127.0.0.1:PORT in a background thread (and the upload page at /app/)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, page_token: str = "") -> None:
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.page_token = page_token
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="sluiceway-api", daemon=True

@@ -216,7 +216,7 @@ class LocalStack:
             target=self._relay_events, name="sluiceway-events", daemon=True
         )
         self._relay.start()
-        self._api = LocalApiServer(port=self.api_port).start()
+        self._api = LocalApiServer(port=self.api_port, page_token=self.local_token).start()
 
     def stop(self) -> None:
         self._stopping.set()
