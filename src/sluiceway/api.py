@@ -11,12 +11,16 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__, auth, datasets, db, export, jobs, storage, upload
 from .errors import InvalidRequest, SluicewayError
+from .handlers import logger
 from .settings import get_settings
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -48,14 +52,23 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             principal = auth.owner_of(db.shared_connection(), credentials)
         except SluicewayError as exc:
-            return {
-                "statusCode": exc.http_status,
-                "headers": {"Content-Type": content_types.APPLICATION_JSON},
-                "body": json.dumps(exc.to_dict()),
-                "isBase64Encoded": False,
-            }
+            return _raw_error(exc.http_status, exc.code, exc.message)
         context_["authorizer"] = {**authorizer, "principalId": principal}
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = headers.get("content-type", "").strip().lower()
+    if event.get("body") and content_type and not content_type.startswith("application/json"):
+        return _raw_error(415, "unsupported_media_type", "Send the body as application/json.")
     return app.resolve(event, context)
+
+
+def _raw_error(status: int, code: str, message: str) -> dict[str, Any]:
+    """An error response written before the resolver runs (it has not parsed the request)."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"error": code, "message": message}),
+        "isBase64Encoded": False,
+    }
 
 
 COOKIE = "sluiceway_token"
@@ -87,6 +100,13 @@ def handle_sluiceway_error(exc: SluicewayError) -> Response[Any]:
     return _error(exc.http_status, exc.to_dict())
 
 
+@app.exception_handler(RequestUnsupportedContentType)  # type: ignore[untyped-decorator]
+def handle_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
+    return _error(
+        415, {"error": "unsupported_media_type", "message": "Send the body as application/json."}
+    )
+
+
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def handle_validation_error(exc: RequestValidationError) -> Response[Any]:
     problems = [
@@ -95,6 +115,28 @@ def handle_validation_error(exc: RequestValidationError) -> Response[Any]:
     ]
     return _error(
         422, {"error": "invalid_request", "message": "; ".join(problems) or "Invalid request."}
+    )
+
+
+@app.exception_handler([json.JSONDecodeError, UnicodeDecodeError])  # type: ignore[untyped-decorator]
+def handle_bad_body(exc: ValueError) -> Response[Any]:
+    # malformed JSON, or a body that is not UTF-8 at all
+    return _error(
+        400, {"error": "invalid_request", "message": f"The request body is not valid JSON: {exc}"}
+    )
+
+
+@app.exception_handler(ValidationError)  # type: ignore[untyped-decorator]
+def handle_invalid_value(exc: ValidationError) -> Response[Any]:
+    problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return _error(422, {"error": "invalid_request", "message": "; ".join(problems)})
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def handle_unexpected(exc: Exception) -> Response[Any]:
+    logger.exception("unexpected error")
+    return _error(
+        500, {"error": "internal_error", "message": "The API failed unexpectedly; see its logs."}
     )
 
 

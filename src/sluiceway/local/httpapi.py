@@ -125,7 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+    def __getattr__(self, name: str) -> Any:
+        # every method (GET ... TRACE, QUERY, anything) goes to the API, which answers what
+        # API Gateway would: 404 JSON for a route or method it does not have
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
 
 class _Server(ThreadingHTTPServer):
