@@ -10,7 +10,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,51 +101,33 @@ def cli(ctx: click.Context, api: str | None, as_json: bool, token: str | None) -
     ctx.obj = State(api, as_json, token)
 
 
-def _json_option(f: Any) -> Any:
-    def callback(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+def _state_option(*decls: str, attr: str, **kwargs: Any) -> Callable[[Any], Any]:
+    """An option every subcommand also takes, setting ``attr`` of the shared :class:`State`."""
+
+    def callback(ctx: click.Context, _: click.Parameter, value: Any) -> None:
         if value:
-            ctx.find_object(State).json = True  # type: ignore[union-attr]
+            setattr(ctx.find_object(State), attr, value)
 
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        callback=callback,
-        help="Machine-readable output on stdout.",
-    )(f)
+    return click.option(*decls, expose_value=False, callback=callback, **kwargs)
 
 
-def _api_option(f: Any) -> Any:
-    def callback(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-        if value:
-            ctx.find_object(State).api = value  # type: ignore[union-attr]
-
-    return click.option(
-        "--api",
-        "api_url",
-        expose_value=False,
-        callback=callback,
-        help="API base URL (default: start the embedded stack).",
-    )(f)
-
-
-def _token_option(f: Any) -> Any:
-    def callback(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
-        if value:
-            ctx.find_object(State).token = value  # type: ignore[union-attr]
-
-    return click.option(
-        "--token",
-        "token_value",
-        expose_value=False,
-        callback=callback,
-        help="API token (not needed without --api).",
-    )(f)
+_COMMON_OPTIONS = (
+    _state_option(
+        "--json", "as_json", attr="json", is_flag=True, help="Machine-readable output on stdout."
+    ),
+    _state_option(
+        "--api", "api_url", attr="api", help="API base URL (default: start the embedded stack)."
+    ),
+    _state_option(
+        "--token", "token_value", attr="token", help="API token (not needed without --api)."
+    ),
+)
 
 
 def common(f: Any) -> Any:
-    return _api_option(_json_option(_token_option(f)))
+    for option in _COMMON_OPTIONS:
+        f = option(f)
+    return f
 
 
 @cli.command()

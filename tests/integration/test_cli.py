@@ -19,6 +19,14 @@ from sluiceway.local.stack import free_port
 DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
 
 
+def _standalone_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command that must start its own stack under tmp_path/home."""
+    drop = ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
+    return {k: v for k, v in os.environ.items() if k not in drop} | {
+        "SLUICEWAY_HOME": str(tmp_path / "home")
+    }
+
+
 def run(stack: Any, *args: str) -> Any:
     result = CliRunner().invoke(
         cli, ["--api", stack.api_url, "--token", stack.local_token, *args], catch_exceptions=False
@@ -130,12 +138,7 @@ def test_one_command_starts_its_own_stack(tmp_path: Path) -> None:
     # Given no running stack and no --api: the command starts the embedded stack itself
     src = tmp_path / "solo.csv"
     src.write_text("x,y\n1,2\n3,4\n")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
-    }
-    env["SLUICEWAY_HOME"] = str(tmp_path / "home")
+    env = _standalone_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "sluiceway", "import", str(src), "--dataset", "solo", "--json"],
         env=env,
@@ -226,19 +229,11 @@ def test_database_url_and_s3_endpoint_replace_the_embedded_ones(stack: Any, tmp_
 
 def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     import signal
-    import socket
 
     import urllib3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
-    }
-    env["SLUICEWAY_HOME"] = str(tmp_path / "home")
+    port = free_port()
+    env = _standalone_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sluiceway", "up", "--port", str(port)],
         env=env,
