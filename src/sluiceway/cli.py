@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +137,10 @@ def up(port: int) -> None:
     """Run the embedded stack until Ctrl-C: PostgreSQL, S3, Step Functions, the API."""
     from .local.stack import LocalStack
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (kill, a service manager) stops cleanly, like Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop)
     with LocalStack(Settings(), api_port=port) as stack:
         click.echo(f"API        {stack.api_url}", err=True)
         click.echo(

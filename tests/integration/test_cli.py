@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from click.testing import CliRunner
 
 from sluiceway.cli import cli
@@ -25,6 +26,16 @@ def _standalone_env(tmp_path: Path) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop} | {
         "SLUICEWAY_HOME": str(tmp_path / "home")
     }
+
+
+def _postgres_running(pgdata: Path) -> bool:
+    import psutil
+
+    return any(
+        str(pgdata) in " ".join(p.info["cmdline"] or [])
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "postgres"
+    )
 
 
 def run(stack: Any, *args: str) -> Any:
@@ -227,7 +238,10 @@ def test_database_url_and_s3_endpoint_replace_the_embedded_ones(stack: Any, tmp_
         s3.wait(10)
 
 
-def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(
+    tmp_path: Path, stop_signal: str
+) -> None:
     import signal
 
     import urllib3
@@ -255,8 +269,9 @@ def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(tmp_path: Pa
         health = urllib3.request("GET", f"http://127.0.0.1:{port}/health").json()
         assert health["database"] == "ok"
         assert health["storage"] == "ok"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop_signal))
         assert proc.wait(timeout=60) == 0
+        assert not _postgres_running(tmp_path / "home" / "pg")
     finally:
         if proc.poll() is None:
             proc.kill()
