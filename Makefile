@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit integration infra bench clean
+.PHONY: demo web test lint typecheck unit integration infra bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sluiceway needs Python 3.11 or newer")'
@@ -16,11 +16,24 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) web
 	$(BIN)/sluiceway demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck web
 	$(BIN)/python -m pytest
+
+# The browser upload page (web/dist, served at /app/ by `sluiceway up`): npm packages pinned in
+# web/package-lock.json. Without npm it is skipped, and so are the browser tests (they say why).
+web:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory web/dist/index.html; \
+	else echo "make web: npm not found; the upload page is not built and its browser tests will skip"; fi
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/index.html: web/node_modules/.installed web/build.mjs web/index.html $(wildcard web/src/*)
+	cd web && npm run --silent build
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

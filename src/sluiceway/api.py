@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__, auth, datasets, db, export, jobs, storage, upload
@@ -194,10 +195,15 @@ def abort_upload(upload_id: str) -> dict[str, Any]:
 
 
 @app.get("/jobs")
-def list_jobs() -> dict[str, Any]:
-    return {
-        "jobs": [j.model_dump(mode="json") for j in jobs.list_jobs(db.shared_connection(), owner())]
-    }
+def list_jobs(
+    key: Annotated[
+        str | None, Query(description="Only the import of this uploaded object.")
+    ] = None,
+    dataset: Annotated[str | None, Query(description="Only this dataset's jobs.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    found = jobs.list_jobs(db.shared_connection(), owner(), limit, key=key, dataset=dataset)
+    return {"jobs": [j.model_dump(mode="json") for j in found]}
 
 
 @app.get("/jobs/<job_id>")

@@ -147,9 +147,16 @@ def get(conn: Conn, job_id: uuid.UUID | str, owner: str | None = None) -> Job:
     return _job(row)
 
 
-def list_jobs(conn: Conn, owner: str, limit: int = 50) -> list[Job]:
+def list_jobs(
+    conn: Conn, owner: str, limit: int = 50, *, key: str | None = None, dataset: str | None = None
+) -> list[Job]:
+    """The owner's newest jobs; ``key``: only the import of that uploaded object."""
     rows = conn.execute(
-        _SELECT + " WHERE r.owner = %s ORDER BY r.created_at DESC LIMIT %s", (owner, limit)
+        _SELECT + " WHERE r.owner = %(owner)s"
+        " AND (%(key)s::text IS NULL OR r.run_parameters->>'key' = %(key)s)"
+        " AND (%(dataset)s::text IS NULL OR coalesce(d.name, r.run_parameters->>'dataset') = %(dataset)s)"
+        " ORDER BY r.created_at DESC LIMIT %(limit)s",
+        {"owner": owner, "key": key, "dataset": dataset, "limit": limit},
     ).fetchall()
     return [_job(r) for r in rows]
 

@@ -56,6 +56,9 @@ def test_a_multipart_upload_with_resume_imports_the_file(client: Client, dataset
         {"parts": [{"PartNumber": n, "ETag": e} for n, e in etags.items()]},
     )
     assert done["location"].endswith(key)
+    # (a page that only learns the key finds the import's job by it)
+    by_key = client.call("GET", f"/jobs?key={key}")["jobs"]
+    assert [j["job_id"] for j in by_key] == [done["job_id"]]
     # Then the object-created event imported it
     job = client.wait_for_job(done["job_id"], poll_seconds=0.1, timeout=120)
     assert job["status"] == "completed", job["error_message"]
