@@ -10,6 +10,7 @@ import json
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
 
+import psycopg
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
@@ -131,6 +132,15 @@ def handle_bad_body(exc: ValueError) -> Response[Any]:
 def handle_invalid_value(exc: ValidationError) -> Response[Any]:
     problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
     return _error(422, {"error": "invalid_request", "message": "; ".join(problems)})
+
+
+@app.exception_handler(psycopg.DataError)  # type: ignore[untyped-decorator]
+def handle_unstorable_value(exc: psycopg.DataError) -> Response[Any]:
+    # a value PostgreSQL cannot hold, e.g. a NUL character in a name or a message
+    detail = exc.diag.message_primary or str(exc)
+    return _error(
+        400, {"error": "invalid_request", "message": f"A value cannot be stored: {detail}"}
+    )
 
 
 @app.exception_handler(Exception)  # type: ignore[untyped-decorator]

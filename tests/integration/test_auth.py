@@ -85,3 +85,18 @@ def test_the_page_route_never_serves_files_outside_web_dist(stack: Any) -> None:
         response = urllib3.request("GET", stack.api_url + path, redirect=False)
         assert response.status in (401, 404)  # a normalised path reaches the API, unauthorised
         assert b"[project]" not in response.data
+
+
+def test_a_nul_character_in_a_query_or_body_is_a_clear_400(client: Client) -> None:
+    for method, path, body in [
+        ("GET", "/jobs?dataset=a%00b", None),
+        (
+            "POST",
+            "/uploads",
+            {"dataset": "d", "filename": "f.csv", "options": {"message": "a\x00b"}},
+        ),
+    ]:
+        with pytest.raises(ApiError) as refused:
+            client.call(method, path, body)
+        assert refused.value.http_status == 400, refused.value.message
+        assert refused.value.code == "invalid_request"
