@@ -48,15 +48,14 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     context_ = event.setdefault("requestContext", {})
     authorizer = context_.get("authorizer") or {}
     principal = authorizer.get("principalId") or (authorizer.get("claims") or {}).get("sub")
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     if not principal and event.get("path") not in PUBLIC_ROUTES:
-        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         credentials = headers.get("authorization") or _cookie_token(headers.get("cookie"))
         try:
             principal = auth.owner_of(db.shared_connection(), credentials)
         except SluicewayError as exc:
             return _raw_error(exc.http_status, exc.code, exc.message)
         context_["authorizer"] = {**authorizer, "principalId": principal}
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     content_type = headers.get("content-type", "").strip().lower()
     if event.get("body") and content_type and not content_type.startswith("application/json"):
         return _raw_error(415, "unsupported_media_type", "Send the body as application/json.")
