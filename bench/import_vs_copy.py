@@ -121,7 +121,7 @@ def main() -> None:
     print(f"file: {path} ({size:,} bytes, {args.rows:,} rows x {len(COLUMNS)} columns)")
 
     with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
-        client = Client(stack.api_url)
+        client = Client(stack.api_url, token=stack.local_token)
         copy_seconds = copy_baseline(stack.database_url, path)
         print(f"baseline COPY into an unlogged, unindexed table: {copy_seconds:.2f} s")
         with PeakMemory() as memory:
