@@ -114,3 +114,24 @@ def test_a_row_hash_is_content_not_position(
 
     assert hashes(first) == list(reversed(hashes(second)))
     assert len(set(hashes(first))) == 2
+
+
+def test_commit_row_range_reads_any_slice_in_logical_order(
+    client: Client, db: psycopg.Connection[dict[str, Any]], tmp_path: Path, dataset_name: str
+) -> None:
+    data = b"n\n" + b"".join(f"{i}\n".encode() for i in range(1, 41))
+    job = import_bytes(client, tmp_path, data, dataset_name, chunk_bytes=16)
+    commit_id = job["output_summary"]["commit_id"]
+
+    def values(lo: int, hi: int | None) -> list[tuple[int, str]]:
+        rows = db.execute(
+            "SELECT r.row_number, d.data->>'n' AS n "
+            "FROM dsa_core.commit_row_range(%s, %s, %s) r JOIN dsa_core.rows d USING (row_hash)"
+            " ORDER BY r.row_number",
+            (commit_id, lo, hi),
+        ).fetchall()
+        return [(r["row_number"], r["n"]) for r in rows]
+
+    assert values(1, None) == [(i, str(i)) for i in range(1, 41)]
+    for lo, hi in [(1, 2), (5, 9), (17, 18), (39, 100), (7, 7), (41, None)]:
+        assert values(lo, hi) == [(i, str(i)) for i in range(lo, min(hi or 41, 41))], (lo, hi)
