@@ -139,7 +139,10 @@ def main() -> None:
         copy_out_seconds = copy_out_baseline(stack.database_url, path, Path(home) / "copy_out.csv")
         with psycopg.connect(stack.database_url) as conn:
             sizes = conn.execute(
-                "SELECT pg_total_relation_size('dsa_core.row_store'), pg_total_relation_size('dsa_core.commit_row_entries')"
+                "SELECT pg_total_relation_size('dsa_core.row_store'), "
+                "pg_total_relation_size('dsa_core.row_leaves') "
+                "+ pg_total_relation_size('dsa_core.leaf_lists') "
+                "+ pg_total_relation_size('dsa_core.commit_chunks')"
             ).fetchone()
 
     import_seconds = result["seconds"]
@@ -147,7 +150,10 @@ def main() -> None:
         f"sluiceway import (upload + state machine + commit): {import_seconds:.2f} s "
         f"(job itself {job['progress'].get('seconds', 0):.2f} s), {result['rows']:,} rows"
     )
-    print(f"storage: rows {sizes[0] / 1e6:.0f} MB, commit_row_entries {sizes[1] / 1e6:.0f} MB")
+    print(
+        f"storage: rows {sizes[0] / 1e6:.0f} MB, commit_rows (leaves + lists + chunks) "
+        f"{sizes[1] / 1e6:.1f} MB"
+    )
     print(
         f"export to CSV (API + S3 multipart + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s"
     )

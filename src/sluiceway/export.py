@@ -80,11 +80,7 @@ def export_commit(
         },
     }
     columns = commit.columns
-    key_row = conn.execute(
-        "SELECT commit_key FROM dsa_core.commits WHERE commit_id = %s", (commit.commit_id,)
-    ).fetchone()
-    assert key_row is not None
-    commit_key = key_row["commit_key"]
+    commit_key = commit.commit_id
     try:
         with smart_open(uri, "wb", transport_params=transport) as raw:
             out = _Counter(raw)
@@ -120,8 +116,8 @@ def export_commit(
 
 
 _ROWS = sql.SQL(
-    "FROM dsa_core.commit_row_entries e JOIN dsa_core.row_store s ON s.row_hash = e.row_hash "
-    "WHERE e.commit_key = {key} ORDER BY e.ord"
+    "FROM dsa_core.commit_row_range({commit}, 1, NULL) r "
+    "JOIN dsa_core.row_store s ON s.row_hash = r.row_hash ORDER BY r.row_number"
 )
 
 
@@ -131,7 +127,7 @@ def _positions(columns: list[str]) -> list[int]:
     return [ranks[c] for c in columns]
 
 
-def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter) -> None:
+def _write_csv(conn: db.Conn, commit_key: str, columns: list[str], out: _Counter) -> None:
     if not columns:
         return
     # The header is written here, not by COPY's HEADER: column names can be longer than
@@ -143,7 +139,7 @@ def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter
         sql.SQL("s.vals[{}]").format(sql.Literal(i)) for i in _positions(columns)
     )
     query = sql.SQL("COPY (SELECT {fields} {rows}) TO STDOUT (FORMAT csv)").format(
-        fields=fields, rows=_ROWS.format(key=sql.Literal(commit_key))
+        fields=fields, rows=_ROWS.format(commit=sql.Literal(commit_key))
     )
     with conn.cursor() as cur, cur.copy(query) as copy:
         for block in copy:
@@ -151,9 +147,11 @@ def _write_csv(conn: db.Conn, commit_key: int, columns: list[str], out: _Counter
 
 
 def _write_json(
-    conn: db.Conn, commit_key: int, columns: list[str], out: _Counter, *, array: bool
+    conn: db.Conn, commit_key: str, columns: list[str], out: _Counter, *, array: bool
 ) -> None:
-    query = sql.SQL("SELECT s.vals {rows}").format(rows=_ROWS.format(key=sql.Literal(commit_key)))
+    query = sql.SQL("SELECT s.vals {rows}").format(
+        rows=_ROWS.format(commit=sql.Literal(commit_key))
+    )
     positions = [i - 1 for i in _positions(columns)]
     first = True
     if array:

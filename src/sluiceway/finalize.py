@@ -15,10 +15,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from . import db, jobs
-from .errors import Conflict, MalformedFile
+from . import db, jobs, tree, versioning
+from .errors import MalformedFile
 from .names import MAIN_REF
-from .plan import first_chunk_error, job_of_state, job_source
+from .plan import first_chunk_error, job_of_state
 from .settings import Settings, get_settings
 
 
@@ -37,10 +37,15 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     owner = owner_row["owner"]
     columns: list[str] = checkpoint["columns"]
 
+    options = params.get("options", {})
+    mode: str = options.get("mode") or "replace"
+    ref: str = options.get("branch") or MAIN_REF
+    key_columns: list[str] | None = checkpoint.get("key_columns")
+
     with conn.transaction():
         chunks = conn.execute(
-            "SELECT chunk_no, status, row_count FROM dsa_jobs.import_chunks WHERE job_id = %s "
-            "AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
+            "SELECT chunk_no, status, row_count, list_hash FROM dsa_jobs.import_chunks "
+            "WHERE job_id = %s AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
         failed = first_chunk_error(conn, job_id)
@@ -60,23 +65,68 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         ).fetchone()
         assert dataset is not None
         dataset_id = dataset["id"]
-        parent_row = conn.execute(
-            "SELECT commit_id FROM dsa_core.refs WHERE dataset_id = %s AND name = %s FOR UPDATE",
-            (dataset_id, MAIN_REF),
-        ).fetchone()
-        parent = parent_row["commit_id"] if parent_row else None
-        total = sum(int(c["row_count"]) for c in chunks)
+        parent = versioning.ref_target(conn, dataset_id, ref, lock=True)
+        created_ref = parent is None and ref != MAIN_REF
+        if created_ref:  # a new branch starts where main is
+            parent = versioning.ref_target(conn, dataset_id, MAIN_REF, lock=False)
+        parent_commit = versioning.commit_info(conn, parent) if parent else None
+        parent_lists = tree.commit_lists(conn, parent) if parent else []
+        parent_columns: list[str] = parent_commit["columns"] if parent_commit else []
+        new_columns = parent_columns + [c for c in columns if c not in parent_columns]
+
+        filename = params.get("filename", params["key"])
+        if mode == "replace":
+            lists = [tree.ListRef(bytes(c["list_hash"]), int(c["row_count"])) for c in chunks]
+            new_columns = columns
+        elif mode == "append":
+            lists = parent_lists + [
+                tree.ListRef(bytes(c["list_hash"]), int(c["row_count"])) for c in chunks
+            ]
+        else:
+            assert key_columns
+            lists = versioning.merge_keyed(
+                conn, job_id, parent_commit, key_columns, upsert=mode == "upsert", filename=filename
+            )
+            if mode == "delete":
+                new_columns = parent_columns
+
+        if parent_commit is not None and (
+            tree.same_content(lists, parent_lists) and new_columns == parent_columns
+        ):
+            # Nothing changed: the job is recorded, but no empty commit is made.
+            summary = {
+                "dataset": params["dataset"],
+                "commit_id": parent,
+                "parent_commit_id": parent_commit["parent_commit_id"],
+                "ref": ref,
+                "rows": parent_commit["row_count"],
+                "bytes": params.get("size_bytes"),
+                "columns": parent_columns,
+                "mode": mode,
+                "unchanged": True,
+                "message": f"{filename} changes nothing in {ref!r}; no commit was made.",
+            }
+            if created_ref:
+                assert parent is not None
+                versioning.move_ref(
+                    conn, dataset_id, ref, expected=None, new=parent, reason=f"import {job_id}"
+                )
+            _finish(conn, job_id, summary, dataset_id)
+            return {**plan.model_dump(), "commit": summary}
+
         commit_id = uuid.uuid4().hex
-        authored_at = datetime.now(UTC)
-        message = params.get("options", {}).get("message") or (
-            f"Import {params.get('filename', params['key'])} ({total:,} rows)"
-        )
         commit_key = int(checkpoint["commit_key"])
+        total = sum(x.row_count for x in lists)
+        message = options.get("message") or (
+            f"{mode.capitalize()} from {filename} ({total:,} rows)"
+            if mode != "replace"
+            else f"Import {filename} ({total:,} rows)"
+        )
         conn.execute(
             """
             INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
-                message, author, authored_at, row_count, columns, job_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                message, author, authored_at, row_count, columns, job_id, kind, key_columns)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
                 commit_key,
@@ -85,20 +135,24 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 parent,
                 message,
                 owner,
-                authored_at,
+                datetime.now(UTC),
                 total,
-                Jsonb(columns),
+                Jsonb(new_columns),
                 job_id,
+                mode,
+                key_columns,
             ),
         )
-        with conn.cursor().copy(
-            "COPY dsa_core.commit_chunks (commit_key, chunk_no, row_offset, row_count) FROM STDIN"
-        ) as copy:
-            offset = 0
-            for c in chunks:
-                copy.write_row((commit_key, c["chunk_no"], offset, c["row_count"]))
-                offset += int(c["row_count"])
-        _move_ref(conn, dataset_id, MAIN_REF, expected=parent, new=commit_id)
+        tree.write_chunks(conn, commit_key, lists)
+        stats = versioning.record_stats(conn, parent, commit_id)
+        versioning.move_ref(
+            conn,
+            dataset_id,
+            ref,
+            expected=None if created_ref else parent,
+            new=commit_id,
+            reason=f"import {job_id}",
+        )
         seen = list(dataset["columns"]) + [c for c in columns if c not in dataset["columns"]]
         conn.execute(
             "UPDATE dsa_core.datasets SET columns = %s WHERE id = %s", (Jsonb(seen), dataset_id)
@@ -107,44 +161,27 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "dataset": params["dataset"],
             "commit_id": commit_id,
             "parent_commit_id": parent,
+            "ref": ref,
             "rows": total,
             "bytes": params.get("size_bytes"),
-            "columns": columns,
+            "columns": new_columns,
+            "mode": mode,
+            "changes": stats,
         }
-        jobs.update(
-            conn, job_id, progress={"stage": "committed"}, checkpoint={"stage": "committed"}
-        )
-        jobs.complete(conn, job_id, summary, dataset_id)
+        _finish(conn, job_id, summary, dataset_id)
     return {**plan.model_dump(), "commit": summary}
 
 
-def _move_ref(conn: db.Conn, dataset_id: int, ref: str, *, expected: str | None, new: str) -> None:
-    """Compare-and-swap a ref: it moves only if it still points where the commit's parent said."""
-    if expected is None:
-        cur = conn.execute(
-            "INSERT INTO dsa_core.refs (dataset_id, name, commit_id) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (dataset_id, ref, new),
-        )
-    else:
-        cur = conn.execute(
-            "UPDATE dsa_core.refs SET commit_id = %s, updated_at = now() "
-            "WHERE dataset_id = %s AND name = %s AND commit_id = %s",
-            (new, dataset_id, ref, expected),
-        )
-    if cur.rowcount != 1:
-        raise Conflict(f"Ref {ref!r} moved while this import was committing; retry the import.")
+def _finish(conn: db.Conn, job_id: uuid.UUID, summary: dict[str, Any], dataset_id: int) -> None:
+    conn.execute("DELETE FROM dsa_jobs.import_keyed_rows WHERE job_id = %s", (job_id,))
+    jobs.update(conn, job_id, progress={"stage": "committed"}, checkpoint={"stage": "committed"})
+    jobs.complete(conn, job_id, summary, dataset_id)
 
 
-def _discard_rows(conn: db.Conn, checkpoint: dict[str, Any] | None) -> None:
-    """Delete the entries a failed import's ranges wrote for the commit it never made."""
-    key = (checkpoint or {}).get("commit_key")
-    if key is not None:
-        conn.execute(
-            "DELETE FROM dsa_core.commit_row_entries e WHERE e.commit_key = %s "
-            "AND NOT EXISTS (SELECT 1 FROM dsa_core.commits c WHERE c.commit_key = %s)",
-            (key, key),
-        )
+def _discard_rows(conn: db.Conn, job_id: uuid.UUID) -> None:
+    """Drop a failed import's scratch rows. Leaves and lists it stored are content-addressed
+    and unreferenced: harmless, and what ``sluiceway gc`` removes."""
+    conn.execute("DELETE FROM dsa_jobs.import_keyed_rows WHERE job_id = %s", (job_id,))
 
 
 def refresh_search(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -191,5 +228,5 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         message = first_chunk_error(conn, job_id) or message
         with conn.transaction():
             jobs.fail(conn, job_id, message)
-            _discard_rows(conn, job_source(conn, job_id)["checkpoint"])
+            _discard_rows(conn, job_id)
     return {"job_id": str(job_id) if job_id else None, "error": message}

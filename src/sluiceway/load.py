@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from smart_open import open as smart_open
 
-from . import csvsplit, db, jobs, storage
+from . import csvsplit, db, jobs, storage, tree
 from .errors import MalformedFile
 from .plan import ChunkItem, _read, chunk_task
 from .settings import MiB, Settings
@@ -24,6 +24,51 @@ READ_BYTES = 1 * MiB
 
 def _column_idents(count: int) -> list[sql.Identifier]:
     return [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
+
+
+def key_expression(key_columns: list[str], columns: list[str]) -> sql.Composable:
+    """A row's key as text, from the range's raw columns: the value itself for one key column,
+    a JSON array of the values for several (so ``a,b`` + ``c`` never equals ``a`` + ``b,c``)."""
+    idents = [sql.Identifier(f"c{columns.index(k) + 1}") for k in key_columns]
+    if len(idents) == 1:
+        return idents[0]
+    return sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(idents))
+
+
+def _stage_keyed_rows(
+    conn: db.Conn,
+    hashed_table: sql.Identifier,
+    item: ChunkItem,
+    chunk: dict[str, Any],
+    params: dict[str, Any],
+    key_columns: list[str],
+) -> int:
+    """Keep a keyed range's (key, row hash) pairs for the commit, which merges them with the parent."""
+    missing = conn.execute(
+        sql.SQL("SELECT pos FROM {} WHERE logical_id IS NULL ORDER BY pos LIMIT 1").format(
+            hashed_table
+        )
+    ).fetchone()
+    if missing is not None:
+        filename = params.get("filename") or params["key"]
+        raise MalformedFile(
+            f"{filename}: record {missing['pos']:,} of the range starting at line "
+            f"{chunk['first_line']:,} has no value for the key column(s) "
+            f"{', '.join(key_columns)}.",
+            file=filename,
+            line=chunk["first_line"],
+        )
+    conn.execute(
+        "DELETE FROM dsa_jobs.import_keyed_rows WHERE job_id = %s AND chunk_no = %s",
+        (item.job_id, item.chunk_no),
+    )
+    return conn.execute(
+        sql.SQL(
+            "INSERT INTO dsa_jobs.import_keyed_rows (job_id, chunk_no, ord, logical_id, row_hash) "
+            "SELECT %s, %s, pos, logical_id, row_hash FROM {}"
+        ).format(hashed_table),
+        (item.job_id, item.chunk_no),
+    ).rowcount
 
 
 def load_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -73,28 +118,41 @@ def _load_chunk(
             vals = sql.SQL("ARRAY[{}]").format(
                 sql.SQL(", ").join(sql.Identifier(f"c{i + 1}") for i in order)
             )
+            key_columns: list[str] | None = checkpoint.get("key_columns")
             conn.execute(
                 sql.SQL(
-                    "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord, "
-                    "sha256(convert_to({names}::text[]::text || vals::text, 'UTF8')) AS row_hash, vals "
-                    "FROM (SELECT ord, {vals} AS vals FROM {raw}) s"
+                    "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord AS pos, "
+                    "sha256(convert_to({names}::text[]::text || vals::text, 'UTF8')) AS row_hash, "
+                    "vals, {key} AS logical_id "
+                    "FROM (SELECT ord, {vals} AS vals, {key_source} FROM {raw}) s"
                 ).format(
                     h=hashed_table,
                     names=sql.Literal(sorted(columns)),
                     vals=vals,
+                    key=key_expression(key_columns, columns) if key_columns else sql.SQL("NULL"),
+                    key_source=sql.SQL(", ").join(
+                        sql.Identifier(f"c{i + 1}") for i in range(len(columns))
+                    ),
                     raw=raw_table,
                 )
             )
             conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
-            _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
-            # ord = range << 32 | ordinal: the ranges of one commit never collide.
-            rows = conn.execute(
-                sql.SQL(
-                    "INSERT INTO dsa_core.commit_row_entries (commit_key, ord, row_hash) "
-                    "SELECT %s, (%s::bigint << 32) | ord, row_hash FROM {}"
-                ).format(hashed_table),
-                (checkpoint["commit_key"], item.chunk_no),
-            ).rowcount
+            mode = params.get("options", {}).get("mode", "replace")
+            if key_columns:
+                rows = _stage_keyed_rows(conn, hashed_table, item, chunk, params, key_columns)
+            else:
+                rows = 0
+            if mode != "delete":  # a delete file lists keys; its rows are not data
+                _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
+            if not key_columns:
+                # The range's own leaves and list; the commit only points at them.
+                (ref,) = tree.build(conn, hashed_table, keyed=False, split_lists=False)
+                rows = ref.row_count
+                conn.execute(
+                    "UPDATE dsa_jobs.import_chunks SET list_hash = %s "
+                    "WHERE job_id = %s AND chunk_no = %s",
+                    (ref.list_hash, item.job_id, item.chunk_no),
+                )
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', updated_at = now() "
                 "WHERE job_id = %s AND chunk_no = %s",

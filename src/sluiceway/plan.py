@@ -124,6 +124,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
             byte_offset=0,
             line=1,
         )
+    key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
     raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
     if len(raw) > 100_000:
@@ -156,6 +157,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "data_end": data_end,
                 "header_lines": first[: header.data_start].count(b"\n"),
                 "chunk_bytes": chunk_bytes,
+                "key_columns": key_columns,
             },
         )
     work_bucket = settings.storage.bucket
@@ -172,6 +174,25 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ranges_key=ranges_key,
         max_concurrency=settings.imports.map_concurrency,
     ).model_dump()
+
+
+def _key_columns(options: dict[str, Any], columns: list[str], filename: str) -> list[str] | None:
+    """The key columns of an upsert or delete import, checked against the file's header."""
+    mode = options.get("mode") or "replace"
+    if mode not in ("upsert", "delete"):
+        return None
+    key: list[str] = list(options.get("key") or [])
+    if not key:
+        raise InvalidRequest(f"A {mode} import needs key columns (--key COL[,COL]).")
+    missing = [k for k in key if k not in columns]
+    if missing:
+        raise MalformedFile(
+            f"{filename}: key column(s) {', '.join(map(repr, missing))} are not in the header "
+            f"(its columns: {', '.join(map(repr, columns[:20]))}).",
+            file=filename,
+            line=1,
+        )
+    return key
 
 
 def _column_set(conn: db.Conn, columns: list[str]) -> int:

@@ -11,12 +11,12 @@ import json
 import math
 import re
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from . import datasets, jobs, storage
 from .db import Conn
@@ -34,6 +34,26 @@ class ImportOptions(BaseModel):
     chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
     message: str | None = Field(default=None, max_length=10_000)
     format: str = "csv"
+    mode: Literal["replace", "append", "upsert", "delete"] = Field(
+        default="replace",
+        description="replace: the commit holds exactly the file's rows; append: the parent's "
+        "rows, then the file's; upsert: rows matched on `key` are replaced, new keys added; "
+        "delete: the file lists keys to remove.",
+    )
+    key: list[str] | None = Field(
+        default=None, min_length=1, max_length=32, description="Key columns of upsert/delete."
+    )
+    branch: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
+        description="The ref the import commits to (default main; created from main if new).",
+    )
+
+    @model_validator(mode="after")
+    def _key_for_keyed_modes(self) -> ImportOptions:
+        if self.mode in ("upsert", "delete") and not self.key:
+            raise ValueError(f"mode {self.mode!r} needs key columns")
+        return self
 
 
 class CreateUpload(BaseModel):

@@ -89,11 +89,16 @@ def _assert_nothing_staged(db: Conn, job: dict[str, Any]) -> None:
     assert temp == {"n": 0}
     commit_key = (job["checkpoint"] or {}).get("commit_key")
     if commit_key is not None:
-        entries = db.execute(
-            "SELECT count(*) AS n FROM dsa_core.commit_row_entries WHERE commit_key = %s",
-            (commit_key,),
+        made = db.execute(
+            "SELECT (SELECT count(*) FROM dsa_core.commits WHERE commit_key = %s) "
+            "+ (SELECT count(*) FROM dsa_core.commit_chunks WHERE commit_key = %s) AS n",
+            (commit_key, commit_key),
         ).fetchone()
-        assert entries == {"n": 0}
+        assert made == {"n": 0}
+    keyed = db.execute(
+        "SELECT count(*) AS n FROM dsa_jobs.import_keyed_rows WHERE job_id = %s", (job["job_id"],)
+    ).fetchone()
+    assert keyed == {"n": 0}
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
