@@ -51,12 +51,14 @@ def import_bytes(
     *,
     chunk_bytes: int | None = None,
     filename: str = "data.csv",
+    **more: Any,
 ) -> dict[str, Any]:
     """Upload ``data`` as a file through presigned URLs and wait for its import job to end."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / filename
     path.write_bytes(data)
     options: dict[str, Any] = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
+    options.update(more)  # mode, key, branch, message
     created = client.upload_file(path, dataset, options)
     job: dict[str, Any] = client.wait_for_job(created["job_id"], poll_seconds=0.05, timeout=120)
     return job

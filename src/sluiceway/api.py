@@ -7,6 +7,7 @@ Routes stay thin: parse, call one domain function, return its model. Errors are 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
 
@@ -20,9 +21,10 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, ValidationError
 
-from . import __version__, auth, datasets, db, export, jobs, storage, upload
+from . import __version__, auth, datasets, db, export, jobs, storage, upload, versioning
 from .errors import InvalidRequest, SluicewayError
 from .handlers import logger
+from .names import MAIN_REF
 from .settings import get_settings
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -232,9 +234,122 @@ def get_dataset(name: str) -> dict[str, Any]:
 
 
 @app.get("/datasets/<name>/commits")
-def list_commits(name: str) -> dict[str, Any]:
-    commits = datasets.log(db.shared_connection(), owner(), name)
+def list_commits(
+    name: str,
+    ref: Annotated[str, Query(max_length=128)] = MAIN_REF,
+    all_commits: Annotated[bool, Query(alias="all")] = False,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> dict[str, Any]:
+    commits = datasets.log(
+        db.shared_connection(), owner(), name, ref, limit, all_commits=all_commits
+    )
     return {"dataset": name, "commits": [c.model_dump(mode="json") for c in commits]}
+
+
+# -- versioning: diff, rows at any commit, refs, reset, revert, merge, gc ----------------
+
+
+@app.get("/datasets/<name>/diff")
+def diff_commits(
+    name: str,
+    to: Annotated[str, Query(max_length=200)] = MAIN_REF,
+    from_: Annotated[str | None, Query(alias="from", max_length=200)] = None,
+    limit: Annotated[int, Query(ge=0, le=100_000)] = 1000,
+) -> dict[str, Any]:
+    """Rows added, removed and changed from one commit (id, ref or time) to another.
+
+    ``from`` defaults to the parent of ``to``.
+    """
+    conn = db.shared_connection()
+    _, b = datasets.resolve_commit(conn, owner(), name, to)
+    a = datasets.resolve_commit(conn, owner(), name, from_)[1].commit_id if from_ else None
+    if from_ is None:
+        a = b.parent_commit_id
+    return versioning.diff(conn, name, a, b.commit_id, limit=limit).model_dump(mode="json")
+
+
+@app.get("/datasets/<name>/rows")
+def list_rows(
+    name: str,
+    commit: Annotated[str | None, Query(max_length=200)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
+) -> dict[str, Any]:
+    """Rows of a commit (id, ref, ``REF@TIME`` or a time), in logical order."""
+    page = versioning.list_rows(db.shared_connection(), owner(), name, commit, offset, limit)
+    return page.model_dump(mode="json")
+
+
+@app.get("/datasets/<name>/refs")
+def list_refs(name: str) -> dict[str, Any]:
+    refs = versioning.list_refs(db.shared_connection(), owner(), name)
+    return {"dataset": name, "refs": [r.model_dump(mode="json") for r in refs]}
+
+
+class CreateRef(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    start: str | None = Field(default=None, max_length=200, description="Commit, ref or time.")
+
+
+@app.post("/datasets/<name>/refs")
+def create_ref(name: str, body: CreateRef) -> Response[Any]:
+    ref = versioning.create_branch(db.shared_connection(), owner(), name, body.name, body.start)
+    return Response(
+        status_code=201,
+        content_type=content_types.APPLICATION_JSON,
+        body=ref.model_dump(mode="json"),
+    )
+
+
+class ResetRef(BaseModel):
+    to: str = Field(min_length=1, max_length=200, description="Commit, ref or time.")
+    expected: str | None = Field(
+        default=None, max_length=64, description="Only move if the ref is still here."
+    )
+
+
+@app.put("/datasets/<name>/refs/<ref>")
+def reset_ref(name: str, ref: str, body: ResetRef) -> dict[str, Any]:
+    moved = versioning.reset(db.shared_connection(), owner(), name, ref, body.to, body.expected)
+    return moved.model_dump(mode="json")
+
+
+@app.delete("/datasets/<name>/refs/<ref>")
+def delete_ref(name: str, ref: str) -> dict[str, Any]:
+    versioning.delete_ref(db.shared_connection(), owner(), name, ref)
+    return {"deleted": ref}
+
+
+class RevertRequest(BaseModel):
+    commit: str = Field(min_length=1, max_length=200)
+    ref: str = Field(default=MAIN_REF, max_length=128)
+
+
+@app.post("/datasets/<name>/revert")
+def revert_commit(name: str, body: RevertRequest) -> dict[str, Any]:
+    return versioning.revert(db.shared_connection(), owner(), name, body.commit, body.ref)
+
+
+class MergeRequest(BaseModel):
+    source: str = Field(min_length=1, max_length=128, description="The ref to merge.")
+    into: str = Field(default=MAIN_REF, max_length=128)
+
+
+@app.post("/datasets/<name>/merge")
+def merge_refs(name: str, body: MergeRequest) -> dict[str, Any]:
+    return versioning.merge(db.shared_connection(), owner(), name, body.source, body.into)
+
+
+class GcRequest(BaseModel):
+    keep: int | None = Field(default=None, ge=1, description="Commits to keep per ref.")
+    keep_since: datetime | None = Field(default=None, description="Keep commits since then.")
+
+
+@app.post("/datasets/<name>/gc")
+def collect_garbage(name: str, body: GcRequest) -> dict[str, Any]:
+    return versioning.gc(
+        db.shared_connection(), owner(), name, keep=body.keep, keep_since=body.keep_since
+    )
 
 
 @app.post("/datasets/<name>/exports")

@@ -177,9 +177,10 @@ def run_import(
     chunk_size: int | None,
     message: str | None,
     show_progress: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Upload, wait for the import's job, and return a summary (shared by import and demo)."""
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {k: v for k, v in (extra or {}).items() if v}
     if chunk_size:
         options["chunk_bytes"] = chunk_size
     if message:
@@ -211,6 +212,8 @@ def run_import(
         "commit_id": summary.get("commit_id"),
         "parent_commit_id": summary.get("parent_commit_id"),
         "rows": summary.get("rows"),
+        "unchanged": bool(summary.get("unchanged")),
+        "changes": summary.get("changes"),
         "bytes": size,
         "seconds": round(time.perf_counter() - started, 3),
         "error": job.get("error_message"),
@@ -224,17 +227,42 @@ def run_import(
     "--chunk-size", help="Bytes per parallel range, e.g. 64MiB (default: sized for Lambda)."
 )
 @click.option("--message", "-m", help="Commit message.")
+@click.option(
+    "--mode",
+    type=click.Choice(["replace", "append", "upsert", "delete"]),
+    default="replace",
+    show_default=True,
+    help="replace: exactly the file's rows; append: after the parent's; upsert/delete: by --key.",
+)
+@click.option("--key", help="Key column(s) for upsert/delete, comma-separated.")
+@click.option("--branch", help="Commit to this ref (created from main if new).")
 @common
 @click.pass_obj
 def import_(
-    state: State, file: Path, dataset: str, chunk_size: str | None, message: str | None
+    state: State,
+    file: Path,
+    dataset: str,
+    chunk_size: str | None,
+    message: str | None,
+    mode: str,
+    key: str | None,
+    branch: str | None,
 ) -> None:
-    """Import FILE (CSV) into a dataset as a new commit on main."""
+    """Import FILE (CSV) into a dataset as a new commit on main (or --branch)."""
     chunk = parse_size(chunk_size) if chunk_size else None
+    extra = {
+        "mode": mode if mode != "replace" else None,
+        "key": [k.strip() for k in key.split(",") if k.strip()] if key else None,
+        "branch": branch,
+    }
     with state.client() as client:
-        result = run_import(client, file, dataset, chunk, message, show_progress=not state.json)
+        result = run_import(
+            client, file, dataset, chunk, message, show_progress=not state.json, extra=extra
+        )
     if state.json:
         click.echo(json.dumps(result))
+    elif result["status"] == "completed" and result["unchanged"]:
+        out.print(f"[yellow]unchanged[/yellow]: {file.name} changes nothing; no commit was made")
     elif result["status"] == "completed":
         out.print(
             f"[green]imported[/green] {result['rows']:,} rows ({result['bytes']:,} bytes) into "
@@ -315,27 +343,6 @@ def jobs_show(state: State, job_id: str) -> None:
     with state.client() as client:
         job = client.call("GET", f"/jobs/{job_id}")
     _emit(state, job, json.dumps(job, indent=2))
-
-
-@cli.command()
-@click.argument("dataset")
-@common
-@click.pass_obj
-def log(state: State, dataset: str) -> None:
-    """The commit history of DATASET's main, newest first."""
-    with state.client() as client:
-        commits = client.call("GET", f"/datasets/{dataset}/commits")["commits"]
-    table = Table("commit", "parent", "rows", "author", "committed", "message")
-    for c in commits:
-        table.add_row(
-            c["commit_id"][:12],
-            (c["parent_commit_id"] or "")[:12],
-            f"{c['row_count']:,}",
-            c["author"],
-            c["committed_at"][:19],
-            c["message"],
-        )
-    _emit(state, commits, table)
 
 
 def _database_settings() -> Settings:
@@ -436,6 +443,10 @@ def demo(state: State, rows: int, chunk_size: str) -> None:
     )
     if not same:
         sys.exit(1)
+
+
+# registers log, diff, rows, branch, reset, revert, merge and gc on `cli`
+from . import cli_history  # noqa: E402, F401
 
 
 def main() -> None:

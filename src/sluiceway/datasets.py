@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -48,6 +48,10 @@ class Commit(BaseModel):
     row_count: int
     columns: list[str]
     job_id: str | None
+    kind: str = "replace"
+    merge_parent_id: str | None = None
+    key_columns: list[str] | None = None
+    stats: dict[str, int] | None = None
 
 
 _DATASETS = """
@@ -77,9 +81,35 @@ def list_datasets(conn: Conn, owner: str) -> list[Dataset]:
     return [Dataset.model_validate(r) for r in rows]
 
 
-def log(conn: Conn, owner: str, name: str, ref: str = MAIN_REF, limit: int = 100) -> list[Commit]:
-    """The history reachable from ``ref``, newest first."""
+_COMMIT_FIELDS = """commit_id, parent_commit_id, message, author, authored_at, committed_at,
+               row_count, columns, job_id::text AS job_id, kind, merge_parent_id, key_columns,
+               stats"""
+
+
+def log(
+    conn: Conn,
+    owner: str,
+    name: str,
+    ref: str = MAIN_REF,
+    limit: int = 100,
+    *,
+    all_commits: bool = False,
+) -> list[Commit]:
+    """The history reachable from ``ref`` (first parents), newest first; or every commit of
+    the dataset, reachable or not (after a reset), with ``all_commits``."""
     dataset = get(conn, owner, name)
+    if all_commits:
+        rows = conn.execute(
+            f"SELECT {_COMMIT_FIELDS} FROM dsa_core.commits WHERE dataset_id = %s "
+            "ORDER BY committed_at DESC, commit_key DESC LIMIT %s",
+            (dataset.dataset_id, limit),
+        ).fetchall()
+        return [Commit.model_validate(r) for r in rows]
+    if not conn.execute(
+        "SELECT 1 FROM dsa_core.refs WHERE dataset_id = %s AND name = %s",
+        (dataset.dataset_id, ref),
+    ).fetchone():
+        raise NotFound(f"No ref {ref!r} in {name!r}.")
     rows = conn.execute(
         """
         WITH RECURSIVE chain AS (
@@ -92,7 +122,8 @@ def log(conn: Conn, owner: str, name: str, ref: str = MAIN_REF, limit: int = 100
             WHERE chain.depth < %(limit)s
         )
         SELECT commit_id, parent_commit_id, message, author, authored_at, committed_at,
-               row_count, columns, job_id::text AS job_id
+               row_count, columns, job_id::text AS job_id, kind, merge_parent_id, key_columns,
+               stats
         FROM chain ORDER BY depth
         """,
         {"d": dataset.dataset_id, "ref": ref, "limit": limit},
@@ -100,14 +131,34 @@ def log(conn: Conn, owner: str, name: str, ref: str = MAIN_REF, limit: int = 100
     return [Commit.model_validate(r) for r in rows]
 
 
-def resolve_commit(conn: Conn, owner: str, name: str, commit: str | None) -> tuple[Dataset, Commit]:
-    """A commit of the dataset by id (or unique prefix of 6+ characters) or ref name."""
+def resolve_commit(
+    conn: Conn, owner: str, name: str, commit: str | None, as_of: datetime | None = None
+) -> tuple[Dataset, Commit]:
+    """A commit of the dataset by id (or unique prefix of 6+ characters), ref name, or time.
+
+    Time travel: ``as_of`` (or a spec ``REF@TIME``, or just an ISO time for main) gives the
+    commit the ref pointed to at that moment, from the ref log.
+    """
     dataset = get(conn, owner, name)
     wanted = commit or MAIN_REF
+    ref, at = _split_time(wanted)
+    if as_of is not None:
+        at = as_of
+        ref = commit or MAIN_REF
+    if at is not None:
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        moved = conn.execute(
+            "SELECT new_commit FROM dsa_core.ref_log WHERE dataset_id = %s AND name = %s "
+            "AND moved_at <= %s ORDER BY moved_at DESC, id DESC LIMIT 1",
+            (dataset.dataset_id, ref, at),
+        ).fetchone()
+        if moved is None or moved["new_commit"] is None:
+            raise NotFound(f"Ref {ref!r} of {name!r} did not exist at {at.isoformat()}.")
+        wanted = moved["new_commit"]
     row = conn.execute(
-        """
-        SELECT c.commit_id, c.parent_commit_id, c.message, c.author, c.authored_at,
-               c.committed_at, c.row_count, c.columns, c.job_id::text AS job_id
+        f"""
+        SELECT {_COMMIT_FIELDS}
         FROM dsa_core.commits c
         WHERE c.dataset_id = %(d)s AND (
               c.commit_id = (SELECT commit_id FROM dsa_core.refs WHERE dataset_id = %(d)s AND name = %(w)s)
@@ -124,6 +175,24 @@ def resolve_commit(conn: Conn, owner: str, name: str, commit: str | None) -> tup
             f"{wanted!r} matches more than one commit of {name!r}; give more of the id."
         )
     return dataset, Commit.model_validate(row[0])
+
+
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+)?(Z|[+-]\d{2}(:?\d{2})?)?$")
+
+
+def _split_time(spec: str) -> tuple[str, datetime | None]:
+    """``REF@TIME`` -> (REF, TIME); ``TIME`` -> (main, TIME); anything else -> (spec, None)."""
+    ref, sep, when = spec.rpartition("@")
+    if not sep:
+        ref, when = MAIN_REF, spec
+        if not _TIME.match(when):
+            return spec, None
+    try:
+        return ref or MAIN_REF, datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{when!r} is not a time; use ISO 8601, e.g. 2026-11-22T10:00:00Z."
+        ) from exc
 
 
 def _like_prefix(value: str) -> str:

@@ -44,6 +44,12 @@ class Conflict(SluicewayError):
     http_status = 409
 
 
+class MergeConflict(Conflict):
+    """Rows changed differently on both sides of a merge or revert: nothing was written."""
+
+    code = "merge_conflict"
+
+
 class PayloadTooLarge(SluicewayError):
     """A file or a record is larger than the configured limit."""
 

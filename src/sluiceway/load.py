@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from smart_open import open as smart_open
 
-from . import csvsplit, db, jobs, storage, tree
+from . import csvsplit, db, jobs, storage, tree, versioning
 from .errors import MalformedFile
 from .plan import ChunkItem, _read, chunk_task
 from .settings import MiB, Settings
@@ -97,6 +97,8 @@ def _load_chunk(
         with conn.transaction():
             # Room for a range's staging tables in memory (allowed while unchanged per session).
             conn.execute("SET temp_buffers = '256MB'")
+            # gc's sweep takes this lock exclusively: it never deletes a row this range reuses.
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (versioning.GC_LOCK,))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(raw_table, hashed_table))
             conn.execute(
                 sql.SQL(

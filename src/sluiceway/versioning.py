@@ -11,14 +11,17 @@ number otherwise. Rows whose content appears on both sides are unchanged even if
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from . import db, tree
-from .errors import Conflict, InvalidRequest, MalformedFile, NotFound
+from . import datasets, db, tree
+from .errors import Conflict, InvalidRequest, MalformedFile, MergeConflict, NotFound
+from .names import MAIN_REF
 
 Op = Literal["added", "removed", "changed"]
 
@@ -187,13 +190,15 @@ def _chunks(commit_id: str | None) -> sql.Composable:
     ).format(sql.Literal(commit_id))
 
 
-def compute_diff(conn: db.Conn, a: str | None, b: str) -> sql.Identifier:
+def compute_diff(
+    conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_diff"
+) -> sql.Identifier:
     """Fill a temporary table with the rows that differ between commits a and b.
 
     Columns: op, logical_row_id, before_hash, after_hash, before_row, after_row. Must run
     inside a transaction (the table is dropped at its end).
     """
-    out = sql.Identifier("sluiceway_diff")
+    out = sql.Identifier(name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(out))
     conn.execute(
         sql.SQL(
@@ -330,4 +335,447 @@ def diff(
         rows=[DiffRow.model_validate(r) for r in listed],
         truncated=total > len(listed),
         **counts,
+    )
+
+
+# -- commits made without an import: merges, reverts ------------------------------------
+
+
+def make_commit(
+    conn: db.Conn,
+    *,
+    dataset_id: int,
+    ref: str,
+    parent: str,
+    lists: list[tree.ListRef],
+    columns: list[str],
+    message: str,
+    author: str,
+    kind: str,
+    key_columns: list[str] | None,
+    merge_parent: str | None = None,
+) -> dict[str, Any]:
+    """Insert a commit over ``lists``, count its changes, and move ``ref`` from ``parent``."""
+    row = conn.execute(
+        """
+        INSERT INTO dsa_core.commits (commit_id, dataset_id, parent_commit_id, merge_parent_id,
+            message, author, authored_at, row_count, columns, kind, key_columns)
+        VALUES (md5(random()::text || clock_timestamp()::text), %s, %s, %s, %s, %s, now(), %s,
+                %s, %s, %s)
+        RETURNING commit_id, commit_key
+        """,
+        (
+            dataset_id,
+            parent,
+            merge_parent,
+            message,
+            author,
+            sum(x.row_count for x in lists),
+            Jsonb(columns),
+            kind,
+            key_columns,
+        ),
+    ).fetchone()
+    assert row is not None
+    tree.write_chunks(conn, int(row["commit_key"]), lists)
+    stats = record_stats(conn, parent, row["commit_id"])
+    move_ref(conn, dataset_id, ref, expected=parent, new=row["commit_id"], reason=kind)
+    return {"commit_id": row["commit_id"], "parent_commit_id": parent, "changes": stats}
+
+
+def ancestors(conn: db.Conn, commit_id: str) -> sql.Composable:
+    """SELECT commit_id, depth of a commit and everything it descends from (both parents)."""
+    return sql.SQL(
+        """
+        WITH RECURSIVE anc(commit_id, depth) AS (
+            SELECT {c}::text, 0
+            UNION
+            SELECT p.parent, anc.depth + 1 FROM anc
+            JOIN dsa_core.commits c ON c.commit_id = anc.commit_id
+            CROSS JOIN LATERAL (VALUES (c.parent_commit_id), (c.merge_parent_id)) p(parent)
+            WHERE p.parent IS NOT NULL)
+        SELECT commit_id, min(depth) AS depth FROM anc GROUP BY commit_id
+        """
+    ).format(c=sql.Literal(commit_id))
+
+
+def merge_base(conn: db.Conn, a: str, b: str) -> str | None:
+    row = conn.execute(
+        sql.SQL(
+            "SELECT x.commit_id FROM ({a}) x JOIN ({b}) y USING (commit_id) "
+            "JOIN dsa_core.commits c USING (commit_id) "
+            "ORDER BY c.committed_at DESC, x.depth LIMIT 1"
+        ).format(a=ancestors(conn, a), b=ancestors(conn, b))
+    ).fetchone()
+    return row["commit_id"] if row else None
+
+
+def three_way(
+    conn: db.Conn,
+    *,
+    base: str,
+    ours: dict[str, Any],
+    theirs: str,
+    what: str,
+) -> tuple[list[tree.ListRef], dict[str, int]]:
+    """Ours with the changes base -> theirs applied, matched by logical_row_id.
+
+    Rows both sides changed differently are conflicts: nothing is written and the error
+    lists them. Exact for keyed datasets; for positional ones rows match by row number.
+    """
+    theirs_diff = compute_diff(conn, base, theirs, "sluiceway_theirs")
+    ours_diff = compute_diff(conn, base, ours["commit_id"], "sluiceway_ours")
+    conflicts = conn.execute(
+        sql.SQL(
+            "SELECT t.logical_row_id, t.op AS theirs, o.op AS ours FROM {t} t "
+            "JOIN {o} o ON o.logical_row_id = t.logical_row_id "
+            "WHERE o.after_hash IS DISTINCT FROM t.after_hash "
+            "ORDER BY t.logical_row_id LIMIT 20"
+        ).format(t=theirs_diff, o=ours_diff)
+    ).fetchall()
+    if conflicts:
+        total = conn.execute(
+            sql.SQL(
+                "SELECT count(*) AS n FROM {t} t JOIN {o} o USING (logical_row_id) "
+                "WHERE o.after_hash IS DISTINCT FROM t.after_hash"
+            ).format(t=theirs_diff, o=ours_diff)
+        ).fetchone()
+        listed = "; ".join(
+            f"row {c['logical_row_id']!r} ({c['ours']} on one side, {c['theirs']} on the other)"
+            for c in conflicts
+        )
+        raise MergeConflict(
+            f"{what}: {total['n'] if total else len(conflicts)} row(s) changed differently on "
+            f"both sides: {listed}. Nothing was changed.",
+            conflicts=[dict(c) for c in conflicts],
+        )
+    keyed = bool(ours.get("key_columns"))
+    order = (
+        sql.SQL('logical_id COLLATE "C", src')
+        if keyed
+        else sql.SQL("logical_id::numeric, src, sub")
+    )
+    result = sql.Identifier("sluiceway_result")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(result))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {res} ON COMMIT DROP AS
+            SELECT row_number() OVER (ORDER BY {order}) AS pos, row_hash, logical_id
+            FROM (SELECT r.logical_row_id AS logical_id, r.row_hash, 1 AS src,
+                         r.row_number AS sub
+                  FROM dsa_core.commit_row_range({ours}, 1, NULL) r
+                  WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE t.logical_row_id = r.logical_row_id
+                                    AND t.op IN ('removed', 'changed'))
+                  UNION ALL
+                  SELECT logical_row_id, after_hash, 0, after_row FROM {t}
+                  WHERE op IN ('added', 'changed')) u
+            """
+        ).format(res=result, order=order, ours=sql.Literal(ours["commit_id"]), t=theirs_diff)
+    )
+    return tree.build(conn, result, keyed=keyed, split_lists=True), diff_counts(conn, theirs_diff)
+
+
+# -- what users call: refs, reset, revert, merge, gc ------------------------------------
+
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_ref(name: str) -> str:
+    if not _REF.fullmatch(name or ""):
+        raise InvalidRequest(
+            f"Invalid ref name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+class Ref(BaseModel):
+    name: str
+    commit_id: str
+    updated_at: datetime
+
+
+def list_refs(conn: db.Conn, owner: str, name: str) -> list[Ref]:
+    dataset = datasets.get(conn, owner, name)
+    rows = conn.execute(
+        "SELECT name, commit_id, updated_at FROM dsa_core.refs WHERE dataset_id = %s ORDER BY name",
+        (dataset.dataset_id,),
+    ).fetchall()
+    return [Ref.model_validate(r) for r in rows]
+
+
+def _locked_dataset(conn: db.Conn, owner: str, name: str) -> int:
+    """The dataset's id, with its row locked: changes to one dataset's history are serial."""
+    row = conn.execute(
+        "SELECT id FROM dsa_core.datasets WHERE owner = %s AND name = %s FOR UPDATE",
+        (owner, datasets.check_name(name)),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"No dataset {name!r}.")
+    return int(row["id"])
+
+
+def create_branch(
+    conn: db.Conn, owner: str, name: str, branch: str, start: str | None = None
+) -> Ref:
+    """A new ref at ``start`` (a commit, ref or time; default main)."""
+    check_ref(branch)
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        _, commit = datasets.resolve_commit(conn, owner, name, start)
+        if ref_target(conn, dataset_id, branch, lock=True) is not None:
+            raise Conflict(f"Ref {branch!r} of {name!r} already exists.")
+        move_ref(conn, dataset_id, branch, expected=None, new=commit.commit_id, reason="branch")
+    return next(r for r in list_refs(conn, owner, name) if r.name == branch)
+
+
+def delete_ref(conn: db.Conn, owner: str, name: str, ref: str) -> None:
+    if ref == MAIN_REF:
+        raise InvalidRequest("main cannot be deleted; reset it instead.")
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        old = ref_target(conn, dataset_id, ref, lock=True)
+        if old is None:
+            raise NotFound(f"No ref {ref!r} in {name!r}.")
+        conn.execute(
+            "DELETE FROM dsa_core.refs WHERE dataset_id = %s AND name = %s", (dataset_id, ref)
+        )
+        conn.execute(
+            "INSERT INTO dsa_core.ref_log (dataset_id, name, old_commit, new_commit, reason) "
+            "VALUES (%s, %s, %s, NULL, 'delete')",
+            (dataset_id, ref, old),
+        )
+
+
+def reset(
+    conn: db.Conn, owner: str, name: str, ref: str, to: str, expected: str | None = None
+) -> Ref:
+    """Move ``ref`` to ``to`` (a commit of the dataset). The commits it leaves stay in the log."""
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        current = ref_target(conn, dataset_id, ref, lock=True)
+        if current is None:
+            raise NotFound(f"No ref {ref!r} in {name!r}.")
+        if expected is not None and expected != current:
+            raise Conflict(f"Ref {ref!r} is at {current}, not {expected}; nothing was changed.")
+        _, target = datasets.resolve_commit(conn, owner, name, to)
+        if target.commit_id != current:
+            move_ref(conn, dataset_id, ref, expected=current, new=target.commit_id, reason="reset")
+    return next(r for r in list_refs(conn, owner, name) if r.name == ref)
+
+
+def revert(
+    conn: db.Conn, owner: str, name: str, commit: str, ref: str = MAIN_REF
+) -> dict[str, Any]:
+    """A new commit on ``ref`` that undoes ``commit``'s changes (conflicts are refused)."""
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        head = ref_target(conn, dataset_id, ref, lock=True)
+        if head is None:
+            raise NotFound(f"No ref {ref!r} in {name!r}.")
+        _, undone = datasets.resolve_commit(conn, owner, name, commit)
+        if undone.parent_commit_id is None:
+            raise InvalidRequest(
+                f"{undone.commit_id} is the first commit of {name!r}; there is nothing before it "
+                "to go back to (reset or delete the dataset instead)."
+            )
+        ours = commit_info(conn, head)
+        lists, changes = three_way(
+            conn,
+            base=undone.commit_id,
+            ours=ours,
+            theirs=undone.parent_commit_id,
+            what=f"Reverting {undone.commit_id[:12]} on {ref}",
+        )
+        if tree.same_content(lists, tree.commit_lists(conn, head)):
+            return {"commit_id": head, "unchanged": True, "changes": changes}
+        return make_commit(
+            conn,
+            dataset_id=dataset_id,
+            ref=ref,
+            parent=head,
+            lists=lists,
+            columns=list(ours["columns"]),
+            message=f"Revert {undone.commit_id[:12]}: {undone.message}",
+            author=owner,
+            kind="revert",
+            key_columns=ours.get("key_columns"),
+        )
+
+
+def merge(
+    conn: db.Conn, owner: str, name: str, source: str, into: str = MAIN_REF
+) -> dict[str, Any]:
+    """Merge ref ``source`` into ref ``into``: fast-forward, or a three-way merge by row."""
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        ours_id = ref_target(conn, dataset_id, into, lock=True)
+        theirs_id = ref_target(conn, dataset_id, source, lock=False)
+        if ours_id is None or theirs_id is None:
+            raise NotFound(f"No ref {into if ours_id is None else source!r} in {name!r}.")
+        base = merge_base(conn, ours_id, theirs_id)
+        if base == theirs_id:
+            return {"result": "up-to-date", "commit_id": ours_id}
+        if base == ours_id:
+            move_ref(conn, dataset_id, into, expected=ours_id, new=theirs_id, reason="merge")
+            return {"result": "fast-forward", "commit_id": theirs_id}
+        if base is None:
+            raise InvalidRequest(f"{source!r} and {into!r} share no history; nothing to merge.")
+        ours = commit_info(conn, ours_id)
+        theirs = commit_info(conn, theirs_id)
+        lists, changes = three_way(
+            conn, base=base, ours=ours, theirs=theirs_id, what=f"Merging {source} into {into}"
+        )
+        columns = list(ours["columns"]) + [c for c in theirs["columns"] if c not in ours["columns"]]
+        made = make_commit(
+            conn,
+            dataset_id=dataset_id,
+            ref=into,
+            parent=ours_id,
+            lists=lists,
+            columns=columns,
+            message=f"Merge {source} into {into}",
+            author=owner,
+            kind="merge",
+            key_columns=ours.get("key_columns"),
+            merge_parent=theirs_id,
+        )
+        return {"result": "merged", "merged_changes": changes, **made}
+
+
+def gc(
+    conn: db.Conn,
+    owner: str,
+    name: str,
+    *,
+    keep: int | None = None,
+    keep_since: datetime | None = None,
+) -> dict[str, int]:
+    """Drop the dataset's commits that no ref keeps, then every row no commit uses.
+
+    Kept: every ref's commit, and its ``keep`` nearest ancestors and/or those committed since
+    ``keep_since`` (both None: everything reachable from a ref). A kept commit whose parent is
+    dropped becomes a root. Rows are shared by all datasets, so the sweep is global and holds
+    the lock every load takes shared, so no import can start to reuse a row gc is deleting.
+    """
+    with conn.transaction():
+        dataset_id = _locked_dataset(conn, owner, name)
+        refs = conn.execute(
+            "SELECT commit_id FROM dsa_core.refs WHERE dataset_id = %s", (dataset_id,)
+        ).fetchall()
+        kept: set[str] = set()
+        for r in refs:
+            for row in conn.execute(
+                sql.SQL(
+                    "SELECT a.commit_id, a.depth, c.committed_at FROM ({}) a "
+                    "JOIN dsa_core.commits c USING (commit_id)"
+                ).format(ancestors(conn, r["commit_id"]))
+            ).fetchall():
+                by_count = keep is None or row["depth"] < keep
+                by_time = keep_since is None or row["committed_at"] >= keep_since
+                if row["depth"] == 0 or (
+                    (by_count and by_time)
+                    if keep is not None and keep_since is not None
+                    else (by_count if keep is not None else by_time)
+                ):
+                    kept.add(row["commit_id"])
+        dropped = [
+            r["commit_id"]
+            for r in conn.execute(
+                "SELECT commit_id FROM dsa_core.commits WHERE dataset_id = %s "
+                "AND NOT (commit_id = ANY(%s))",
+                (dataset_id, list(kept)),
+            ).fetchall()
+        ]
+        if dropped:
+            conn.execute(
+                "UPDATE dsa_core.commits SET parent_commit_id = NULL "
+                "WHERE parent_commit_id = ANY(%s)",
+                (dropped,),
+            )
+            conn.execute(
+                "UPDATE dsa_core.commits SET merge_parent_id = NULL WHERE merge_parent_id = ANY(%s)",
+                (dropped,),
+            )
+            conn.execute("DELETE FROM dsa_core.commits WHERE commit_id = ANY(%s)", (dropped,))
+        swept = sweep(conn)
+    return {"commits_dropped": len(dropped), **swept}
+
+
+GC_LOCK = 0x5C_6C_00_01  # pg_advisory lock: loads take it shared, the sweep exclusive
+
+
+def sweep(conn: db.Conn) -> dict[str, int]:
+    """Delete lists, leaves and rows that no commit and no running import uses."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (GC_LOCK,))
+    lists = conn.execute(
+        """
+        DELETE FROM dsa_core.leaf_lists ll
+        WHERE octet_length(ll.list_hash) = 32 AND ll.leaf_count > 0
+          AND NOT EXISTS (SELECT 1 FROM dsa_core.commit_chunks k WHERE k.list_hash = ll.list_hash)
+          AND NOT EXISTS (SELECT 1 FROM dsa_jobs.import_chunks i
+                          JOIN dsa_jobs.analysis_runs a ON a.id = i.job_id
+                          WHERE i.list_hash = ll.list_hash AND a.status IN ('pending', 'running'))
+        """
+    ).rowcount
+    conn.execute("DROP TABLE IF EXISTS sluiceway_live")
+    conn.execute(
+        """
+        CREATE TEMP TABLE sluiceway_live ON COMMIT DROP AS
+        SELECT DISTINCT substring(ll.leaf_hashes FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash
+        FROM dsa_core.leaf_lists ll CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
+        """
+    )
+    leaves = conn.execute(
+        "DELETE FROM dsa_core.row_leaves l WHERE NOT EXISTS "
+        "(SELECT 1 FROM sluiceway_live v WHERE v.leaf_hash = l.leaf_hash)"
+    ).rowcount
+    conn.execute("DROP TABLE sluiceway_live")
+    conn.execute(
+        """
+        CREATE TEMP TABLE sluiceway_live ON COMMIT DROP AS
+        SELECT DISTINCT substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
+        FROM dsa_core.row_leaves l CROSS JOIN LATERAL generate_series(1, l.row_count) i
+        UNION
+        SELECT k.row_hash FROM dsa_jobs.import_keyed_rows k
+        JOIN dsa_jobs.analysis_runs a ON a.id = k.job_id
+        WHERE a.status IN ('pending', 'running') AND k.row_hash IS NOT NULL
+        """
+    )
+    rows = conn.execute(
+        "DELETE FROM dsa_core.row_store s WHERE NOT EXISTS "
+        "(SELECT 1 FROM sluiceway_live v WHERE v.row_hash = s.row_hash)"
+    ).rowcount
+    conn.execute("DROP TABLE sluiceway_live")
+    return {"lists_deleted": lists, "leaves_deleted": leaves, "rows_deleted": rows}
+
+
+class RowsPage(BaseModel):
+    dataset: str
+    commit_id: str
+    columns: list[str]
+    offset: int
+    rows: list[dict[str, Any]]
+
+
+def list_rows(
+    conn: db.Conn, owner: str, name: str, spec: str | None, offset: int = 0, limit: int = 100
+) -> RowsPage:
+    """Rows offset+1 .. offset+limit of a commit (by id, ref or time), with logical ids."""
+    if offset < 0 or not 0 <= limit <= 10_000:
+        raise InvalidRequest("offset must be >= 0 and limit between 0 and 10,000.")
+    _, commit = datasets.resolve_commit(conn, owner, name, spec)
+    rows = conn.execute(
+        "SELECT r.row_number, r.logical_row_id, d.data FROM "
+        "dsa_core.commit_row_range(%s, %s, %s) r JOIN dsa_core.rows d USING (row_hash) "
+        "ORDER BY r.row_number",
+        (commit.commit_id, offset + 1, offset + 1 + limit),
+    ).fetchall()
+    return RowsPage(
+        dataset=name,
+        commit_id=commit.commit_id,
+        columns=commit.columns,
+        offset=offset,
+        rows=[dict(r) for r in rows],
     )
