@@ -40,17 +40,18 @@ def log(state: State, dataset: str, ref: str, all_commits: bool, limit: int) -> 
         commits = client.call(
             "GET", _path(dataset, "/commits", ref=ref, all=all_commits and "true", limit=limit)
         )["commits"]
-    table = Table("commit", "parent", "kind", "rows", "changes", "author", "committed", "message")
+    table = Table("commit", "parent", "kind", "rows", "author", "committed", "message")
+    table.add_column("changes", no_wrap=True)
     for c in commits:
         table.add_row(
             c["commit_id"][:12],
             (c["parent_commit_id"] or "")[:12],
             c.get("kind", ""),
             f"{c['row_count']:,}",
-            _changes(c.get("stats")),
             c["author"],
             c["committed_at"][:19],
             c["message"],
+            _changes(c.get("stats")),
         )
     _emit(state, commits, table)
 

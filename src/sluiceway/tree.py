@@ -1,8 +1,8 @@
 """Structural sharing: a commit's rows as content-addressed leaves and leaf lists.
 
 A commit is ``commit_chunks -> leaf_lists -> row_leaves -> row_store`` (see migration 0005).
-Rows are cut into leaves where a row's hash ends in four zero bits, so a leaf boundary depends
-only on the rows around it: editing a row changes its leaf, inserting one changes one leaf, and
+Rows are cut into leaves where a row's hash ends in three zero bits (and after 16 rows without
+such a cut), so a leaf boundary depends only on the rows around it: editing a row changes its leaf, inserting one changes one leaf, and
 every other leaf is the same bytes as before and is stored once. Long row sequences (keyed
 commits) are cut into several lists the same way, one level up, by leaf hash.
 
@@ -17,10 +17,14 @@ from psycopg import sql
 
 from . import db
 
-# A row ends its leaf when its hash's last byte has four zero low bits: leaves of 16 rows on
-# average. 16 balances what a 1% change rewrites (the leaves it touches, ~15% of leaf bytes)
-# against what every commit writes anyway (its list of leaf hashes, 2 bytes a row).
-LEAF_BOUNDARY = "(get_byte({h}, 31) & 15) = 0"
+# A row ends its leaf when its hash's last byte has three zero low bits (a "natural" cut), or
+# when it is the 16th row since the last natural cut: leaves of 7 rows on average, never more
+# than 16. What a 1% change rewrites is the leaves it touches, and a random row sits in a big
+# leaf more often than in a small one, so the cap matters as much as the mean; every commit
+# also writes its list of leaf hashes (36 bytes a leaf). 8 and 16 minimise the sum (see
+# bench/versioning.py and docs/architecture.md).
+NATURAL_CUT = "(get_byte({h}, 31) & 7) = 0"
+MAX_LEAF_ROWS = 16
 # A leaf ends its list (keyed commits only) when 12 more bits are zero: ~4,096 leaves a list.
 LIST_BOUNDARY = "(get_byte({h}, 31) = 0 AND (get_byte({h}, 30) & 15) = 0)"
 EMPTY_LIST_HASH = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
@@ -55,13 +59,19 @@ def build(
                   FROM (SELECT pos, row_hash, logical_id,
                                sum(brk) OVER (ORDER BY pos) - brk AS leaf_no
                         FROM (SELECT pos, row_hash, logical_id,
-                                     ({boundary})::int AS brk FROM {source}) a) b
-                  GROUP BY leaf_no) c
+                                     (nat OR row_number() OVER (PARTITION BY run ORDER BY pos)
+                                             % {cap} = 0)::int AS brk
+                              FROM (SELECT pos, row_hash, logical_id, nat,
+                                           sum(nat::int) OVER (ORDER BY pos) - nat::int AS run
+                                    FROM (SELECT pos, row_hash, logical_id,
+                                                 {natural} AS nat FROM {source}) a) b) c) d
+                  GROUP BY leaf_no) e
             """
         ).format(
             leaves=leaves,
             ids=ids,
-            boundary=sql.SQL(LEAF_BOUNDARY.format(h="row_hash")),
+            natural=sql.SQL(NATURAL_CUT.format(h="row_hash")),
+            cap=sql.Literal(MAX_LEAF_ROWS),
             source=source,
         )
     )
@@ -79,7 +89,7 @@ def build(
             CREATE TEMP TABLE {lists} ON COMMIT DROP AS
             SELECT list_no, count(*)::int AS leaf_count, sum(n)::bigint AS row_count,
                    string_agg(leaf_hash, ''::bytea ORDER BY leaf_no) AS leaf_hashes,
-                   array_agg(ends ORDER BY leaf_no) AS leaf_ends
+                   array_agg(ends::int ORDER BY leaf_no) AS leaf_ends
             FROM (SELECT leaf_no, n, leaf_hash, list_no,
                          sum(n) OVER (PARTITION BY list_no ORDER BY leaf_no) AS ends
                   FROM (SELECT leaf_no, n, leaf_hash,

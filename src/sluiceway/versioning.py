@@ -179,6 +179,14 @@ def merge_keyed(
 # -- diffs ----------------------------------------------------------------------------
 
 
+# A list's leaf hashes and ends are TOASTed: read them whole once per list (the OFFSET 0
+# keeps the subquery from being inlined), not one slice fetch per leaf.
+DETOAST_LIST_TEXT = (
+    "SELECT ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{}'::int[] AS ends OFFSET 0"
+)
+DETOAST_LIST = sql.SQL(DETOAST_LIST_TEXT.replace("{}", "{{}}"))
+
+
 def _chunks(commit_id: str | None) -> sql.Composable:
     if commit_id is None:
         return sql.SQL(
@@ -196,64 +204,86 @@ def compute_diff(
     """Fill a temporary table with the rows that differ between commits a and b.
 
     Columns: op, logical_row_id, before_hash, after_hash, before_row, after_row. Must run
-    inside a transaction (the table is dropped at its end).
+    inside a transaction (the tables are dropped at its end). Each level (lists, leaves, rows)
+    is a temporary table, analyzed, so the planner joins by hash at any size; a multiset
+    match pairs the n-th copy of a hash on one side with the n-th on the other.
     """
     out = sql.Identifier(name)
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(out))
+    lists, leaves, rows = (sql.Identifier(f"{name}_{x}") for x in ("lists", "leaves", "rows"))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}, {}").format(out, lists, leaves, rows))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {lists} ON COMMIT DROP AS
+            WITH l AS (
+                SELECT side, list_hash, row_offset,
+                       row_number() OVER (PARTITION BY side, list_hash ORDER BY chunk_no) AS occ
+                FROM (SELECT 'a' AS side, * FROM ({ca}) x
+                      UNION ALL SELECT 'b', * FROM ({cb}) y) z)
+            SELECT * FROM l x WHERE NOT EXISTS (
+                SELECT 1 FROM l y WHERE y.side <> x.side AND y.list_hash = x.list_hash
+                AND y.occ = x.occ)
+            """
+        ).format(lists=lists, ca=_chunks(a), cb=_chunks(b))
+    )
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
+            SELECT *, row_number() OVER (PARTITION BY side, leaf_hash ORDER BY start_row) AS occ
+            FROM (SELECT d.side, substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
+                         d.row_offset + coalesce(m.ends[j - 1], 0) AS start_row
+                  FROM {lists} d JOIN dsa_core.leaf_lists ll ON ll.list_hash = d.list_hash
+                  CROSS JOIN LATERAL ({detoast}) m
+                  CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j) x
+            """
+        ).format(leaves=leaves, lists=lists, detoast=DETOAST_LIST)
+    )
+    _cancel_pairs(conn, leaves, "leaf_hash")
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {rows} ON COMMIT DROP AS
+            SELECT *, row_number() OVER (PARTITION BY side, row_hash ORDER BY row_number) AS occ
+            FROM (SELECT x.side, x.start_row + i AS row_number,
+                         coalesce(l.logical_ids[i], (x.start_row + i)::text) AS logical_id,
+                         substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
+                  FROM {leaves} x JOIN dsa_core.row_leaves l ON l.leaf_hash = x.leaf_hash
+                  CROSS JOIN LATERAL generate_series(1, l.row_count) i) y
+            """
+        ).format(rows=rows, leaves=leaves)
+    )
+    _cancel_pairs(conn, rows, "row_hash")
+    conn.execute(sql.SQL("ANALYZE {}").format(rows))
     conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {out} ON COMMIT DROP AS
-            WITH la AS (SELECT 'a' AS side, list_hash, row_offset,
-                               row_number() OVER (PARTITION BY list_hash ORDER BY chunk_no) AS occ
-                        FROM ({ca}) x),
-                 lb AS (SELECT 'b' AS side, list_hash, row_offset,
-                               row_number() OVER (PARTITION BY list_hash ORDER BY chunk_no) AS occ
-                        FROM ({cb}) x),
-                 lists AS (
-                    SELECT * FROM la WHERE NOT EXISTS (
-                        SELECT 1 FROM lb WHERE lb.list_hash = la.list_hash AND lb.occ = la.occ)
-                    UNION ALL
-                    SELECT * FROM lb WHERE NOT EXISTS (
-                        SELECT 1 FROM la WHERE la.list_hash = lb.list_hash AND la.occ = lb.occ)),
-                 leaves AS (
-                    SELECT d.side, substring(ll.leaf_hashes FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
-                           d.row_offset + coalesce(ll.leaf_ends[j - 1], 0) AS start_row
-                    FROM lists d JOIN dsa_core.leaf_lists ll ON ll.list_hash = d.list_hash
-                    CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j),
-                 nleaves AS (
-                    SELECT *, row_number() OVER (PARTITION BY side, leaf_hash ORDER BY start_row) AS occ
-                    FROM leaves),
-                 dleaves AS (
-                    SELECT * FROM nleaves x WHERE NOT EXISTS (
-                        SELECT 1 FROM nleaves y WHERE y.side <> x.side
-                        AND y.leaf_hash = x.leaf_hash AND y.occ = x.occ)),
-                 rows_ AS (
-                    SELECT x.side, x.start_row + i AS row_number,
-                           coalesce(l.logical_ids[i], (x.start_row + i)::text) AS logical_id,
-                           substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
-                    FROM dleaves x JOIN dsa_core.row_leaves l ON l.leaf_hash = x.leaf_hash
-                    CROSS JOIN LATERAL generate_series(1, l.row_count) i),
-                 nrows AS (
-                    SELECT *, row_number() OVER (PARTITION BY side, row_hash ORDER BY row_number) AS occ
-                    FROM rows_),
-                 drows AS (
-                    SELECT * FROM nrows x WHERE NOT EXISTS (
-                        SELECT 1 FROM nrows y WHERE y.side <> x.side
-                        AND y.row_hash = x.row_hash AND y.occ = x.occ))
             SELECT CASE WHEN ra.logical_id IS NULL THEN 'added'
                         WHEN rb.logical_id IS NULL THEN 'removed'
                         ELSE 'changed' END AS op,
                    coalesce(ra.logical_id, rb.logical_id) AS logical_row_id,
                    ra.row_hash AS before_hash, rb.row_hash AS after_hash,
                    ra.row_number AS before_row, rb.row_number AS after_row
-            FROM (SELECT * FROM drows WHERE side = 'a') ra
-            FULL JOIN (SELECT * FROM drows WHERE side = 'b') rb
+            FROM (SELECT * FROM {rows} WHERE side = 'a') ra
+            FULL JOIN (SELECT * FROM {rows} WHERE side = 'b') rb
               ON ra.logical_id = rb.logical_id
             """
-        ).format(out=out, ca=_chunks(a), cb=_chunks(b))
+        ).format(out=out, rows=rows)
     )
+    conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(lists, leaves, rows))
     return out
+
+
+def _cancel_pairs(conn: db.Conn, table: sql.Identifier, key: str) -> None:
+    """Delete the entries of ``table`` whose (``key``, occ) has a partner on the other side."""
+    conn.execute(sql.SQL("ANALYZE {}").format(table))
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {t} x USING {t} y WHERE y.side <> x.side AND y.{k} = x.{k} "
+            "AND y.occ = x.occ"
+        ).format(t=table, k=sql.Identifier(key))
+    )
 
 
 def diff_counts(conn: db.Conn, table: sql.Identifier) -> dict[str, int]:
@@ -267,8 +297,14 @@ def diff_counts(conn: db.Conn, table: sql.Identifier) -> dict[str, int]:
 
 def record_stats(conn: db.Conn, parent: str | None, commit_id: str) -> dict[str, int]:
     """Count what a new commit changed against its parent and keep it on the commit."""
-    with conn.transaction():
-        counts = diff_counts(conn, compute_diff(conn, parent, commit_id))
+    if parent is None:  # everything is new: no need to look
+        row = conn.execute(
+            "SELECT row_count FROM dsa_core.commits WHERE commit_id = %s", (commit_id,)
+        ).fetchone()
+        counts = {"added": int(row["row_count"]) if row else 0, "removed": 0, "changed": 0}
+    else:
+        with conn.transaction():
+            counts = diff_counts(conn, compute_diff(conn, parent, commit_id))
     conn.execute(
         "UPDATE dsa_core.commits SET stats = %s WHERE commit_id = %s",
         (Jsonb(counts), commit_id),
@@ -723,8 +759,11 @@ def sweep(conn: db.Conn) -> dict[str, int]:
     conn.execute(
         """
         CREATE TEMP TABLE sluiceway_live ON COMMIT DROP AS
-        SELECT DISTINCT substring(ll.leaf_hashes FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash
-        FROM dsa_core.leaf_lists ll CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
+        SELECT DISTINCT substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash
+        FROM dsa_core.leaf_lists ll CROSS JOIN LATERAL ("""
+        + DETOAST_LIST_TEXT
+        + """) m
+        CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
         """
     )
     leaves = conn.execute(

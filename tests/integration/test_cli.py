@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from sluiceway.cli import cli
+from sluiceway.client import ApiError
 from sluiceway.local.stack import free_port
 
 DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
@@ -304,3 +305,60 @@ def test_get_dataset_shows_its_head_and_columns(
     assert shown["head_commit_id"] == done["commit_id"]
     assert shown["columns"] == ["x", "y"]
     assert shown["row_count"] == 1
+
+
+def test_history_commands_as_a_user_types_them(
+    stack: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    def ok(*args: str) -> Any:
+        result = run(stack, *args)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def js(*args: str) -> Any:
+        return json.loads(ok(*args, "--json").stdout)
+
+    base, fix = tmp_path / "base.csv", tmp_path / "fix.csv"
+    base.write_text("id,v\n1,a\n2,b\n", newline="")
+    fix.write_text("id,v\n2,B\n3,c\n", newline="")
+    first = js("import", str(base), "-d", dataset_name)
+    second = js("import", str(fix), "-d", dataset_name, "--mode", "upsert", "--key", "id")
+    assert second["changes"] == {"added": 1, "removed": 0, "changed": 1}
+    again = js("import", str(fix), "-d", dataset_name, "--mode", "upsert", "--key", "id")
+    assert again["unchanged"] is True
+    assert (
+        "no commit was made"
+        in ok("import", str(fix), "-d", dataset_name, "--mode", "upsert", "--key", "id").stdout
+    )
+
+    log = js("log", dataset_name)
+    assert [c["kind"] for c in log] == ["upsert", "replace"]
+    assert "+1 -0 ~1" in ok("log", dataset_name).stdout
+    diff = js("diff", dataset_name)
+    assert (diff["added"], diff["changed"]) == (1, 1)
+    assert "~1 changed" in ok("diff", dataset_name, first["commit_id"], "main").stdout
+    rows = js("rows", dataset_name, "--commit", first["commit_id"])
+    assert [r["data"]["v"] for r in rows["rows"]] == ["a", "b"]
+
+    assert js("branch", dataset_name, "dev")["commit_id"] == second["commit_id"]
+    assert {r["name"] for r in js("branch", dataset_name)} == {"main", "dev"}
+    js(
+        "import",
+        str(base),
+        "-d",
+        dataset_name,
+        "--mode",
+        "upsert",
+        "--key",
+        "id",
+        "--branch",
+        "dev",
+    )
+    assert js("merge", dataset_name, "dev")["result"] == "fast-forward"
+    reverted = js("revert", dataset_name, "main")
+    assert reverted["changes"] == {"added": 0, "removed": 0, "changed": 1}
+    assert js("reset", dataset_name, "--to", first["commit_id"])["commit_id"] == first["commit_id"]
+    js("branch", dataset_name, "dev", "--delete")
+    assert js("gc", dataset_name, "--keep", "1")["commits_dropped"] >= 3
+    with pytest.raises(ApiError, match="first commit"):  # main is at the first commit now
+        run(stack, "revert", dataset_name, "main")

@@ -4,8 +4,8 @@
 --
 --   commits -> commit_chunks (one per import range) -> leaf_lists -> row_leaves -> row_store
 --
--- * row_leaves: a run of consecutive rows, cut where a row's hash ends in 4 zero bits (a
---   content-defined boundary: on average 16 rows). Editing one row changes one leaf;
+-- * row_leaves: a run of consecutive rows, cut where a row's hash ends in 3 zero bits or
+--   after 16 rows without such a cut (content-defined: 7 rows on average; see tree.py). Editing one row changes one leaf;
 --   inserting a row changes one leaf, not every leaf after it. Stored once per content.
 -- * leaf_lists: the leaves of one range in order, with cumulative row counts. Stored once per
 --   content, so an unchanged range of a re-import, or all of an append's parent, costs nothing.
@@ -28,7 +28,7 @@ CREATE TABLE dsa_core.leaf_lists (
     row_count   bigint NOT NULL CHECK (row_count >= 0),
     leaf_hashes bytea  NOT NULL CHECK (octet_length(leaf_hashes) = 32 * leaf_count),
     -- leaf_ends[i]: rows in leaves 1..i (so leaf i holds rows leaf_ends[i-1]+1 .. leaf_ends[i])
-    leaf_ends   int8[] NOT NULL CHECK (cardinality(leaf_ends) = leaf_count)
+    leaf_ends   int4[] NOT NULL CHECK (cardinality(leaf_ends) = leaf_count)
 );
 ALTER TABLE dsa_core.leaf_lists ALTER COLUMN leaf_hashes SET STORAGE EXTERNAL;
 
@@ -64,7 +64,7 @@ SELECT commit_key, chunk_no, ordinal, row_hash, logical_row_id,
        sum(brk) OVER w - brk AS leaf_no
 FROM (SELECT e.commit_key, (e.ord >> 32)::int AS chunk_no, e.ord & 4294967295 AS ordinal,
              e.row_hash, e.logical_row_id,
-             ((get_byte(e.row_hash, 31) & 15) = 0)::int AS brk
+             ((get_byte(e.row_hash, 31) & 7) = 0)::int AS brk
       FROM dsa_core.commit_row_entries e) s
 WINDOW w AS (PARTITION BY commit_key, chunk_no ORDER BY ordinal);
 
@@ -80,7 +80,7 @@ ON CONFLICT DO NOTHING;
 CREATE TEMP TABLE sluiceway_conv_lists AS
 SELECT commit_key, chunk_no, count(*)::int AS leaf_count, sum(n)::bigint AS row_count,
        string_agg(sha256(hs), ''::bytea ORDER BY leaf_no) AS leaf_hashes,
-       array_agg(ends ORDER BY leaf_no) AS leaf_ends
+       array_agg(ends::int ORDER BY leaf_no) AS leaf_ends
 FROM (SELECT *, sum(n) OVER (PARTITION BY commit_key, chunk_no ORDER BY leaf_no) AS ends
       FROM sluiceway_conv_leaves) l
 GROUP BY commit_key, chunk_no;
@@ -118,9 +118,13 @@ LANGUAGE sql STABLE AS $$
     FROM dsa_core.commits c
     JOIN dsa_core.commit_chunks k ON k.commit_key = c.commit_key
     JOIN dsa_core.leaf_lists ll ON ll.list_hash = k.list_hash
+    -- the list's hashes and ends are TOASTed: read each whole once (OFFSET 0 keeps this
+    -- from being inlined), not one slice fetch per leaf
+    CROSS JOIN LATERAL (SELECT ll.leaf_hashes || ''::bytea AS hs,
+                               ll.leaf_ends || '{}'::int[] AS ends OFFSET 0) m
     CROSS JOIN LATERAL (
-        SELECT substring(ll.leaf_hashes FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
-               coalesce(ll.leaf_ends[j - 1], 0) AS leaf_start, ll.leaf_ends[j] AS leaf_end
+        SELECT substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
+               coalesce(m.ends[j - 1], 0) AS leaf_start, m.ends[j] AS leaf_end
         FROM generate_series(1, ll.leaf_count) j
     ) le
     JOIN dsa_core.row_leaves l ON l.leaf_hash = le.leaf_hash
