@@ -13,6 +13,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 STATEMACHINES_DIR: Final = REPO_ROOT / "statemachines"
 FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
 LAYER_BUILD_DIR: Final = REPO_ROOT / "layers" / "build"
+MIGRATIONS_DIR: Final = REPO_ROOT / "src" / "sluiceway" / "migrations"
 
 STACK_ID: Final = "Sluiceway"
 SERVICE_NAME: Final = "sluiceway"

@@ -20,6 +20,7 @@ from .constants import (
 from .database import Database
 from .functions import Functions
 from .import_pipeline import ImportPipeline
+from .migrations import Migrations
 from .network import Network
 from .storage import Storage
 
@@ -54,6 +55,13 @@ class SluicewayStack(Stack):
             bucket=storage.bucket,
             network=network,
             database=database,
+        )
+        Migrations(
+            self,
+            "Migrations",
+            function=functions.by_name["migrate"],
+            after=database.ready,
+            before=[f for name, f in functions.by_name.items() if name != "migrate"],
         )
         pipeline = ImportPipeline(
             self, "ImportPipeline", bucket=storage.bucket, functions=functions.by_name
