@@ -27,3 +27,4 @@ CONTEXT_FUNCTIONS_DIR: Final = "functionsDir"
 CONTEXT_LAYER_DIR: Final = "layerDir"
 CONTEXT_EXISTING_DATABASE_SECRET_ARN: Final = "existingDatabaseSecretArn"  # noqa: S105 - a key
 CONTEXT_CORS_ALLOWED_ORIGINS: Final = "corsAllowedOrigins"
+CONTEXT_ALARM_EMAIL: Final = "alarmEmail"

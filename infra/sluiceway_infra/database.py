@@ -36,6 +36,7 @@ class Database(Construct):
         self.host: str | None = None
         # What must exist before anything connects (migrations on deploy wait for it).
         self.ready: list[IDependable] = []
+        self.cluster: rds.DatabaseCluster | None = None
         self._proxy: rds.DatabaseProxy | None = None
         if existing_secret_arn:
             self.secret: secretsmanager.ISecret = secretsmanager.Secret.from_secret_complete_arn(
@@ -84,6 +85,7 @@ class Database(Construct):
         self.secret = cluster.secret
         self.host = self._proxy.endpoint
         self.ready = [cluster, self._proxy]
+        self.cluster = cluster
 
     def allow_from(self, peer: ec2.IConnectable) -> None:
         """Let ``peer`` (the functions' security group) open connections to the proxy."""
