@@ -69,8 +69,6 @@ class Migrations(Construct):
         acknowledge(
             provider,
             {
-                "AwsSolutions-L1": "The provider framework's own Node.js function: CDK picks "
-                "its runtime and updates it with aws-cdk-lib.",
                 "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                 "AWSLambdaBasicExecutionRole]": "AWS managed policy: writes the provider "
                 "framework function's logs.",
