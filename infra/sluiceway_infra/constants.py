@@ -13,6 +13,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 STATEMACHINES_DIR: Final = REPO_ROOT / "statemachines"
 FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
 LAYER_BUILD_DIR: Final = REPO_ROOT / "layers" / "build"
+MIGRATIONS_DIR: Final = REPO_ROOT / "src" / "sluiceway" / "migrations"
 
 STACK_ID: Final = "Sluiceway"
 SERVICE_NAME: Final = "sluiceway"
@@ -26,3 +27,4 @@ CONTEXT_FUNCTIONS_DIR: Final = "functionsDir"
 CONTEXT_LAYER_DIR: Final = "layerDir"
 CONTEXT_EXISTING_DATABASE_SECRET_ARN: Final = "existingDatabaseSecretArn"  # noqa: S105 - a key
 CONTEXT_CORS_ALLOWED_ORIGINS: Final = "corsAllowedOrigins"
+CONTEXT_ALARM_EMAIL: Final = "alarmEmail"

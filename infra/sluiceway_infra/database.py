@@ -6,7 +6,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from .checks import acknowledge
 from .network import Network
@@ -34,6 +34,9 @@ class Database(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.host: str | None = None
+        # What must exist before anything connects (migrations on deploy wait for it).
+        self.ready: list[IDependable] = []
+        self.cluster: rds.DatabaseCluster | None = None
         self._proxy: rds.DatabaseProxy | None = None
         if existing_secret_arn:
             self.secret: secretsmanager.ISecret = secretsmanager.Secret.from_secret_complete_arn(
@@ -81,6 +84,8 @@ class Database(Construct):
         )
         self.secret = cluster.secret
         self.host = self._proxy.endpoint
+        self.ready = [cluster, self._proxy]
+        self.cluster = cluster
 
     def allow_from(self, peer: ec2.IConnectable) -> None:
         """Let ``peer`` (the functions' security group) open connections to the proxy."""

@@ -31,6 +31,9 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 HANDLER = "handler.handler"
 ASSET_EXCLUDES = ["__pycache__", "*.pyc"]
 
+# Functions that never touch objects get no grant on the bucket.
+WITHOUT_BUCKET = frozenset({"migrate"})
+
 
 @dataclass(frozen=True)
 class Size:
@@ -55,6 +58,9 @@ SIZES: dict[str, Size] = {
     "fail_import": Size(256, Duration.minutes(1)),
     # API Gateway gives up on an integration after 29 seconds.
     "api": Size(1024, Duration.seconds(29)),
+    # Applies pending migrations on deploy: waits on DDL in PostgreSQL, light in the function;
+    # a migration that rewrites a big table may take long, and CloudFormation waits up to 1 h.
+    "migrate": Size(512, Duration.minutes(15)),
 }
 
 
@@ -165,6 +171,9 @@ class Functions(Construct):
                 security_groups=[self.security_group],
             )
             database.secret.grant_read(function)
+            self.by_name[name] = function
+            if name in WITHOUT_BUCKET:
+                continue
             # Object keys are chosen at run time, so objects are granted by bucket, not by key.
             function.add_to_role_policy(
                 iam.PolicyStatement(
@@ -184,7 +193,6 @@ class Functions(Construct):
                     resources=[bucket.bucket_arn],
                 )
             )
-            self.by_name[name] = function
 
         acknowledge(
             self,

@@ -143,7 +143,7 @@ class ImportPipeline(Construct):
     def _start_on_upload(self, bucket: s3.IBucket) -> events.Rule:
         pattern = names.object_created_pattern(bucket.bucket_name, UPLOADS_PREFIX)
         # An event that cannot start an execution would otherwise vanish with the upload's import.
-        dead_letters = sqs.Queue(
+        self.dead_letters = dead_letters = sqs.Queue(
             self,
             "UnstartedImports",
             enforce_ssl=True,

@@ -10,6 +10,7 @@ from constructs import Construct
 
 from .api import Api
 from .constants import (
+    CONTEXT_ALARM_EMAIL,
     CONTEXT_CORS_ALLOWED_ORIGINS,
     CONTEXT_EXISTING_DATABASE_SECRET_ARN,
     CONTEXT_FUNCTIONS_DIR,
@@ -20,7 +21,9 @@ from .constants import (
 from .database import Database
 from .functions import Functions
 from .import_pipeline import ImportPipeline
+from .migrations import Migrations
 from .network import Network
+from .operations import Operations, tag_components
 from .storage import Storage
 
 
@@ -55,6 +58,13 @@ class SluicewayStack(Stack):
             network=network,
             database=database,
         )
+        Migrations(
+            self,
+            "Migrations",
+            function=functions.by_name["migrate"],
+            after=database.ready,
+            before=[f for name, f in functions.by_name.items() if name != "migrate"],
+        )
         pipeline = ImportPipeline(
             self, "ImportPipeline", bucket=storage.bucket, functions=functions.by_name
         )
@@ -64,6 +74,18 @@ class SluicewayStack(Stack):
         )
         pipeline.state_machine.grant_start_execution(api_function)
         api = Api(self, "Api", handler=api_function)
+
+        Operations(
+            self,
+            "Operations",
+            functions=functions.by_name,
+            state_machines={"import": pipeline.state_machine},
+            dead_letter_queues={"unstarted-imports": pipeline.dead_letters},
+            database=database,
+            api=api.rest_api,
+            alarm_email=context(CONTEXT_ALARM_EMAIL),
+        )
+        tag_components(self)
 
         CfnOutput(self, "ApiUrl", value=api.rest_api.url)
         CfnOutput(self, "DataBucketName", value=storage.bucket.bucket_name)

@@ -20,8 +20,13 @@ class Storage(Construct):
     matter (commits). Versioning would keep every multi-gigabyte upload and scratch file forever.
     """
 
-    def __init__(self, scope: Construct, id: str, *, cors_allowed_origins: Sequence[str]) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, cors_allowed_origins: Sequence[str] | str
+    ) -> None:
         super().__init__(scope, id)
+        # `cdk deploy -c corsAllowedOrigins=a,b` gives one string; cdk.json may give a list.
+        if isinstance(cors_allowed_origins, str):
+            cors_allowed_origins = [o.strip() for o in cors_allowed_origins.split(",") if o.strip()]
 
         access_logs = s3.Bucket(
             self,

@@ -21,6 +21,9 @@ FUNCTIONS: Final[dict[str, str]] = {
     "refresh_search": "RefreshSearchFunctionArn",
     "fail_import": "FailImportFunctionArn",
     "api": "ApiFunctionArn",
+    # Runs on deploy (a CloudFormation custom resource), never from a state machine; the local
+    # stack registers it like the others and never calls it (it migrates at start instead).
+    "migrate": "MigrateFunctionArn",
 }
 
 # Functions whose work is CPU-heavy: locally they run in worker processes.

@@ -60,3 +60,23 @@ def test_object_created_events_reach_eventbridge(synthesized: Synthesized) -> No
     notifications = _data_bucket(synthesized)["NotificationConfiguration"]
 
     assert notifications["EventBridgeConfiguration"] == {"EventBridgeEnabled": True}
+
+
+@pytest.mark.usefixtures("node")
+def test_cors_origins_from_the_command_line_are_split_at_commas() -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk.assertions import Template
+
+    from sluiceway_infra.storage import Storage
+
+    stack = Stack(App(), "Origins")
+    # What `cdk deploy -c corsAllowedOrigins=...` passes: one string, never a list.
+    Storage(stack, "Storage", cors_allowed_origins="https://a.example, https://b.example")
+
+    [bucket] = [
+        b["Properties"]
+        for lid, b in Template.from_stack(stack).find_resources("AWS::S3::Bucket").items()
+        if lid.startswith("StorageDataBucket")
+    ]
+    [rule] = bucket["CorsConfiguration"]["CorsRules"]
+    assert rule["AllowedOrigins"] == ["https://a.example", "https://b.example"]
