@@ -21,7 +21,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sluiceway.local.stack import LocalStack
 
     home = tmp_path_factory.mktemp("sluiceway-home")
-    with LocalStack(Settings(home=home), workers=2) as running:
+    with LocalStack(Settings(home=home, allow_fault_injection=True), workers=2) as running:
         yield running
 
 

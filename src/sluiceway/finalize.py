@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from . import db, jobs, tree, versioning
+from . import db, faults, jobs, tree, versioning
 from .errors import MalformedFile
 from .names import MAIN_REF
 from .plan import first_chunk_error, job_of_state
@@ -42,6 +42,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     ref: str = options.get("branch") or MAIN_REF
     key_columns: list[str] | None = checkpoint.get("key_columns")
 
+    inject = faults.take(conn, job_id, "commit", settings)
     with conn.transaction():
         chunks = conn.execute(
             "SELECT chunk_no, status, row_count, list_hash FROM dsa_jobs.import_chunks "
@@ -169,6 +170,8 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "changes": stats,
         }
         _finish(conn, job_id, summary, dataset_id)
+        if inject:  # the commit, the ref and the job are all written: all must roll back
+            raise faults.fail("commit")
     return {**plan.model_dump(), "commit": summary}
 
 

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from smart_open import open as smart_open
 
-from . import csvsplit, db, jobs, storage, tree, versioning
+from . import csvsplit, db, faults, jobs, storage, tree, versioning
 from .errors import MalformedFile
 from .plan import ChunkItem, _read, chunk_task
 from .settings import MiB, Settings
@@ -93,6 +93,7 @@ def _load_chunk(
     raw_table, hashed_table = sql.Identifier("sluiceway_raw"), sql.Identifier("sluiceway_hashed")
     cols = sql.SQL(", ").join(_column_idents(len(columns)))
 
+    inject = faults.take(conn, item.job_id, "load", settings)
     try:
         with conn.transaction():
             # Room for a range's staging tables in memory (allowed while unchanged per session).
@@ -156,13 +157,15 @@ def _load_chunk(
                     (ref.list_hash, item.job_id, item.chunk_no),
                 )
             conn.execute(
-                "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', updated_at = now() "
-                "WHERE job_id = %s AND chunk_no = %s",
+                "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', "
+                "error = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
                 (rows, item.job_id, item.chunk_no),
             )
             jobs.add_progress(
                 conn, item.job_id, bytes_done=end - start, rows_done=rows, chunks_done=1
             )
+            if inject:  # everything done but the commit: all of it must roll back
+                raise faults.fail("load")
     except psycopg.DataError as exc:
         raise _explain(exc, params, chunk, len(columns), settings) from exc
     return {"chunk_no": item.chunk_no, "rows": rows}

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict
 
-from . import csvsplit, db, jobs, storage
+from . import csvsplit, db, faults, jobs, storage
 from .errors import (
     InvalidRequest,
     MalformedFile,
@@ -287,7 +287,8 @@ def _scan_chunk(
     conn.execute(
         """
         UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,
-            lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned', updated_at = now()
+            lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned',
+            error = NULL, updated_at = now()
         WHERE job_id = %s AND chunk_no = %s
         """,
         (
@@ -301,6 +302,8 @@ def _scan_chunk(
             item.chunk_no,
         ),
     )
+    if faults.take(conn, item.job_id, "scan", settings):  # after the work, as a lost reply
+        raise faults.fail("scan")
     return {"chunk_no": item.chunk_no, "quotes": scan.quote_count}
 
 

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # from the S3 the interpreter talks to, so they are written there.
     local_work_endpoint: str | None = None
     log_level: str = "INFO"
+    # Tests only: honour the `faults` an import asks for (see sluiceway.faults).
+    allow_fault_injection: bool = False
 
     @property
     def database(self) -> DatabaseSettings:

@@ -49,6 +49,10 @@ class ImportOptions(BaseModel):
         description="The ref the import commits to (default main; created from main if new).",
     )
 
+    faults: dict[str, int] | None = Field(
+        default=None, description="Tests only: steps to fail on purpose (ignored unless enabled)."
+    )
+
     @model_validator(mode="after")
     def _key_for_keyed_modes(self) -> ImportOptions:
         if self.mode in ("upsert", "delete") and not self.key:

@@ -402,3 +402,30 @@ def test_gc_keeps_what_refs_reach_and_deletes_rows_nothing_uses(
     log = client.call("GET", f"/datasets/{dataset_name}/commits?all=true")["commits"]
     assert [c["commit_id"] for c in log] == [kept["commit_id"]]
     assert log[0]["parent_commit_id"] is None
+
+
+@pytest.mark.parametrize("point", ["scan", "load", "commit"])
+def test_a_step_that_fails_after_its_work_is_retried_and_leaves_each_row_once(
+    point: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a file of 300 rows cut into many ranges, and a fault that fails the first
+    # attempt of one step after it has done all its work (before its commit)
+    lines = [f"{i},{dataset_name}-{i}" for i in range(300)]
+    data = _csv("id,v", *lines)
+    job = import_bytes(client, tmp_path, data, dataset_name, chunk_bytes=512, faults={point: 2})
+    # Then the state machine retried it, and the import is exactly the file, once
+    summary = _ok(job)
+    assert summary["rows"] == 300
+    used = db.execute(
+        "SELECT run_parameters #> '{options,faults}' AS f FROM dsa_jobs.analysis_runs WHERE id = %s",
+        (job["job_id"],),
+    ).fetchone()
+    assert used == {"f": {point: 0}}  # both injected failures happened
+    rows = _rows(client, dataset_name)
+    assert [d["v"] for _, d in rows] == [f"{dataset_name}-{i}" for i in range(300)]
+    stored = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
+    ).fetchone()
+    assert stored == {"n": 300}
+    log = client.call("GET", f"/datasets/{dataset_name}/commits")["commits"]
+    assert len(log) == 1

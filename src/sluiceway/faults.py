@@ -1,0 +1,40 @@
+"""Fault injection: make a pipeline step fail on purpose, so tests can prove recovery.
+
+An import asks for faults in its options (``{"faults": {"load": 1}}``: the first load of a
+range fails once). They act only where ``settings.allow_fault_injection`` is on (the test
+stack); everywhere else they are ignored. Each fault is used up atomically in the database
+before the step's transaction begins, so a retried step sees it gone; the step then fails at
+its most awkward moment, after its work and before its commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from . import db
+from .errors import DatabaseUnavailable
+from .settings import Settings
+
+POINTS = ("scan", "load", "commit")
+
+
+def take(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> bool:
+    """True (and one fewer left) if the job asked for a fault at ``point`` and has one left."""
+    if not settings.allow_fault_injection:
+        return False
+    row = conn.execute(
+        """
+        UPDATE dsa_jobs.analysis_runs
+        SET run_parameters = jsonb_set(run_parameters, ARRAY['options', 'faults', %(p)s],
+            to_jsonb((run_parameters #>> ARRAY['options', 'faults', %(p)s])::int - 1))
+        WHERE id = %(id)s AND (run_parameters #>> ARRAY['options', 'faults', %(p)s])::int > 0
+        RETURNING id
+        """,
+        {"p": point, "id": job_id},
+    ).fetchone()
+    return row is not None
+
+
+def fail(point: str) -> DatabaseUnavailable:
+    """The error an injected fault raises: one the state machine retries."""
+    return DatabaseUnavailable(f"Injected fault at {point!r} (a test asked for it).")
