@@ -6,6 +6,7 @@ Routes stay thin: parse, call one domain function, return its model. Errors are 
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from http.cookies import SimpleCookie
@@ -21,8 +22,21 @@ from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, ValidationError
 
-from . import __version__, auth, datasets, db, export, jobs, storage, upload, versioning
-from .errors import InvalidRequest, SluicewayError
+from . import (
+    __version__,
+    auth,
+    datasets,
+    db,
+    documents,
+    export,
+    jobs,
+    sessions,
+    staging,
+    storage,
+    upload,
+    versioning,
+)
+from .errors import InvalidRequest, RangeNotSatisfiable, SluicewayError
 from .handlers import logger
 from .names import MAIN_REF
 from .settings import get_settings
@@ -112,6 +126,17 @@ def handle_content_type(exc: RequestUnsupportedContentType) -> Response[Any]:
 
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def handle_validation_error(exc: RequestValidationError) -> Response[Any]:
+    bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+    if bad_json:  # the body is not JSON at all: a 400, saying where it broke
+        where = bad_json[0].get("loc", ("body", "?"))[-1]
+        reason = (bad_json[0].get("ctx") or {}).get("error", "malformed")
+        return _error(
+            400,
+            {
+                "error": "invalid_request",
+                "message": f"The request body is not valid JSON: {reason} at character {where}.",
+            },
+        )
     problems = [
         f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
         for e in exc.errors()
@@ -170,6 +195,8 @@ def health() -> dict[str, Any]:
         checks["storage"] = "ok"
     except Exception as exc:
         checks["storage"] = f"unreachable: {exc}"
+    if checks["database"] == "ok":
+        checks["uploads"] = staging.counts(db.shared_connection())
     checks["status"] = "ok" if checks["database"] == checks["storage"] == "ok" else "degraded"
     return checks
 
@@ -377,6 +404,12 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
         options["message"] = str(metadata["description"])
     if metadata.get("chunk_bytes"):
         options["chunk_bytes"] = int(metadata["chunk_bytes"])
+    for name in ("format", "mode"):
+        if metadata.get(name):
+            options[name] = str(metadata[name])
+    if metadata.get("key"):
+        key = metadata["key"]  # a list, or comma-separated column names
+        options["key"] = key if isinstance(key, list) else str(key).split(",")
     return upload.CreateUpload(
         dataset=str(metadata["dataset"]),
         filename=filename,
@@ -454,6 +487,205 @@ def uppy_params() -> dict[str, Any]:
     return upload.presigned_post(
         db.shared_connection(), owner(), _uppy_request(filename, metadata), content_type
     )
+
+
+# -- The upload lifecycle (seed 003): uploading -> uploaded -> validating -> processing -> fresh|failed
+
+
+@app.get("/uploads")
+def list_uploads(
+    status: Annotated[
+        staging.State | None, Query(description="Only uploads in this state.")
+    ] = None,
+    dataset: Annotated[str | None, Query(description="Only uploads into this dataset.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    found = staging.list_uploads(
+        db.shared_connection(), owner(), status=status, dataset=dataset, limit=limit
+    )
+    return {"uploads": [u.model_dump(mode="json") for u in found]}
+
+
+@app.get("/uploads/<upload_id>")
+def get_upload(upload_id: str) -> dict[str, Any]:
+    return staging.get(db.shared_connection(), owner(), upload_id).model_dump(mode="json")
+
+
+@app.post("/uploads/<upload_id>/retry")
+def retry_upload(upload_id: str) -> dict[str, Any]:
+    """Run a failed import again on the same object, as a new job."""
+    return staging.retry(db.shared_connection(), owner(), upload_id).model_dump(mode="json")
+
+
+class Cleanup(BaseModel):
+    older_than_hours: float = Field(default=24.0, ge=0, le=24 * 365)
+
+
+@app.post("/uploads/cleanup")
+def cleanup_uploads(body: Cleanup) -> dict[str, Any]:
+    """Abort your multipart uploads (imports and documents) still open after N hours."""
+    done = staging.cleanup(db.shared_connection(), owner(), body.older_than_hours)
+    return done.model_dump(mode="json")
+
+
+@app.get("/uploads/<upload_id>/download")
+def upload_download_url(upload_id: str) -> dict[str, Any]:
+    """A presigned GET URL of the uploaded file as it was received."""
+    return staging.download_url(db.shared_connection(), owner(), upload_id)
+
+
+# seed 003's route names, as aliases of the routes above
+@app.get("/uploads/staged-files")
+def staged_files(
+    status: Annotated[staging.State | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    found = staging.list_uploads(db.shared_connection(), owner(), status=status, limit=limit)
+    return {"files": [u.model_dump(mode="json") for u in found]}
+
+
+@app.get("/uploads/upload-progress/<upload_id>")
+def upload_progress(upload_id: str) -> dict[str, Any]:
+    return get_upload(upload_id)
+
+
+@app.get("/uploads/file-info/<upload_id>")
+def file_info(upload_id: str) -> dict[str, Any]:
+    return get_upload(upload_id)
+
+
+@app.post("/uploads/retry-failed-file/<upload_id>")
+def retry_failed_file(upload_id: str) -> dict[str, Any]:
+    return retry_upload(upload_id)
+
+
+@app.post("/uploads/process-file/<upload_id>")
+def process_file(upload_id: str) -> dict[str, Any]:
+    """Seed 003's manual processing: imports start on their own, so this re-runs a failed one."""
+    return retry_upload(upload_id)
+
+
+@app.get("/uploads/download-file/<upload_id>")
+def download_file(upload_id: str) -> dict[str, Any]:
+    return upload_download_url(upload_id)
+
+
+@app.delete("/uploads/cleanup-failed-uploads")
+def cleanup_failed_uploads(
+    hours_old: Annotated[float, Query(ge=0, le=24 * 365)] = 24.0,
+) -> dict[str, Any]:
+    done = staging.cleanup(db.shared_connection(), owner(), hours_old)
+    return done.model_dump(mode="json")
+
+
+# -- Documents: opaque files up to 1 TB, stored and downloaded (never imported) -----------------
+
+
+@app.post("/documents")
+def create_document(body: documents.CreateDocument) -> Response[Any]:
+    created = documents.create(db.shared_connection(), owner(), body)
+    return Response(201, content_types.APPLICATION_JSON, created.model_dump())
+
+
+@app.get("/documents")
+def list_documents(
+    category: Annotated[str | None, Query(description="Only this category.")] = None,
+    status: Annotated[documents.Status | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    found = documents.list_documents(
+        db.shared_connection(), owner(), category=category, status=status, limit=limit
+    )
+    return {"documents": [d.model_dump(mode="json") for d in found]}
+
+
+@app.get("/documents/<document_id>")
+def get_document(document_id: str) -> dict[str, Any]:
+    return documents.get(db.shared_connection(), owner(), document_id).model_dump(mode="json")
+
+
+@app.post("/documents/<document_id>/parts")
+def sign_document_parts(document_id: str, body: SignParts) -> dict[str, Any]:
+    urls = documents.sign_parts(db.shared_connection(), owner(), document_id, body.part_numbers)
+    return {"parts": [u.model_dump() for u in urls]}
+
+
+@app.get("/documents/<document_id>/parts")
+def list_document_parts(document_id: str) -> dict[str, Any]:
+    """The parts S3 already holds, so an interrupted upload resumes."""
+    return {"parts": documents.list_parts(db.shared_connection(), owner(), document_id)}
+
+
+@app.post("/documents/<document_id>/complete")
+def complete_document(document_id: str, body: CompleteUpload) -> dict[str, Any]:
+    done = documents.complete(db.shared_connection(), owner(), document_id, body.parts)
+    return done.model_dump(mode="json")
+
+
+@app.get("/documents/<document_id>/download")
+def document_download_url(document_id: str) -> dict[str, Any]:
+    """A presigned GET URL: S3 honours Range on it, so big downloads resume."""
+    return documents.download_url(db.shared_connection(), owner(), document_id)
+
+
+@app.get("/documents/<document_id>/content")
+def document_content(document_id: str) -> Response[Any]:
+    """The bytes, or one Range of them (206), up to the API's response limit; bigger answers
+    redirect (302) to the presigned URL."""
+    conn = db.shared_connection()
+    wanted = app.current_event.headers.get("range")
+    try:
+        found = documents.content(conn, owner(), document_id, wanted)
+    except RangeNotSatisfiable as exc:
+        size = documents.get(conn, owner(), document_id).size_bytes
+        return Response(
+            416,
+            content_types.APPLICATION_JSON,
+            exc.to_dict(),
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    content_type = found.headers.pop("Content-Type", "application/octet-stream")
+    # base64 here, because the response validation would try to read bytes as UTF-8 text
+    response: Response[Any] = Response(
+        found.status, content_type, base64.b64encode(found.body).decode(), headers=found.headers
+    )
+    response.base64_encoded = True
+    return response
+
+
+@app.delete("/documents/<document_id>")
+def delete_document(document_id: str) -> dict[str, Any]:
+    documents.delete(db.shared_connection(), owner(), document_id)
+    return {}
+
+
+# -- Chunked record sessions (seed 002) ---------------------------------------------------------
+
+
+@app.post("/sessions")
+def open_session(body: sessions.OpenSession) -> Response[Any]:
+    opened = sessions.open_session(db.shared_connection(), owner(), body)
+    return Response(201, content_types.APPLICATION_JSON, opened.model_dump(mode="json"))
+
+
+@app.get("/sessions/<session_id>")
+def get_session(session_id: str) -> dict[str, Any]:
+    """The session: which chunks arrived and which are missing, so a client can resume."""
+    return sessions.get(db.shared_connection(), owner(), session_id).model_dump(mode="json")
+
+
+@app.post("/sessions/<session_id>/chunks")
+def put_session_chunk(session_id: str, body: sessions.ChunkRequest) -> Response[Any]:
+    """202 while chunks are missing; 200 with the job when the last one commits the session."""
+    committed, result = sessions.put_chunk(db.shared_connection(), owner(), session_id, body)
+    return Response(200 if committed else 202, content_types.APPLICATION_JSON, result)
+
+
+@app.post("/sessions/<session_id>/commit")
+def commit_session(session_id: str) -> dict[str, Any]:
+    """Assemble the chunks in order into one file; its import starts like any upload's."""
+    done = sessions.commit(db.shared_connection(), owner(), session_id)
+    return done.model_dump(mode="json")
 
 
 @app.get("/openapi.json", include_in_schema=False)

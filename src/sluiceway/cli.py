@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 from rich.console import Console
@@ -177,10 +178,10 @@ def run_import(
     chunk_size: int | None,
     message: str | None,
     show_progress: bool,
-    extra: dict[str, Any] | None = None,
+    extra_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Upload, wait for the import's job, and return a summary (shared by import and demo)."""
-    options: dict[str, Any] = {k: v for k, v in (extra or {}).items() if v}
+    options: dict[str, Any] = {k: v for k, v in (extra_options or {}).items() if v}
     if chunk_size:
         options["chunk_bytes"] = chunk_size
     if message:
@@ -227,6 +228,7 @@ def run_import(
     "--chunk-size", help="Bytes per parallel range, e.g. 64MiB (default: sized for Lambda)."
 )
 @click.option("--message", "-m", help="Commit message.")
+@click.option("--format", "fmt", default="csv", show_default=True, help="File format (csv).")
 @click.option(
     "--mode",
     type=click.Choice(["replace", "append", "upsert", "delete"]),
@@ -234,7 +236,9 @@ def run_import(
     show_default=True,
     help="replace: exactly the file's rows; append: after the parent's; upsert/delete: by --key.",
 )
-@click.option("--key", help="Key column(s) for upsert/delete, comma-separated.")
+@click.option(
+    "--key", "keys", multiple=True, help="Key column(s) for upsert/delete (repeat, or a,b)."
+)
 @click.option("--branch", help="Commit to this ref (created from main if new).")
 @common
 @click.pass_obj
@@ -244,20 +248,18 @@ def import_(
     dataset: str,
     chunk_size: str | None,
     message: str | None,
+    fmt: str,
     mode: str,
-    key: str | None,
+    keys: tuple[str, ...],
     branch: str | None,
 ) -> None:
     """Import FILE (CSV) into a dataset as a new commit on main (or --branch)."""
     chunk = parse_size(chunk_size) if chunk_size else None
-    extra = {
-        "mode": mode if mode != "replace" else None,
-        "key": [k.strip() for k in key.split(",") if k.strip()] if key else None,
-        "branch": branch,
-    }
+    key = [k.strip() for part in keys for k in part.split(",") if k.strip()]
+    extra = {"format": fmt, "mode": mode, "key": key or None, "branch": branch}
     with state.client() as client:
         result = run_import(
-            client, file, dataset, chunk, message, show_progress=not state.json, extra=extra
+            client, file, dataset, chunk, message, show_progress=not state.json, extra_options=extra
         )
     if state.json:
         click.echo(json.dumps(result))
@@ -343,6 +345,171 @@ def jobs_show(state: State, job_id: str) -> None:
     with state.client() as client:
         job = client.call("GET", f"/jobs/{job_id}")
     _emit(state, job, json.dumps(job, indent=2))
+
+
+@cli.group()
+def uploads() -> None:
+    """Uploads and where each is in its lifecycle (uploading ... fresh | failed)."""
+
+
+@uploads.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(
+        ["uploading", "uploaded", "validating", "processing", "fresh", "failed", "aborted"]
+    ),
+    help="Only uploads in this state.",
+)
+@click.option("--dataset", "-d", help="Only uploads into this dataset.")
+@common
+@click.pass_obj
+def uploads_list(state: State, status: str | None, dataset: str | None) -> None:
+    """Your uploads, newest first."""
+    with state.client() as client:
+        found = client.list_uploads(status, dataset)
+    table = Table("upload", "status", "dataset", "file", "bytes", "attempts", "created", "error")
+    for u in found:
+        table.add_row(
+            u["upload_id"],
+            u["status"],
+            u["dataset"],
+            u["filename"],
+            f"{u['size_bytes']:,}" if u["size_bytes"] is not None else "",
+            str(u["attempts"]),
+            u["created_at"][:19],
+            (u["error_message"] or "")[:80],
+        )
+    _emit(state, found, table)
+
+
+@uploads.command("retry")
+@click.argument("upload_id")
+@click.option("--wait/--no-wait", default=False, help="Wait for the new import to end.")
+@common
+@click.pass_obj
+def uploads_retry(state: State, upload_id: str, wait: bool) -> None:
+    """Run a failed upload's import again, on the same object, as a new job."""
+    with state.client() as client:
+        result = client.retry_upload(upload_id)
+        if wait:
+            job = client.wait_for_job(result["job_id"])
+            result = {**result, "status": "fresh" if job["status"] == "completed" else "failed"}
+            result["error_message"] = job["error_message"]
+    _emit(state, result, f"upload {upload_id}: {result['status']} (job {result['job_id']})")
+    if result["status"] == "failed":
+        sys.exit(1)
+
+
+@uploads.command("cleanup")
+@click.option(
+    "--older-than-hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Abort multipart uploads still open after this many hours.",
+)
+@common
+@click.pass_obj
+def uploads_cleanup(state: State, older_than_hours: float) -> None:
+    """Abort abandoned multipart uploads (imports, documents) and idle record sessions."""
+    with state.client() as client:
+        result = client.cleanup_uploads(older_than_hours)
+    _emit(
+        state,
+        result,
+        f"aborted {len(result['aborted_uploads'])} upload(s), "
+        f"{len(result['aborted_documents'])} document upload(s) and "
+        f"{len(result['aborted_sessions'])} record session(s) older than {older_than_hours:g} h",
+    )
+
+
+@cli.group()
+def documents() -> None:
+    """Documents: any file up to 1 TB, stored and downloaded, never imported."""
+
+
+@documents.command("put")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--category", default="", help="A category to list by.")
+@click.option("--description", default="", help="What the document is.")
+@click.option("--content-type", default="application/octet-stream", show_default=True)
+@common
+@click.pass_obj
+def documents_put(
+    state: State, file: Path, category: str, description: str, content_type: str
+) -> None:
+    """Upload FILE as a document (presigned multipart, parts in parallel)."""
+    size = file.stat().st_size
+    with state.client() as client, _progress(not state.json) as bar:
+        task = bar.add_task("upload", total=size or 1, rows="")
+        doc = client.upload_document(
+            file,
+            category=category,
+            description=description,
+            content_type=content_type,
+            on_bytes=lambda n: bar.advance(task, n),
+        )
+    _emit(state, doc, f"stored {doc['name']} ({doc['size_bytes']:,} bytes) as {doc['document_id']}")
+
+
+@documents.command("get")
+@click.argument("document_id")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (default: its name, in the current directory).",
+)
+@common
+@click.pass_obj
+def documents_get(state: State, document_id: str, out_path: Path | None) -> None:
+    """Download a document; an interrupted download resumes where it stopped (HTTP Range)."""
+    from .upload import safe_filename
+
+    with state.client() as client:
+        meta = client.call("GET", f"/documents/{document_id}")
+        target = out_path or Path(safe_filename(meta["name"]))
+        with _progress(not state.json) as bar:
+            task = bar.add_task("download", total=meta["size_bytes"] or 1, rows="")
+            done = client.download_document(
+                document_id, target, on_bytes=lambda n: bar.advance(task, n)
+            )
+    done.pop("url", None)
+    resumed = f" (resumed at byte {done['resumed_from']:,})" if done["resumed_from"] else ""
+    _emit(state, done, f"wrote {target} ({done['size_bytes']:,} bytes){resumed}")
+
+
+@documents.command("list")
+@click.option("--category", help="Only this category.")
+@common
+@click.pass_obj
+def documents_list(state: State, category: str | None) -> None:
+    """Your documents, newest first."""
+    query = f"?{urlencode({'category': category})}" if category else ""
+    with state.client() as client:
+        found = client.call("GET", f"/documents{query}")["documents"]
+    table = Table("document", "name", "category", "bytes", "status", "created")
+    for d in found:
+        table.add_row(
+            d["document_id"],
+            d["name"],
+            d["category"],
+            f"{d['size_bytes']:,}",
+            d["status"],
+            d["created_at"][:19],
+        )
+    _emit(state, found, table)
+
+
+@documents.command("rm")
+@click.argument("document_id")
+@common
+@click.pass_obj
+def documents_rm(state: State, document_id: str) -> None:
+    """Delete a document (its object and its record)."""
+    with state.client() as client:
+        client.call("DELETE", f"/documents/{document_id}")
+    _emit(state, {"deleted": document_id}, f"deleted {document_id}")
 
 
 def _database_settings() -> Settings:

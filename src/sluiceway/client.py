@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlencode
 
 import urllib3
 
@@ -87,33 +88,167 @@ class Client:
             created["part_bytes"],
             created["part_count"],
         )
-        parts: list[dict[str, Any]] = []
         try:
-            if size:
-                with ThreadPoolExecutor(max_workers=parallel) as pool:
-                    for first in range(1, count + 1, SIGN_BATCH):
-                        numbers = list(range(first, min(first + SIGN_BATCH, count + 1)))
-                        signed = self.call(
-                            "POST", f"/uploads/{upload_id}/parts", {"part_numbers": numbers}
-                        )
-                        jobs = [
-                            pool.submit(
-                                self._put_part,
-                                path,
-                                p["part_number"],
-                                part_bytes,
-                                p["url"],
-                                on_bytes,
-                            )
-                            for p in signed["parts"]
-                        ]
-                        parts.extend(j.result() for j in jobs)
+            parts = self._send_parts(
+                path,
+                f"/uploads/{upload_id}/parts",
+                count if size else 0,
+                part_bytes,
+                on_bytes,
+                parallel,
+            )
             done = self.call("POST", f"/uploads/{upload_id}/complete", {"parts": parts})
         except BaseException:
             with contextlib.suppress(Exception):  # best effort; the original error matters
                 self.call("DELETE", f"/uploads/{upload_id}")
             raise
         return {**created, **done}
+
+    # -- documents ---------------------------------------------------------------------------
+    def upload_document(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        category: str = "",
+        description: str = "",
+        content_type: str = "application/octet-stream",
+        on_bytes: Callable[[int], None] = lambda n: None,
+        parallel: int = 4,
+    ) -> dict[str, Any]:
+        """Upload ``path`` as a document through presigned part URLs; returns its metadata."""
+        size = path.stat().st_size
+        created = self.call(
+            "POST",
+            "/documents",
+            {
+                "name": name or path.name,
+                "size": size,
+                "content_type": content_type,
+                "category": category,
+                "description": description,
+            },
+        )
+        document_id = created["document_id"]
+        base = f"/documents/{document_id}"
+        try:
+            parts = self._send_parts(
+                path,
+                f"{base}/parts",
+                created["part_count"] if size else 0,
+                created["part_bytes"],
+                on_bytes,
+                parallel,
+            )
+            done: dict[str, Any] = self.call("POST", f"{base}/complete", {"parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):  # best effort; the original error matters
+                self.call("DELETE", base)
+            raise
+        return done
+
+    def download_document(
+        self, document_id: str, path: Path, on_bytes: Callable[[int], None] = lambda n: None
+    ) -> dict[str, Any]:
+        """Download a document to ``path``, resuming a partial download left by an earlier try.
+
+        The bytes go to a partial file named after the document; each try asks S3 (through the
+        presigned URL) for the range the partial file lacks, and the finished file is renamed.
+        """
+        info: dict[str, Any] = self.call("GET", f"/documents/{document_id}/download")
+        size = int(info["size_bytes"])
+        partial = path.with_name(f".{path.name}.{document_id}.part")
+        have = partial.stat().st_size if partial.exists() else 0
+        if have > size:
+            partial.unlink()
+            have = 0
+        resumed_from = have
+        if have < size or size == 0:
+            headers = {"range": f"bytes={have}-"} if have else {}
+            response = self.http.request("GET", info["url"], headers=headers, preload_content=False)
+            try:
+                if response.status == 206:
+                    content_range = response.headers.get("content-range", "")
+                    if not content_range.startswith(f"bytes {have}-"):
+                        raise ApiError(
+                            502,
+                            {
+                                "error": "download_failed",
+                                "message": f"Storage answered range {content_range!r}, not from {have}.",
+                            },
+                        )
+                    mode = "ab"
+                elif response.status == 200:
+                    mode, have, resumed_from = "wb", 0, 0  # no range support: start over
+                else:
+                    raise ApiError(
+                        response.status,
+                        {
+                            "error": "download_failed",
+                            "message": response.data[:300].decode(errors="replace"),
+                        },
+                    )
+                with partial.open(mode) as out:
+                    for block in response.stream(1 << 20):
+                        out.write(block)
+                        have += len(block)
+                        on_bytes(len(block))
+            finally:
+                response.release_conn()
+        if partial.exists() and partial.stat().st_size != size:
+            raise ApiError(
+                502,
+                {
+                    "error": "download_incomplete",
+                    "message": f"Got {partial.stat().st_size:,} of {size:,} bytes; run it again to resume.",
+                },
+            )
+        if size == 0 and not partial.exists():
+            partial.touch()
+        partial.replace(path)
+        return {**info, "path": str(path), "resumed_from": resumed_from}
+
+    def _send_parts(
+        self,
+        path: Path,
+        sign_path: str,
+        count: int,
+        part_bytes: int,
+        on_bytes: Callable[[int], None],
+        parallel: int,
+    ) -> list[dict[str, Any]]:
+        """PUT parts 1..count of ``path`` to URLs signed by ``sign_path``, ``parallel`` at once."""
+        parts: list[dict[str, Any]] = []
+        if not count:
+            return parts
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            for first in range(1, count + 1, SIGN_BATCH):
+                numbers = list(range(first, min(first + SIGN_BATCH, count + 1)))
+                signed = self.call("POST", sign_path, {"part_numbers": numbers})
+                futures = [
+                    pool.submit(
+                        self._put_part, path, p["part_number"], part_bytes, p["url"], on_bytes
+                    )
+                    for p in signed["parts"]
+                ]
+                parts.extend(f.result() for f in futures)
+        return parts
+
+    # -- the upload lifecycle and record sessions --------------------------------------------
+    def list_uploads(self, status: str | None = None, dataset: str | None = None) -> list[Any]:
+        query = urlencode({k: v for k, v in (("status", status), ("dataset", dataset)) if v})
+        found: list[Any] = self.call("GET", "/uploads" + (f"?{query}" if query else ""))["uploads"]
+        return found
+
+    def retry_upload(self, upload_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", f"/uploads/{upload_id}/retry", {})
+        return result
+
+    def cleanup_uploads(self, older_than_hours: float) -> dict[str, Any]:
+        result: dict[str, Any] = self.call(
+            "POST", "/uploads/cleanup", {"older_than_hours": older_than_hours}
+        )
+        return result
 
     def _put_part(
         self, path: Path, number: int, part_bytes: int, url: str, on_bytes: Callable[[int], None]

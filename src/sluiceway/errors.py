@@ -57,6 +57,13 @@ class PayloadTooLarge(SluicewayError):
     http_status = 413
 
 
+class RangeNotSatisfiable(SluicewayError):
+    """A Range header asks for bytes the file does not have, or is not one byte range."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
+
+
 class MalformedFile(SluicewayError):
     """The file's content cannot be parsed; the message names the file, byte offset and line."""
 

@@ -35,10 +35,19 @@ class StorageSettings(BaseModel):
     uploads_prefix: str = "uploads/"
     work_prefix: str = "work/"
     exports_prefix: str = "exports/"
+    # Documents are stored, never imported: their prefix must not start with uploads_prefix,
+    # which the object-created rule (names.object_created_pattern) turns into imports.
+    documents_prefix: str = "documents/"
+    # chunks of record sessions until their commit assembles them under uploads_prefix
+    sessions_prefix: str = "sessions/"
     presign_expiry_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # S3's own limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
     min_part_bytes: int = 8 * MiB
     max_object_bytes: int = 5 * 1024 * 1024 * MiB
+    max_document_bytes: int = 1024 * 1024 * MiB
+    # What the API itself answers with (a Lambda response is at most 6 MB, base64 included);
+    # anything bigger is a redirect to a presigned GET URL, which S3 serves with ranges.
+    max_api_download_bytes: int = Field(default=4 * MiB, ge=1)
 
 
 class ImportSettings(BaseModel):
@@ -49,6 +58,15 @@ class ImportSettings(BaseModel):
     # A record longer than this is an error, not a reason to run out of memory.
     max_record_bytes: int = Field(default=16 * MiB, ge=1024)
     map_concurrency: int = Field(default=8, ge=1, le=1000)
+
+
+class SessionSettings(BaseModel):
+    """Chunked record sessions: records sent in numbered batches, imported as one file."""
+
+    max_chunk_records: int = Field(default=10_000, ge=1)
+    max_chunk_bytes: int = Field(default=8 * MiB, ge=1024)
+    # the assembled CSV is written to S3 in parts of this size: memory stays at one part
+    assembly_part_bytes: int = Field(default=8 * MiB, ge=5 * MiB)
 
 
 class Settings(BaseSettings):
@@ -77,7 +95,10 @@ class Settings(BaseSettings):
     )
     storage: StorageSettings = StorageSettings()
     imports: ImportSettings = ImportSettings()
+    sessions: SessionSettings = SessionSettings()
     import_state_machine_arn: str | None = None
+    # Where Step Functions answers, when not AWS's own endpoint (the local stack's moto).
+    stepfunctions_endpoint_url: str | None = None
     # Set by the local stack only when objects live in an S3 it does not run (and so cannot
     # hear from): completing an upload then publishes S3's object-created event to this
     # EventBridge endpoint itself. Never set on AWS, where S3 sends the event.

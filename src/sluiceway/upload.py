@@ -16,7 +16,7 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from . import datasets, jobs, storage
 from .db import Conn
@@ -28,35 +28,55 @@ MIN_PART_BYTES = 5 * MiB
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+FORMATS = ("csv",)  # issue 4 adds more
+ImportMode = Literal["replace", "append", "upsert", "delete"]
+
+
 class ImportOptions(BaseModel):
-    """Options an import carries from upload to commit."""
+    """Options an import carries from upload to commit (the pipeline reads them from the job's
+    ``run_parameters.options``)."""
 
     chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
     message: str | None = Field(default=None, max_length=10_000)
-    format: str = "csv"
-    mode: Literal["replace", "append", "upsert", "delete"] = Field(
+    format: str = Field(default="csv", description=f"File format: one of {', '.join(FORMATS)}.")
+    mode: ImportMode = Field(
         default="replace",
-        description="replace: the commit holds exactly the file's rows; append: the parent's "
-        "rows, then the file's; upsert: rows matched on `key` are replaced, new keys added; "
-        "delete: the file lists keys to remove.",
+        description="replace: the file is the new content; append: its rows are added; "
+        "upsert: rows replace those with the same key; delete: rows with these keys are removed.",
     )
     key: list[str] | None = Field(
-        default=None, min_length=1, max_length=32, description="Key columns of upsert/delete."
-    )
-    branch: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
-        description="The ref the import commits to (default main; created from main if new).",
+        min_length=1,
+        max_length=100,
+        description="Key columns identifying a row, for upsert and delete.",
     )
 
+    branch: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The ref the import commits to (default main; created from main if new).",
+    )
     faults: dict[str, int] | None = Field(
         default=None, description="Tests only: steps to fail on purpose (ignored unless enabled)."
     )
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.lower() not in FORMATS:
+            raise ValueError(
+                f"format {value!r} is not supported; the formats are: {', '.join(FORMATS)}"
+            )
+        return value.lower()
+
     @model_validator(mode="after")
-    def _key_for_keyed_modes(self) -> ImportOptions:
+    def _key_for_mode(self) -> ImportOptions:
         if self.mode in ("upsert", "delete") and not self.key:
-            raise ValueError(f"mode {self.mode!r} needs key columns")
+            raise ValueError(f"mode {self.mode} needs key: the column(s) that identify a row")
+        if self.mode in ("replace", "append") and self.key:
+            raise ValueError(f"key applies to upsert and delete, not to mode {self.mode}")
+        if self.key and any(not k or len(k) > 1024 for k in self.key):
+            raise ValueError("key column names are 1 to 1024 characters")
         return self
 
 
@@ -129,8 +149,6 @@ def create_upload(
         raise PayloadTooLarge(
             f"The file is {request.size:,} bytes; the limit is {settings.storage.max_object_bytes:,}."
         )
-    if request.options.format != "csv":
-        raise InvalidRequest(f"Format {request.options.format!r} is not supported yet; use csv.")
     upload_id = uuid.uuid4()
     key = f"{settings.storage.uploads_prefix}{owner}/{upload_id}/{safe_filename(request.filename)}"
     bucket = settings.storage.bucket
@@ -205,7 +223,7 @@ def list_parts(
 ) -> list[dict[str, Any]]:
     """The parts S3 already holds, so a client can resume after a reload."""
     settings = settings or get_settings()
-    upload = _upload(conn, owner, upload_id)
+    upload = upload_row(conn, owner, upload_id)
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} is {upload['status']}.")
     client = storage.s3_client(settings)
@@ -255,7 +273,8 @@ def presigned_post(
     }
 
 
-def _upload(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
+def upload_row(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
+    """The caller's upload row; another owner's (or none) is NotFound."""
     try:
         key = uuid.UUID(upload_id)
     except ValueError as exc:
@@ -277,7 +296,7 @@ def sign_parts(
 ) -> list[PartUrl]:
     """Presigned PUT URLs for the given parts of an open upload."""
     settings = settings or get_settings()
-    upload = _upload(conn, owner, upload_id)
+    upload = upload_row(conn, owner, upload_id)
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} is {upload['status']}; it takes no more parts.")
     size = upload["size_bytes"]
@@ -314,7 +333,7 @@ def complete_upload(
 ) -> dict[str, Any]:
     """Finish the multipart upload; S3's object-created event then starts the import."""
     settings = settings or get_settings()
-    upload = _upload(conn, owner, upload_id)
+    upload = upload_row(conn, owner, upload_id)
     if upload["status"] == "completed":
         return {
             "upload_id": upload_id,
@@ -351,13 +370,18 @@ def complete_upload(
         if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload"):
             raise InvalidRequest(f"S3 could not complete the upload ({code}): {exc}") from exc
         raise StorageUnavailable(f"Object storage refused to complete the upload: {exc}") from exc
+    mark_completed(conn, upload, settings)
+    return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
+
+
+def mark_completed(conn: Conn, upload: dict[str, Any], settings: Settings) -> None:
+    """Record that the upload's object is in place (its object-created event starts the import)."""
     conn.execute(
         "UPDATE dsa_jobs.uploads SET status = 'completed', completed_at = now() WHERE upload_id = %s",
         (upload["upload_id"],),
     )
     if settings.local_events_endpoint:
         _publish_object_created(settings, upload["bucket"], upload["object_key"])
-    return {"upload_id": upload_id, "job_id": str(upload["job_id"]), "key": upload["object_key"]}
 
 
 def _publish_object_created(settings: Settings, bucket: str, key: str) -> None:
@@ -383,7 +407,7 @@ def _publish_object_created(settings: Settings, bucket: str, key: str) -> None:
 
 def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    upload = _upload(conn, owner, upload_id)
+    upload = upload_row(conn, owner, upload_id)
     if upload["status"] != "uploading":
         return
     storage.s3_client(settings).abort_multipart_upload(

@@ -24,6 +24,20 @@ ROUTES = [
     ("POST", "/uploads/x/complete"),
     ("DELETE", "/uploads/x"),
     ("POST", "/datasets/x/exports"),
+    ("GET", "/uploads"),
+    ("GET", "/uploads/x"),
+    ("POST", "/uploads/x/retry"),
+    ("POST", "/uploads/cleanup"),
+    ("DELETE", "/uploads/cleanup-failed-uploads"),
+    ("POST", "/documents"),
+    ("GET", "/documents"),
+    ("GET", "/documents/x/content"),
+    ("GET", "/documents/x/download"),
+    ("DELETE", "/documents/x"),
+    ("POST", "/sessions"),
+    ("GET", "/sessions/x"),
+    ("POST", "/sessions/x/chunks"),
+    ("POST", "/sessions/x/commit"),
 ]
 
 

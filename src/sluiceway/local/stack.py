@@ -206,7 +206,10 @@ class LocalStack:
             self.local_token = auth.create_token(conn, LOCAL_OWNER, "local stack")
         self._create_aws_resources()
         self.settings = self.settings.model_copy(
-            update={"import_state_machine_arn": self.state_machine_arn}
+            update={
+                "import_state_machine_arn": self.state_machine_arn,
+                "stepfunctions_endpoint_url": self.moto_url,  # for a retry's explicit start
+            }
         )
         configure(self.settings)
 
