@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,14 @@ from psycopg.rows import dict_row
 
 from sluiceway.client import Client
 from sluiceway.settings import Settings
+
+
+def standalone_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a command that must start its own stack under tmp_path/home."""
+    drop = ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
+    return {k: v for k, v in os.environ.items() if k not in drop} | {
+        "SLUICEWAY_HOME": str(tmp_path / "home")
+    }
 
 
 @pytest.fixture(scope="session")

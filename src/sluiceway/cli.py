@@ -149,6 +149,12 @@ def up(port: int) -> None:
         )
         click.echo(f"PostgreSQL {stack.database_url}", err=True)
         click.echo(f"Token      {stack.local_token}  (owner local; SLUICEWAY_TOKEN)", err=True)
+        if stack.recovered:
+            click.echo(
+                f"Failed {len(stack.recovered)} job(s) a stopped stack left unfinished: "
+                + ", ".join(str(j) for j in stack.recovered),
+                err=True,
+            )
         err.print("[dim]Ctrl-C stops everything.[/dim]")
         try:
             while True:

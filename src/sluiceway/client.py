@@ -28,6 +28,16 @@ class ApiError(SluicewayError):
         self.code = str(body.get("error") or "error")
 
 
+class _Retry(urllib3.Retry):
+    """Retry what failed on the way (502-504) for safe methods only, and a throttled request
+    (429 with Retry-After) for any method: the API never saw it, so sending it again is safe."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 429 and has_retry_after:
+            return bool(self.total)
+        return super().is_retry(method, status_code, has_retry_after)
+
+
 class Client:
     """Calls the sluiceway API at ``base_url``."""
 
@@ -36,8 +46,8 @@ class Client:
         self.http = urllib3.PoolManager(
             maxsize=8,
             timeout=urllib3.Timeout(connect=10, read=timeout),
-            retries=urllib3.Retry(
-                total=3,
+            retries=_Retry(
+                total=5,
                 backoff_factor=0.5,
                 allowed_methods=["GET", "PUT"],
                 status_forcelist=[502, 503, 504],

@@ -5,17 +5,22 @@ range fails once). They act only where ``settings.allow_fault_injection`` is on 
 stack); everywhere else they are ignored. Each fault is used up atomically in the database
 before the step's transaction begins, so a retried step sees it gone; the step then fails at
 its most awkward moment, after its work and before its commit.
+
+A stall (``{"faults": {"stall_load": 1}}``) is the other kind: the step says so in the job's
+checkpoint and then never returns, so a test can kill the whole stack at a known point
+without a sleep that hopes for a race.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from . import db
 from .errors import DatabaseUnavailable
 from .settings import Settings
 
-POINTS = ("scan", "load", "commit")
+POINTS = ("scan", "load", "commit", "stall_load")
 
 
 def take(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> bool:
@@ -38,3 +43,15 @@ def take(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> bo
 def fail(point: str) -> DatabaseUnavailable:
     """The error an injected fault raises: one the state machine retries."""
     return DatabaseUnavailable(f"Injected fault at {point!r} (a test asked for it).")
+
+
+def stall(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> None:
+    """If the job asked for a stall at ``point``: record ``checkpoint.stalled`` and block forever."""
+    if not take(conn, job_id, f"stall_{point}", settings):
+        return
+    conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET checkpoint = coalesce(checkpoint, '{}'::jsonb) || "
+        "jsonb_build_object('stalled', %s::text) WHERE id = %s",
+        (point, job_id),
+    )
+    threading.Event().wait()  # until the process is killed: that is the point

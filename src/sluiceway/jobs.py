@@ -11,11 +11,16 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
 from .errors import NotFound
+from .settings import get_settings
 
 RunType = Literal["import", "export", "maintenance"]
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 
 Conn = psycopg.Connection[dict[str, Any]]
+
+# The first key of the advisory lock a local stack holds on its runtime id while it runs
+# (pg_advisory_lock(RUNTIME_LOCK_CLASS, id): pg_locks shows it as classid, objid, objsubid 2).
+RUNTIME_LOCK_CLASS = 0x736C77  # "slw"
 
 
 class Job(BaseModel):
@@ -47,6 +52,10 @@ LEFT JOIN dsa_core.datasets d ON d.id = r.dataset_id
 
 
 def create(conn: Conn, run_type: RunType, owner: str, parameters: dict[str, Any]) -> uuid.UUID:
+    """A pending job; a local stack's jobs carry its runtime id (see :func:`abandoned`)."""
+    runtime = get_settings().local_runtime_id
+    if runtime is not None:
+        parameters = {**parameters, "runtime": runtime}
     row = conn.execute(
         "INSERT INTO dsa_jobs.analysis_runs (run_type, owner, run_parameters) "
         "VALUES (%s, %s, %s) RETURNING id",
@@ -132,6 +141,31 @@ def fail(conn: Conn, job_id: uuid.UUID, message: str) -> bool:
         (message, job_id),
     )
     return cur.rowcount == 1
+
+
+def abandoned(conn: Conn, *, uploads_lost: bool) -> list[dict[str, Any]]:
+    """Unfinished jobs of local stacks that are gone: nobody holds their runtime's lock.
+
+    A running one will never finish. A pending one will never start once its object is in
+    place (the event that would have started it died with the stack), and neither will one
+    still uploading when the stack's own S3 went with it (``uploads_lost``).
+    """
+    return conn.execute(
+        """
+        SELECT r.id AS job_id, r.run_type::text AS run_type, u.upload_id
+        FROM dsa_jobs.analysis_runs r
+        LEFT JOIN dsa_jobs.uploads u ON u.job_id = r.id
+        WHERE r.status IN ('pending', 'running') AND r.run_parameters ? 'runtime'
+          AND (r.status = 'running' OR %(lost)s OR u.status IS DISTINCT FROM 'uploading')
+          AND NOT EXISTS (
+              SELECT 1 FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                AND l.classid = %(class)s::oid
+                AND l.objid = (r.run_parameters->>'runtime')::bigint::oid)
+        ORDER BY r.created_at
+        """,
+        {"lost": uploads_lost, "class": RUNTIME_LOCK_CLASS},
+    ).fetchall()
 
 
 def get(conn: Conn, job_id: uuid.UUID | str, owner: str | None = None) -> Job:

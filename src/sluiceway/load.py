@@ -94,6 +94,7 @@ def _load_chunk(
     cols = sql.SQL(", ").join(_column_idents(len(columns)))
 
     inject = faults.take(conn, item.job_id, "load", settings)
+    faults.stall(conn, item.job_id, "load", settings)
     try:
         with conn.transaction():
             # Room for a range's staging tables in memory (allowed while unchanged per session).

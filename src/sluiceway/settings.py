@@ -69,6 +69,15 @@ class SessionSettings(BaseModel):
     assembly_part_bytes: int = Field(default=8 * MiB, ge=5 * MiB)
 
 
+class ThrottleSettings(BaseModel):
+    """The local API's throttle, per caller (its token, else its address): a token bucket
+    refilled at ``rate_per_second`` holding at most ``burst``. On AWS, API Gateway's stage
+    throttle (infra/sluiceway_infra/api.py, the same numbers) answers 429 instead."""
+
+    rate_per_second: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything sluiceway can be configured with, from the environment."""
 
@@ -96,6 +105,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     imports: ImportSettings = ImportSettings()
     sessions: SessionSettings = SessionSettings()
+    throttle: ThrottleSettings = ThrottleSettings()
     import_state_machine_arn: str | None = None
     # Where Step Functions answers, when not AWS's own endpoint (the local stack's moto).
     stepfunctions_endpoint_url: str | None = None
@@ -106,6 +116,10 @@ class Settings(BaseSettings):
     # Set by the local stack in the same case: the state machine's ItemReader reads range lists
     # from the S3 the interpreter talks to, so they are written there.
     local_work_endpoint: str | None = None
+    # Set by the local stack only: every job it creates carries this id, and the stack holds a
+    # PostgreSQL advisory lock on it while it runs, so the next stack on the same database can
+    # tell the jobs of a stack that died (the lock is gone) from those of one still running.
+    local_runtime_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     log_level: str = "INFO"
     # Tests only: honour the `faults` an import asks for (see sluiceway.faults).
     allow_fault_injection: bool = False

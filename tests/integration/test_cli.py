@@ -13,20 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
+from tests.conftest import standalone_env
 
 from sluiceway.cli import cli
 from sluiceway.client import ApiError
 from sluiceway.local.stack import free_port
 
 DATA = 'id,name,note\n1,Ann,"hello, world"\n2,Bob,"two\nlines"\n3,Cy,""\n'
-
-
-def _standalone_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a command that must start its own stack under tmp_path/home."""
-    drop = ("SLUICEWAY_API", "DATABASE_URL", "MOTO_PORT")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {
-        "SLUICEWAY_HOME": str(tmp_path / "home")
-    }
 
 
 def _postgres_running(pgdata: Path) -> bool:
@@ -150,7 +143,7 @@ def test_one_command_starts_its_own_stack(tmp_path: Path) -> None:
     # Given no running stack and no --api: the command starts the embedded stack itself
     src = tmp_path / "solo.csv"
     src.write_text("x,y\n1,2\n3,4\n")
-    env = _standalone_env(tmp_path)
+    env = standalone_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "sluiceway", "import", str(src), "--dataset", "solo", "--json"],
         env=env,
@@ -248,7 +241,7 @@ def test_up_prints_its_endpoints_serves_the_api_and_stops_on_ctrl_c(
     import urllib3
 
     port = free_port()
-    env = _standalone_env(tmp_path)
+    env = standalone_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sluiceway", "up", "--port", str(port)],
         env=env,

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..api import COOKIE
 from ..names import REPO_ROOT
+from ..settings import ThrottleSettings
 from .lambdas import LocalContext, _handler_module
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
@@ -29,6 +33,47 @@ _CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".map": "application/json",
 }
+
+
+class TokenBuckets:
+    """One token bucket per caller: ``take`` spends a token, or says how long until one.
+
+    Buckets that have filled up again are the same as no bucket, so they are dropped when
+    there are many: a caller inventing a new token per request costs memory only briefly.
+    """
+
+    MAX_BUCKETS = 10_000
+
+    def __init__(
+        self, settings: ThrottleSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = settings.rate_per_second, float(settings.burst), clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def _level(self, key: str, now: float) -> float:
+        tokens, when = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - when) * self.rate)
+
+    def take(self, key: str) -> float:
+        """0 if the caller may go ahead (one token spent), else the seconds to wait."""
+        with self._lock:
+            now = self.clock()
+            tokens = self._level(key, now)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                return (1 - tokens) / self.rate
+            self._buckets[key] = (tokens - 1, now)
+            if len(self._buckets) > self.MAX_BUCKETS:
+                full = [k for k in self._buckets if self._level(k, now) >= self.burst]
+                for k in full:
+                    del self._buckets[k]
+            return 0.0
+
+
+def caller_key(headers: dict[str, str], client_ip: str) -> str:
+    """Who a request counts against: its credentials when it sends any, else its address."""
+    return headers.get("authorization") or headers.get("cookie") or f"ip:{client_ip}"
 
 
 def to_event(
@@ -91,8 +136,29 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, headers, target.read_bytes())
         return True
 
+    def _throttled(self) -> bool:
+        """429 (as API Gateway's stage throttle answers) when this caller is over its rate."""
+        server: _Server = self.server  # type: ignore[assignment]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        wait = server.buckets.take(caller_key(headers, self.client_address[0]))
+        if not wait:
+            return False
+        body = {"error": "throttled", "message": "Too many requests: slow down and retry."}
+        # drain what the caller sent, so the connection stays usable for its retry
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= MAX_BODY_BYTES:
+            self.rfile.read(length)
+        else:
+            self.close_connection = True
+        self._reply(
+            429,
+            {"content-type": "application/json", "retry-after": str(max(1, math.ceil(wait)))},
+            json.dumps(body).encode(),
+        )
+        return True
+
     def _serve(self) -> None:
-        if self._serve_page():
+        if self._throttled() or self._serve_page():
             return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
@@ -137,6 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     page_token: str = ""
+    buckets: TokenBuckets
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a browser that reloads or closes mid-response is not an error worth a traceback
@@ -148,9 +215,16 @@ class _Server(ThreadingHTTPServer):
 class LocalApiServer:
     """The API on http://127.0.0.1:PORT in a background thread (and the upload page at /app/)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, page_token: str = "") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        page_token: str = "",
+        throttle: ThrottleSettings | None = None,
+    ) -> None:
         self.httpd = _Server((host, port), _Handler)
         self.httpd.page_token = page_token
+        self.httpd.buckets = TokenBuckets(throttle or ThrottleSettings())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="sluiceway-api", daemon=True

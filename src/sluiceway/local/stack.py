@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import uuid
@@ -31,7 +32,7 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from .. import auth, db
+from .. import auth, db, finalize, jobs
 from ..errors import StackError
 from ..names import (
     FUNCTIONS,
@@ -143,8 +144,11 @@ class LocalStack:
         self._api: LocalApiServer | None = None
         self._relay: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._runtime_lock: psycopg.Connection[Any] | None = None
         self.moto_url = ""
         self.local_token = ""
+        # jobs a stack that died left unfinished, failed by this one at its start
+        self.recovered: list[uuid.UUID] = []
         self.state_machine_arn = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -201,9 +205,12 @@ class LocalStack:
             }
         )
         db.migrate(self.settings)
+        self._hold_runtime_lock(database_url)
         with db.connect(self.settings, autocommit=True) as conn:
             # the CLI that started this stack, or a user of `sluiceway up`, calls as this owner
             self.local_token = auth.create_token(conn, LOCAL_OWNER, "local stack")
+            # a stack that was killed left its jobs running forever: end them, say why
+            self.recovered = finalize.fail_abandoned(conn, uploads_lost=not req.s3_endpoint_url)
         self._create_aws_resources()
         self.settings = self.settings.model_copy(
             update={
@@ -219,7 +226,9 @@ class LocalStack:
             target=self._relay_events, name="sluiceway-events", daemon=True
         )
         self._relay.start()
-        self._api = LocalApiServer(port=self.api_port, page_token=self.local_token).start()
+        self._api = LocalApiServer(
+            port=self.api_port, page_token=self.local_token, throttle=self.settings.throttle
+        ).start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -232,8 +241,24 @@ class LocalStack:
             install(None)
         if self._moto is not None:
             self._moto.stop()
+        if self._runtime_lock is not None:
+            self._runtime_lock.close()  # the lock goes with the session
         db.close_all()
         configure(None)
+
+    def _hold_runtime_lock(self, database_url: str) -> None:
+        """Take this stack's runtime id and hold its advisory lock until the stack stops.
+
+        The lock lives in one session of its own: when this process dies, however it dies,
+        PostgreSQL ends the session and frees the lock, and the next stack to start on this
+        database knows the jobs carrying this id will never finish (:func:`jobs.abandoned`).
+        """
+        runtime_id = 1 + secrets.randbelow(2**31 - 2)
+        self._runtime_lock = psycopg.connect(database_url, autocommit=True)
+        self._runtime_lock.execute(
+            "SELECT pg_advisory_lock(%s::int, %s::int)", (jobs.RUNTIME_LOCK_CLASS, runtime_id)
+        )
+        self.settings = self.settings.model_copy(update={"local_runtime_id": runtime_id})
 
     # -- what the stack offers ---------------------------------------------------------------
     @property
