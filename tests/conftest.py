@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from sluiceway.client import Client
-from sluiceway.settings import Settings
+from sluiceway.settings import Settings, ThrottleSettings
 
 
 def standalone_env(tmp_path: Path) -> dict[str, str]:
@@ -30,7 +30,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sluiceway.local.stack import LocalStack
 
     home = tmp_path_factory.mktemp("sluiceway-home")
-    with LocalStack(Settings(home=home, allow_fault_injection=True), workers=2) as running:
+    # The whole suite calls as one caller from one address, faster than any user would; the
+    # throttle itself is tested on front doors of its own (tests/integration/test_throttle.py).
+    settings = Settings(
+        home=home,
+        allow_fault_injection=True,
+        throttle=ThrottleSettings(rate_per_second=10_000, burst=10_000),
+    )
+    with LocalStack(settings, workers=2) as running:
         yield running
 
 
