@@ -1,0 +1,181 @@
+"""A bounded load run against `sluiceway up`: concurrent clients create uploads, sign parts
+and poll jobs for a fixed time, on loopback only.
+
+Usage: python bench/load.py [--clients 50] [--seconds 60]
+
+Starts `sluiceway up` in a process of its own (a fresh SLUICEWAY_HOME, so the API is not
+sharing this process's interpreter), gives every client a token of its own (the local
+throttle counts per caller, as a usage plan per key would on AWS), then runs the clients as
+threads for the fixed time. Each client loops: POST /uploads (a 64 MiB file, 8 parts), POST
+/uploads/{id}/parts (presign all 8), GET /jobs/{job_id}. No bytes go to S3: this measures the
+API, its database work and the presigning. The baseline in the same run is GET /health
+(no token, no lookup beyond one SELECT 1 and one S3 HEAD) from one client.
+The last lines are requests per second, p50/p99 latency per operation, and error counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import urllib3
+from psycopg.rows import dict_row
+
+from sluiceway import auth
+from sluiceway.local.stack import free_port
+
+MiB = 1024 * 1024
+
+
+def start_stack(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    """`sluiceway up` on ``port``; returns the process and its database URL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SLUICEWAY_API", "DATABASE_URL")}
+    env["SLUICEWAY_HOME"] = str(home)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluiceway", "up", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    database_url = ""
+    while True:
+        line = proc.stderr.readline()
+        if not line:
+            raise SystemExit("sluiceway up exited before it was ready")
+        if line.startswith("PostgreSQL"):
+            database_url = line.split()[1]
+        if line.startswith("Token"):
+            return proc, database_url
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.lock = threading.Lock()
+        self.first_error: dict[str, str] = {}  # op -> the first 5xx body, to say what failed
+
+    def call(
+        self, http: urllib3.PoolManager, op: str, method: str, url: str, **kw: object
+    ) -> urllib3.BaseHTTPResponse | None:
+        started = time.perf_counter()
+        try:
+            response = http.request(method, url, retries=False, **kw)  # type: ignore[arg-type]
+        except urllib3.exceptions.HTTPError as exc:  # counted as status 0: no answer at all
+            with self.lock:
+                self.status[op][0] += 1
+                self.first_error.setdefault(op, f"no answer: {exc}")
+            return None
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            self.latency[op].append(elapsed)
+            self.status[op][response.status] += 1
+            if response.status >= 500:
+                self.first_error.setdefault(op, response.data[:300].decode(errors="replace"))
+        return response
+
+
+def client_loop(api: str, token: str, stop: threading.Event, rec: Recorder, n: int) -> None:
+    http = urllib3.PoolManager(maxsize=1)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    i = 0
+    while not stop.is_set():
+        i += 1
+        body = {"dataset": f"load-{n}", "filename": f"f{i}.csv", "size": 64 * MiB}
+        created = rec.call(
+            http, "create upload", "POST", f"{api}/uploads", json=body, headers=headers
+        )
+        if created is None or created.status != 201:
+            continue
+        upload = created.json()
+        rec.call(
+            http,
+            "sign 8 parts",
+            "POST",
+            f"{api}/uploads/{upload['upload_id']}/parts",
+            json={"part_numbers": list(range(1, 9))},
+            headers=headers,
+        )
+        rec.call(http, "poll job", "GET", f"{api}/jobs/{upload['job_id']}", headers=headers)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as home:
+        proc, database_url = start_stack(Path(home), port)
+        try:
+            with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+                tokens = [auth.create_token(conn, f"load{n}") for n in range(args.clients)]
+            base = Recorder()
+            http = urllib3.PoolManager(maxsize=1)
+            deadline = time.perf_counter() + min(5.0, args.seconds)
+            while time.perf_counter() < deadline:
+                base.call(http, "health (baseline)", "GET", f"{api}/health")
+
+            rec = Recorder()
+            stop = threading.Event()
+            threads = [
+                threading.Thread(target=client_loop, args=(api, t, stop, rec, n), daemon=True)
+                for n, t in enumerate(tokens)
+            ]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            time.sleep(args.seconds)
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            elapsed = time.perf_counter() - started
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+
+    total = sum(len(v) for v in rec.latency.values())
+    errors_5xx = sum(n for s in rec.status.values() for code, n in s.items() if code >= 500)
+    unanswered = sum(s.get(0, 0) for s in rec.status.values())
+    throttled = sum(s.get(429, 0) for s in rec.status.values())
+    print(f"clients: {args.clients}; seconds: {elapsed:.1f}; requests: {total:,}")
+    for name, r in (("baseline", base), ("load", rec)):
+        for op, values in r.latency.items():
+            codes = ", ".join(f"{c}: {n}" for c, n in sorted(r.status[op].items()))
+            print(
+                f"{name:8s} {op:18s} n={len(values):6d} p50={statistics.median(values) * 1e3:7.1f} ms "
+                f"p99={pct(values, 0.99) * 1e3:7.1f} ms  ({codes})"
+            )
+    for op, body in rec.first_error.items():
+        print(f"first 5xx of {op}: {body}")
+    sign = rec.latency.get("sign 8 parts") or [0.0]
+    print(f"RATE requests/s: {total / elapsed:.1f}")
+    print(f"5xx: {errors_5xx}; 429: {throttled}; no answer (connection errors): {unanswered}")
+    print(
+        f"RESULT sign p99 {pct(sign, 0.99) * 1e3:.1f} ms (target < 200 ms); 5xx {errors_5xx} (target 0)"
+    )
+
+
+if __name__ == "__main__":
+    main()
