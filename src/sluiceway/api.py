@@ -169,6 +169,18 @@ def handle_unstorable_value(exc: psycopg.DataError) -> Response[Any]:
     )
 
 
+@app.exception_handler(psycopg.OperationalError)  # type: ignore[untyped-decorator]
+def handle_lost_database(exc: psycopg.OperationalError) -> Response[Any]:
+    # the connection broke mid-request (a restart, a failover): the caller may try again
+    logger.warning("database connection lost", extra={"error": str(exc)})
+    return Response(
+        503,
+        content_types.APPLICATION_JSON,
+        {"error": "database_unavailable", "message": "The database connection was lost; retry."},
+        headers={"Retry-After": "1"},
+    )
+
+
 @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def handle_unexpected(exc: Exception) -> Response[Any]:
     logger.exception("unexpected error")

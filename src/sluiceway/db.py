@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import DatabaseUnavailable
 from .settings import Settings, get_settings
@@ -24,6 +25,10 @@ Conn = psycopg.Connection[dict[str, Any]]
 # connection's transaction must never take in another thread's statements.
 _connections: dict[tuple[int, str], Conn] = {}
 _connections_lock = threading.Lock()
+# The local stack's process starts a thread per HTTP connection and per state-machine task;
+# there a pool bounds the connections, and each thread gives its own back when its request
+# or task ends (release_thread). On Lambda there is no pool: one connection per container.
+_pools: dict[str, ConnectionPool[Conn]] = {}
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -71,21 +76,69 @@ def connect(settings: Settings | None = None, *, autocommit: bool = False) -> Co
 
 def shared_connection(settings: Settings | None = None) -> Conn:
     """One autocommit connection per thread and URL, reused across Lambda invocations."""
-    key = (threading.get_ident(), database_url(settings))
+    url = database_url(settings)
+    key = (threading.get_ident(), url)
     conn = _connections.get(key)
     if conn is None or conn.closed or conn.broken:
-        conn = connect(settings, autocommit=True)
+        pool = _pools.get(url)
+        if pool is None:
+            conn = connect(settings, autocommit=True)
+        else:
+            try:
+                conn = pool.getconn()
+            except PoolTimeout as exc:
+                raise DatabaseUnavailable(
+                    f"All {pool.max_size} database connections stayed busy for "
+                    f"{pool.timeout:.0f} s; try again."
+                ) from exc
         with _connections_lock:
             _connections[key] = conn
     return conn
 
 
+def pool_connections(settings: Settings, max_size: int) -> None:
+    """From now on, threads of this process take their connections from a pool of at most
+    ``max_size`` (and wait for one when all are busy) and must :func:`release_thread`."""
+    url = database_url(settings)
+    if url not in _pools:
+        _pools[url] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            timeout=30,
+            # a connection idle in the pool across a database restart is dead: find out on
+            # checkout (one round trip), not in the middle of a request
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "row_factory": dict_row, "application_name": "sluiceway"},
+            open=True,
+        )
+
+
+def release_thread() -> None:
+    """Give the connections this thread took from a pool back (its request or task ended).
+
+    Connections made without a pool stay, for the next invocation on this thread.
+    """
+    me = threading.get_ident()
+    with _connections_lock:
+        mine = [(key, conn) for key, conn in _connections.items() if key[0] == me]
+        taken = [(key, conn) for key, conn in mine if key[1] in _pools]
+        for key, _ in taken:
+            del _connections[key]
+    for key, conn in taken:
+        _pools[key[1]].putconn(conn)  # rolls back what a failed request left open
+
+
 def close_all() -> None:
     """Close every connection this process opened through :func:`shared_connection`."""
     with _connections_lock:
-        for conn in _connections.values():
-            conn.close()
+        for key, conn in _connections.items():
+            if key[1] not in _pools:
+                conn.close()
         _connections.clear()
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
 
 
 @contextmanager

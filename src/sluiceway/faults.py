@@ -7,13 +7,13 @@ before the step's transaction begins, so a retried step sees it gone; the step t
 its most awkward moment, after its work and before its commit.
 
 A stall (``{"faults": {"stall_load": 1}}``) is the other kind: the step says so in the job's
-checkpoint and then never returns, so a test can kill the whole stack at a known point
+checkpoint and waits, so a test can kill the stack or restart the database at a known point
 without a sleep that hopes for a race.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 import uuid
 
 from . import db
@@ -46,7 +46,9 @@ def fail(point: str) -> DatabaseUnavailable:
 
 
 def stall(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> None:
-    """If the job asked for a stall at ``point``: record ``checkpoint.stalled`` and block forever."""
+    """If the job asked for a stall at ``point``: record ``checkpoint.stalled`` and wait,
+    asking the database every 50 ms, until a test sets ``checkpoint.release`` (or kills the
+    stack, or restarts the database: the next question then fails, as any step's would)."""
     if not take(conn, job_id, f"stall_{point}", settings):
         return
     conn.execute(
@@ -54,4 +56,11 @@ def stall(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> N
         "jsonb_build_object('stalled', %s::text) WHERE id = %s",
         (point, job_id),
     )
-    threading.Event().wait()  # until the process is killed: that is the point
+    while True:
+        row = conn.execute(
+            "SELECT checkpoint ? 'release' AS released FROM dsa_jobs.analysis_runs WHERE id = %s",
+            (job_id,),
+        ).fetchone()
+        if row is None or row["released"]:
+            return
+        time.sleep(0.05)

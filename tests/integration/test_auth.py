@@ -116,3 +116,26 @@ def test_a_nul_character_in_a_query_or_body_is_a_clear_400(client: Client) -> No
             client.call(method, path, body)
         assert refused.value.http_status == 400, refused.value.message
         assert refused.value.code == "invalid_request"
+
+
+def test_concurrent_callers_never_see_each_others_data(
+    stack: Any, client: Client, db: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a dataset of mine, and another owner calling at the same moments as I do
+    import_bytes(client, tmp_path, b"a\n1\n", dataset_name)
+    other = Client(stack.api_url, token=auth.create_token(db, "eve"))
+
+    def names(who: Client) -> list[list[str]]:
+        return [[d["name"] for d in who.call("GET", "/datasets")["datasets"]] for _ in range(60)]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        mine = [pool.submit(names, client) for _ in range(8)]
+        theirs = [pool.submit(names, other) for _ in range(8)]
+        seen_by_me = [n for f in mine for n in f.result()]
+        seen_by_them = [n for f in theirs for n in f.result()]
+
+    # Then every answer was for its own caller (the local API once mixed up requests in flight)
+    assert all(dataset_name in n for n in seen_by_me)
+    assert all(n == [] for n in seen_by_them)

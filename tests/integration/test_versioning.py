@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -351,26 +351,27 @@ def test_branches_fast_forward_and_three_way_merge_with_conflicts_reported(
     assert client.call("GET", f"/datasets/{dataset_name}")["head_commit_id"] == head
 
 
+IMPORTS_AT_ONCE = 10  # issue 9's number
+
+
 def test_concurrent_imports_into_one_ref_make_a_linear_history(
     client: Client, tmp_path: Path, dataset_name: str
 ) -> None:
-    jobs: list[dict[str, Any]] = []
-
-    def run(n: int) -> None:
+    def run(n: int) -> dict[str, Any]:
         data = _csv("id,v", f"{n},{n}")
-        jobs.append(import_bytes(client, tmp_path / str(n), data, dataset_name, mode="append"))
+        return import_bytes(client, tmp_path / str(n), data, dataset_name, mode="append")
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(IMPORTS_AT_ONCE) as pool:
+        jobs = list(pool.map(run, range(IMPORTS_AT_ONCE)))  # re-raises what any one raised
+    assert len(jobs) == IMPORTS_AT_ONCE
     assert all(j["status"] == "completed" for j in jobs), [j["error_message"] for j in jobs]
     log = client.call("GET", f"/datasets/{dataset_name}/commits")["commits"]
-    assert len(log) == 6
+    assert len(log) == IMPORTS_AT_ONCE
     for child, parent in itertools.pairwise(log):
         assert child["parent_commit_id"] == parent["commit_id"]
-    assert sorted(int(d["id"]) for _, d in _rows(client, dataset_name)) == list(range(6))
+    assert sorted(int(d["id"]) for _, d in _rows(client, dataset_name)) == list(
+        range(IMPORTS_AT_ONCE)
+    )
 
 
 def test_gc_keeps_what_refs_reach_and_deletes_rows_nothing_uses(

@@ -18,12 +18,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .. import db
 from ..api import COOKIE
 from ..names import REPO_ROOT
 from ..settings import ThrottleSettings
 from .lambdas import LocalContext, _handler_module
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
+# One request at a time through the API handler, as one Lambda container runs one invocation
+# at a time. Powertools' resolver keeps the current event on its class (BaseRouter) and the
+# route's context on the app: two requests at once in one process saw each other's (a
+# KeyError at best, the other caller's principal at worst).
+_ONE_INVOCATION = threading.Lock()
 WEB_DIST = REPO_ROOT / "web" / "dist"
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -175,11 +181,14 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         event = to_event(self.command, self.path, headers, body, self.client_address[0])
         try:
-            result = _handler_module("api").handler(event, LocalContext(function_name="api"))
+            with _ONE_INVOCATION:
+                result = _handler_module("api").handler(event, LocalContext(function_name="api"))
         except Exception as exc:  # API Gateway answers 502 when a Lambda fails
             failure = {"error": "internal_error", "message": f"The API failed: {exc}"}
             self._reply(502, {"content-type": "application/json"}, json.dumps(failure).encode())
             return
+        finally:
+            db.release_thread()  # a thread per client connection: give its database one back
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         out_headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}

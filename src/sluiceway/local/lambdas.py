@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from .. import db
 from ..names import FUNCTIONS, FUNCTIONS_DIR, WORKER_FUNCTIONS
 from ..settings import Settings, configure
 
@@ -70,6 +71,8 @@ def invoke(name: str, payload: Any) -> tuple[bool, Any]:
             "errorMessage": getattr(exc, "message", None) or str(exc),
             "stackTrace": traceback.format_exception(exc),
         }
+    finally:
+        db.release_thread()  # moto runs each task on a thread of its own
 
 
 def _worker_init(settings: Settings) -> None:

