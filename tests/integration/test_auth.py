@@ -139,3 +139,31 @@ def test_concurrent_callers_never_see_each_others_data(
     # Then every answer was for its own caller (the local API once mixed up requests in flight)
     assert all(dataset_name in n for n in seen_by_me)
     assert all(n == [] for n in seen_by_them)
+
+
+def test_a_presigned_part_url_is_for_one_part_of_one_key_and_expires(
+    stack: Any, client: Client, db: Any, dataset_name: str
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    created = client.call(
+        "POST", "/uploads", {"dataset": dataset_name, "filename": "../x.csv", "size": 10}
+    )
+    [part] = client.call("POST", f"/uploads/{created['upload_id']}/parts", {"part_numbers": [1]})[
+        "parts"
+    ]
+    url = urlsplit(part["url"])
+    query = parse_qs(url.query)
+    # SigV4 signs the method, this path and this query: one part of one key, nothing else
+    assert url.path == f"/{created['bucket']}/{created['key']}"
+    assert created["key"].startswith(f"uploads/local/{created['upload_id']}/")
+    assert query["uploadId"] == [created["s3_upload_id"]]
+    assert query["partNumber"] == ["1"]
+    assert query["X-Amz-Expires"] == [str(stack.settings.storage.presign_expiry_seconds)]
+    assert "X-Amz-Signature" in query
+    # and nobody else can have one signed for my upload
+    other = Client(stack.api_url, token=auth.create_token(db, "trudy"))
+    with pytest.raises(ApiError) as refused:
+        other.call("POST", f"/uploads/{created['upload_id']}/parts", {"part_numbers": [1]})
+    assert refused.value.http_status == 404
+    client.call("DELETE", f"/uploads/{created['upload_id']}")
