@@ -51,3 +51,30 @@ def test_the_same_execution_retrying_its_planner_plans_again(
     assert ranges == {"n": 1}
     # and any other execution is still a repeat
     assert plan.plan_import({"event": _event(job), "execution": "arn:exec-2"})["duplicate"]
+
+
+def test_completing_an_upload_twice_gives_one_import(client: Client, dataset_name: str) -> None:
+    import urllib3
+
+    data = b"a,b\n1,2\n3,4\n"
+    created = client.call(
+        "POST", "/uploads", {"dataset": dataset_name, "filename": "x.csv", "size": len(data)}
+    )
+    [part] = client.call("POST", f"/uploads/{created['upload_id']}/parts", {"part_numbers": [1]})[
+        "parts"
+    ]
+    put = urllib3.request("PUT", part["url"], body=data)
+    assert put.status == 200
+    parts = {"parts": [{"part_number": 1, "etag": put.headers["ETag"]}]}
+
+    # When the client's complete call is sent twice (a retry after a lost answer)
+    first = client.call("POST", f"/uploads/{created['upload_id']}/complete", parts)
+    second = client.call("POST", f"/uploads/{created['upload_id']}/complete", parts)
+
+    # Then both answers name the one job, which imports the file once
+    assert first["job_id"] == second["job_id"] == created["job_id"]
+    job = client.wait_for_job(created["job_id"], poll_seconds=0.05)
+    assert job["status"] == "completed"
+    assert len(client.call("GET", f"/datasets/{dataset_name}/commits")["commits"]) == 1
+    jobs = client.call("GET", f"/jobs?dataset={dataset_name}")["jobs"]
+    assert [j["job_id"] for j in jobs] == [created["job_id"]]
