@@ -179,23 +179,8 @@ def list_parts(
     """The parts S3 already holds, so an interrupted upload resumes."""
     settings = settings or get_settings()
     row = _open(conn, owner, document_id)
-    client = storage.s3_client(settings)
-    parts: list[dict[str, Any]] = []
-    marker = 0
-    while True:
-        page = client.list_parts(
-            Bucket=row["bucket"],
-            Key=row["object_key"],
-            UploadId=row["s3_upload_id"],
-            PartNumberMarker=marker,
-        )
-        parts += [
-            {"part_number": p["PartNumber"], "etag": p["ETag"], "size": p["Size"]}
-            for p in page.get("Parts", [])
-        ]
-        if not page.get("IsTruncated"):
-            return parts
-        marker = int(page["NextPartNumberMarker"])
+    held = storage.list_parts(row["bucket"], row["object_key"], row["s3_upload_id"], settings)
+    return [{"part_number": p["PartNumber"], "etag": p["ETag"], "size": p["Size"]} for p in held]
 
 
 def complete(

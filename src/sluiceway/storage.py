@@ -47,6 +47,26 @@ def presign(method: str, params: dict[str, Any], settings: Settings | None = Non
     )
 
 
+def list_parts(
+    bucket: str, key: str, upload_id: str, settings: Settings | None = None
+) -> list[dict[str, Any]]:
+    """Every part S3 holds of an open multipart upload, all pages: PartNumber, ETag, Size."""
+    client = s3_client(settings)
+    parts: list[dict[str, Any]] = []
+    marker = 0
+    while True:
+        page = client.list_parts(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+        )
+        parts += [
+            {"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]}
+            for p in page.get("Parts", [])
+        ]
+        if not page.get("IsTruncated"):
+            return parts
+        marker = int(page["NextPartNumberMarker"])
+
+
 def smart_open_params(settings: Settings | None = None) -> dict[str, Any]:
     """transport_params for smart_open.open so it uses our configured client."""
     return {"client": s3_client(settings)}

@@ -226,23 +226,9 @@ def list_parts(
     upload = upload_row(conn, owner, upload_id)
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} is {upload['status']}.")
-    client = storage.s3_client(settings)
-    parts: list[dict[str, Any]] = []
-    marker = 0
-    while True:
-        page = client.list_parts(
-            Bucket=upload["bucket"],
-            Key=upload["object_key"],
-            UploadId=upload["s3_upload_id"],
-            PartNumberMarker=marker,
-        )
-        parts += [
-            {"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]}
-            for p in page.get("Parts", [])
-        ]
-        if not page.get("IsTruncated"):
-            return parts
-        marker = int(page["NextPartNumberMarker"])
+    return storage.list_parts(
+        upload["bucket"], upload["object_key"], upload["s3_upload_id"], settings
+    )
 
 
 def presigned_post(
