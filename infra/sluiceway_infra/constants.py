@@ -21,6 +21,7 @@ SERVICE_NAME: Final = "sluiceway"
 # Object prefixes: the same defaults the Lambdas and the local runtime read from settings.
 UPLOADS_PREFIX: Final = StorageSettings().uploads_prefix
 WORK_PREFIX: Final = StorageSettings().work_prefix
+SESSIONS_PREFIX: Final = StorageSettings().sessions_prefix
 
 # Context keys (`cdk synth -c key=value` or cdk.json).
 CONTEXT_FUNCTIONS_DIR: Final = "functionsDir"
@@ -28,3 +29,4 @@ CONTEXT_LAYER_DIR: Final = "layerDir"
 CONTEXT_EXISTING_DATABASE_SECRET_ARN: Final = "existingDatabaseSecretArn"  # noqa: S105 - a key
 CONTEXT_CORS_ALLOWED_ORIGINS: Final = "corsAllowedOrigins"
 CONTEXT_ALARM_EMAIL: Final = "alarmEmail"
+CONTEXT_DATA_KMS_KEY_ARN: Final = "dataKmsKeyArn"

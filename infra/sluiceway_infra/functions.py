@@ -193,6 +193,8 @@ class Functions(Construct):
                     resources=[bucket.bucket_arn],
                 )
             )
+            if bucket.encryption_key is not None:  # a KMS-encrypted bucket (dataKmsKeyArn)
+                bucket.encryption_key.grant_encrypt_decrypt(function)
 
         acknowledge(
             self,

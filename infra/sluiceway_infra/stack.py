@@ -12,6 +12,7 @@ from .api import Api
 from .constants import (
     CONTEXT_ALARM_EMAIL,
     CONTEXT_CORS_ALLOWED_ORIGINS,
+    CONTEXT_DATA_KMS_KEY_ARN,
     CONTEXT_EXISTING_DATABASE_SECRET_ARN,
     CONTEXT_FUNCTIONS_DIR,
     CONTEXT_LAYER_DIR,
@@ -40,7 +41,10 @@ class SluicewayStack(Stack):
         context = self.node.try_get_context
 
         storage = Storage(
-            self, "Storage", cors_allowed_origins=context(CONTEXT_CORS_ALLOWED_ORIGINS) or ["*"]
+            self,
+            "Storage",
+            cors_allowed_origins=context(CONTEXT_CORS_ALLOWED_ORIGINS) or ["*"],
+            kms_key_arn=context(CONTEXT_DATA_KMS_KEY_ARN),
         )
         network = Network(self, "Network")
         database = Database(

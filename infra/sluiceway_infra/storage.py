@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from .checks import acknowledge
-from .constants import WORK_PREFIX
+from .constants import SESSIONS_PREFIX, WORK_PREFIX
 
 
 class Storage(Construct):
@@ -21,7 +22,12 @@ class Storage(Construct):
     """
 
     def __init__(
-        self, scope: Construct, id: str, *, cors_allowed_origins: Sequence[str] | str
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cors_allowed_origins: Sequence[str] | str,
+        kms_key_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         # `cdk deploy -c corsAllowedOrigins=a,b` gives one string; cdk.json may give a list.
@@ -48,7 +54,13 @@ class Storage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             minimum_tls_version=1.2,
-            encryption=s3.BucketEncryption.S3_MANAGED,
+            # SSE-S3 unless the deployer brings a KMS key (context dataKmsKeyArn); then S3 Bucket
+            # Keys, so a 10,000-part upload does not make 10,000 KMS requests.
+            encryption=s3.BucketEncryption.KMS if kms_key_arn else s3.BucketEncryption.S3_MANAGED,
+            encryption_key=kms.Key.from_key_arn(self, "DataKey", kms_key_arn)
+            if kms_key_arn
+            else None,
+            bucket_key_enabled=True if kms_key_arn else None,
             versioned=False,
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="data/",
@@ -76,6 +88,10 @@ class Storage(Construct):
                 ),
                 s3.LifecycleRule(
                     id="ExpireWorkFiles", prefix=WORK_PREFIX, expiration=Duration.days(7)
+                ),
+                # chunks of record sessions nobody committed (a commit deletes its own)
+                s3.LifecycleRule(
+                    id="ExpireSessionChunks", prefix=SESSIONS_PREFIX, expiration=Duration.days(7)
                 ),
             ],
             removal_policy=RemovalPolicy.RETAIN,

@@ -41,8 +41,8 @@ def node() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+def synthesize(tmp: Path, extra_context: dict[str, str] | None = None) -> Synthesized:
+    """The app as `cdk synth` builds it with cdk.json's context (and ``extra_context``)."""
     # Imported here, not at the top: importing aws_cdk starts node.
     from aws_cdk import App
     from aws_cdk.assertions import Template
@@ -50,7 +50,6 @@ def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesi
     from sluiceway_infra.constants import CONTEXT_FUNCTIONS_DIR, CONTEXT_LAYER_DIR, STACK_ID
     from sluiceway_infra.stack import SluicewayStack
 
-    tmp = tmp_path_factory.mktemp("cdk")
     layers = tmp / "layers"
     (layers / "deps" / "python").mkdir(parents=True)
     (layers / "app" / "python" / "sluiceway").mkdir(parents=True)
@@ -58,7 +57,7 @@ def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesi
         CONTEXT_LAYER_DIR: str(layers),
         CONTEXT_FUNCTIONS_DIR: str(_functions_dir(tmp / "functions")),
     }
-    app = App(outdir=str(tmp / "cdk.out"), context=context)
+    app = App(outdir=str(tmp / "cdk.out"), context=context | (extra_context or {}))
     stack = SluicewayStack(app, STACK_ID)
     assembly = app.synth()
     return Synthesized(
@@ -68,3 +67,8 @@ def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesi
         template_path=Path(assembly.get_stack_by_name(stack.stack_name).template_full_path),
         assembly_dir=Path(assembly.directory),
     )
+
+
+@pytest.fixture(scope="session")
+def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(tmp_path_factory.mktemp("cdk"))

@@ -34,6 +34,13 @@ def test_abandoned_multipart_uploads_are_aborted_and_work_files_expire(
     assert "Prefix" not in abort, "abandoned uploads must be aborted anywhere in the bucket"
     assert rules["ExpireWorkFiles"]["Prefix"] == "work/"
     assert rules["ExpireWorkFiles"]["ExpirationInDays"] == 7
+    assert rules["ExpireSessionChunks"]["Prefix"] == "sessions/"
+    assert rules["ExpireSessionChunks"]["ExpirationInDays"] == 7
+    # uploads, documents and exports are kept: nothing else expires
+    assert {r.get("Prefix") for r in rules.values() if "ExpirationInDays" in r} == {
+        "work/",
+        "sessions/",
+    }
 
 
 def test_bucket_is_private_encrypted_and_tls_only(synthesized: Synthesized) -> None:
@@ -80,3 +87,30 @@ def test_cors_origins_from_the_command_line_are_split_at_commas() -> None:
     ]
     [rule] = bucket["CorsConfiguration"]["CorsRules"]
     assert rule["AllowedOrigins"] == ["https://a.example", "https://b.example"]
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+
+
+def test_a_kms_key_of_the_deployers_encrypts_the_bucket_and_the_functions_may_use_it(
+    node: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from conftest import synthesize
+
+    synthesized = synthesize(tmp_path_factory.mktemp("cdk-kms"), {"dataKmsKeyArn": KEY_ARN})
+    [encryption] = _data_bucket(synthesized)["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ]
+    assert encryption["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": KEY_ARN,
+    }
+    assert encryption["BucketKeyEnabled"] is True
+    # every function that touches objects (the API presigns uploads) may use the key
+    granted = [
+        body
+        for body in synthesized.resources("AWS::IAM::Policy").values()
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]
+        if statement.get("Resource") == KEY_ARN and "kms:GenerateDataKey*" in statement["Action"]
+    ]
+    assert len(granted) >= 3
