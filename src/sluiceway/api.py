@@ -381,8 +381,22 @@ def collect_garbage(name: str, body: GcRequest) -> dict[str, Any]:
 
 @app.post("/datasets/<name>/exports")
 def create_export(name: str, body: export.ExportRequest) -> Response[Any]:
-    result = export.export_commit(db.shared_connection(), owner(), name, body)
-    return Response(201, content_types.APPLICATION_JSON, result.model_dump())
+    """Start an export of one commit (default: what main points to now, pinned); 202 with the
+    job id and where to poll it."""
+    started = export.start_export(db.shared_connection(), owner(), name, body)
+    return Response(202, content_types.APPLICATION_JSON, started.model_dump())
+
+
+@app.get("/exports/<job_id>")
+def get_export(job_id: str) -> dict[str, Any]:
+    """An export's status: total and processed records, percent, error, start and finish."""
+    return export.status(db.shared_connection(), owner(), job_id).model_dump(mode="json")
+
+
+@app.get("/exports/<job_id>/download-url")
+def export_download_url(job_id: str) -> dict[str, Any]:
+    """Presigned URLs of the parts and the manifest (``url``: the whole file, if one part)."""
+    return export.download_urls(db.shared_connection(), owner(), job_id)
 
 
 # -- Uppy's S3 multipart protocol (@uppy/aws-s3 with companionEndpoint: <api>/uploads) ----------

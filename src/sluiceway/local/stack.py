@@ -34,6 +34,7 @@ from psycopg import sql
 from .. import auth, db
 from ..errors import StackError
 from ..names import (
+    EXPORT_STATE_MACHINE,
     FUNCTIONS,
     IMPORT_STATE_MACHINE,
     LOCAL_OWNER,
@@ -146,6 +147,7 @@ class LocalStack:
         self.moto_url = ""
         self.local_token = ""
         self.state_machine_arn = ""
+        self.export_state_machine_arn = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -208,6 +210,7 @@ class LocalStack:
         self.settings = self.settings.model_copy(
             update={
                 "import_state_machine_arn": self.state_machine_arn,
+                "export_state_machine_arn": self.export_state_machine_arn,
                 "stepfunctions_endpoint_url": self.moto_url,  # for a retry's explicit start
             }
         )
@@ -308,6 +311,11 @@ class LocalStack:
         self.state_machine_arn = sfn.create_state_machine(
             name=f"sluiceway-{IMPORT_STATE_MACHINE}",
             definition=render_definition(IMPORT_STATE_MACHINE, substitutions),
+            roleArn=role,
+        )["stateMachineArn"]
+        self.export_state_machine_arn = sfn.create_state_machine(
+            name=f"sluiceway-{EXPORT_STATE_MACHINE}",
+            definition=render_definition(EXPORT_STATE_MACHINE, substitutions),
             roleArn=role,
         )["stateMachineArn"]
         sqs = self._client("sqs")
