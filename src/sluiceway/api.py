@@ -30,6 +30,7 @@ from . import (
     documents,
     export,
     jobs,
+    schedules,
     sessions,
     staging,
     storage,
@@ -385,6 +386,45 @@ def create_export(name: str, body: export.ExportRequest) -> Response[Any]:
     job id and where to poll it."""
     started = export.start_export(db.shared_connection(), owner(), name, body)
     return Response(202, content_types.APPLICATION_JSON, started.model_dump())
+
+
+@app.get("/datasets/<name>/export-schedules")
+def list_export_schedules(name: str) -> dict[str, Any]:
+    found = schedules.list_schedules(db.shared_connection(), owner(), name)
+    return {"dataset": name, "schedules": [s.model_dump(mode="json") for s in found]}
+
+
+@app.post("/datasets/<name>/export-schedules")
+def create_export_schedule(name: str, body: schedules.CreateSchedule) -> Response[Any]:
+    """Export the dataset on a schedule: ``cron(m h dom mon dow year)`` or ``rate(N unit)``."""
+    created = schedules.create(db.shared_connection(), owner(), name, body)
+    return Response(201, content_types.APPLICATION_JSON, created.model_dump(mode="json"))
+
+
+@app.delete("/datasets/<name>/export-schedules/<schedule>")
+def delete_export_schedule(name: str, schedule: str) -> dict[str, Any]:
+    schedules.delete(db.shared_connection(), owner(), name, schedule)
+    return {"deleted": schedule}
+
+
+@app.get("/datasets/<name>/commit-exports")
+def get_commit_exports(name: str) -> dict[str, Any]:
+    """Whether every new commit of the dataset is exported, and how."""
+    found = export.get_commit_exports(db.shared_connection(), owner(), name)
+    return {"dataset": name, "commit_exports": found.model_dump() if found else None}
+
+
+@app.put("/datasets/<name>/commit-exports")
+def set_commit_exports(name: str, body: export.CommitExports) -> dict[str, Any]:
+    """Export every new commit under a stable prefix, with a manifest, in these formats."""
+    export.set_commit_exports(db.shared_connection(), owner(), name, body)
+    return {"dataset": name, "commit_exports": body.model_dump()}
+
+
+@app.delete("/datasets/<name>/commit-exports")
+def delete_commit_exports(name: str) -> dict[str, Any]:
+    export.set_commit_exports(db.shared_connection(), owner(), name, None)
+    return {"dataset": name, "commit_exports": None}
 
 
 @app.get("/exports/<job_id>")

@@ -12,6 +12,7 @@ also answers the status (seed 004's shape) and the presigned download URLs.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -140,6 +141,81 @@ def check_request(commit: datasets.Commit, request: ExportRequest, settings: Set
                 f"{commit.row_count:,} rows in parts of {request.part_rows:,} is {parts:,} "
                 f"parts; at most {limits.max_parts:,}: use a larger part_rows."
             )
+
+
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*(/[A-Za-z0-9][A-Za-z0-9._=-]*)*$")
+
+
+class CommitExports(BaseModel):
+    """A dataset's setting: export every new commit, in these formats, under a stable prefix:
+    ``exports/<owner>/<prefix>/<commit id>/<format>/`` (parts and ``manifest.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    formats: list[Format] = Field(min_length=1, max_length=4)
+    compression: Compression = "none"
+    prefix: str | None = Field(
+        default=None, max_length=200, description="Default: datasets/<name>/commits."
+    )
+    part_rows: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _safe_prefix(self) -> CommitExports:
+        if self.prefix is not None and not _PREFIX.fullmatch(self.prefix.strip("/")):
+            raise ValueError(
+                "prefix: use path segments of letters, digits, '.', '_', '=' or '-', "
+                "e.g. warehouse/sales"
+            )
+        return self
+
+
+def get_commit_exports(conn: db.Conn, owner: str, name: str) -> CommitExports | None:
+    dataset = datasets.get(conn, owner, name)
+    row = conn.execute(
+        "SELECT commit_exports FROM dsa_core.datasets WHERE id = %s", (dataset.dataset_id,)
+    ).fetchone()
+    value = row["commit_exports"] if row else None
+    return CommitExports.model_validate(value) if value else None
+
+
+def set_commit_exports(conn: db.Conn, owner: str, name: str, value: CommitExports | None) -> None:
+    """Set (or with None, clear) the dataset's commit exports; they apply to later commits."""
+    dataset = datasets.get(conn, owner, name)
+    conn.execute(
+        "UPDATE dsa_core.datasets SET commit_exports = %s WHERE id = %s",
+        (Jsonb(value.model_dump()) if value else None, dataset.dataset_id),
+    )
+
+
+def export_new_commit(
+    conn: db.Conn, owner: str, name: str, commit_id: str, settings: Settings
+) -> list[dict[str, Any]]:
+    """Start the exports a dataset asks for of its new commit; what was started, or why not.
+
+    Called by the import's commit once the commit is durable: a failure to start is reported,
+    never a reason to fail the import.
+    """
+    setting = get_commit_exports(conn, owner, name)
+    if setting is None:
+        return []
+    base = (setting.prefix or f"datasets/{name}/commits").strip("/")
+    started: list[dict[str, Any]] = []
+    for fmt in setting.formats:
+        prefix = f"{settings.storage.exports_prefix}{owner}/{base}/{commit_id}/{fmt}/"
+        request = ExportRequest(
+            format=fmt,
+            commit=commit_id,
+            compression=setting.compression,
+            part_rows=setting.part_rows,
+        )
+        try:
+            job_id, _ = create_job(
+                conn, owner, name, request, settings, prefix=prefix, origin={"on_commit": True}
+            )
+            start_execution(settings, job_id)
+            started.append({"format": fmt, "job_id": str(job_id), "prefix": prefix})
+        except Exception as exc:
+            started.append({"format": fmt, "prefix": prefix, "error": str(exc)})
+    return started
 
 
 def key_prefix(settings: Settings, owner: str, job_id: uuid.UUID) -> str:

@@ -31,7 +31,7 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from .. import auth, db
+from .. import auth, db, schedules
 from ..errors import StackError
 from ..names import (
     EXPORT_STATE_MACHINE,
@@ -143,6 +143,7 @@ class LocalStack:
         self._runtime: LambdaRuntime | None = None
         self._api: LocalApiServer | None = None
         self._relay: threading.Thread | None = None
+        self._scheduler: threading.Thread | None = None
         self._stopping = threading.Event()
         self.moto_url = ""
         self.local_token = ""
@@ -222,12 +223,18 @@ class LocalStack:
             target=self._relay_events, name="sluiceway-events", daemon=True
         )
         self._relay.start()
+        self._scheduler = threading.Thread(
+            target=self._run_schedules, name="sluiceway-schedules", daemon=True
+        )
+        self._scheduler.start()
         self._api = LocalApiServer(port=self.api_port, page_token=self.local_token).start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._relay is not None:
             self._relay.join(timeout=5)
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
         if self._api is not None:
             self._api.stop()
         if self._runtime is not None:
@@ -360,6 +367,23 @@ class LocalStack:
                 if not self._stopping.is_set():
                     log.exception("event relay: poll failed")
                     self._stopping.wait(0.5)
+
+    def _run_schedules(self) -> None:
+        """EventBridge Scheduler's part, locally: start the export state machine for every
+        export schedule that is due, with the input the AWS schedule's target sends."""
+        every = self.settings.exports.local_scheduler_seconds
+        conn: db.Conn | None = None
+        while not self._stopping.wait(every):
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = db.connect(self.settings, autocommit=True)
+                for schedule_id in schedules.fire_due(conn, self.settings):
+                    log.info("export schedule %s fired", schedule_id)
+            except Exception:
+                if not self._stopping.is_set():
+                    log.exception("export schedules: tick failed")
+        if conn is not None:
+            conn.close()
 
 
 def _execution_name(event: dict[str, Any]) -> str:
