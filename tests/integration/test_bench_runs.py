@@ -20,3 +20,21 @@ def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RATIO import / COPY:" in done.stdout
+
+
+def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "export_vs_copy.py"),
+            *("--rows", "2000", "--memory-rows", "3000"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "identical to the raw COPY's file: True" in done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("RATIO export / COPY TO:")
