@@ -36,5 +36,6 @@ def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "identical to the raw COPY's file: True" in done.stdout
+    assert "identical to the commit's COPY: True" in done.stdout
+    assert "the same lines as the plain table's COPY: True" in done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("RATIO export / COPY TO:")
