@@ -243,3 +243,22 @@ def test_another_owners_export_is_not_found(
         with pytest.raises(ApiError) as refused:
             other.call("GET", path)
         assert refused.value.http_status == 404
+
+
+@pytest.mark.parametrize("stored_rows", [0.0, 1e12], ids=["hash-all", "probe-in-hash-order"])
+def test_both_query_shapes_read_the_same_rows(
+    stack: Any, dataset: dict[str, Any], stored_rows: float
+) -> None:
+    import psycopg
+    from psycopg.rows import dict_row, tuple_row
+
+    from sluiceway.export_part import RowQuery
+
+    with psycopg.connect(stack.database_url, autocommit=True, row_factory=dict_row) as conn:
+        shape = RowQuery(conn, COLUMNS)
+        shape.stored_rows = stored_rows  # a part that is most, or a sliver, of all stored rows
+        query, params = shape.select(COLUMNS, {"category": "test"}, dataset["commit"], 5, 40)
+        got = conn.cursor(row_factory=tuple_row).execute(query, params).fetchall()
+
+    expected = [r for r in dataset["records"][4:39] if r["category"] == "test"]
+    assert [dict(zip(COLUMNS, row, strict=True)) for row in got] == expected
