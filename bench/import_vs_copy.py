@@ -132,9 +132,11 @@ def main() -> None:
             raise SystemExit(f"import failed: {result['error']}")
         job = client.call("GET", f"/jobs/{result['job_id']}")
         export_started = time.perf_counter()
-        exported = client.call("POST", "/datasets/bench/exports", {"format": "csv"})
+        _, urls = client.run_export("bench", {"format": "csv"})
+        if urls is None:
+            raise SystemExit("export failed")
         with (Path(home) / "export.csv").open("wb") as f:
-            client.download(exported["url"], f)
+            client.download_export(urls, f)
         export_seconds = time.perf_counter() - export_started
         copy_out_seconds = copy_out_baseline(stack.database_url, path, Path(home) / "copy_out.csv")
         with psycopg.connect(stack.database_url) as conn:
@@ -155,7 +157,7 @@ def main() -> None:
         f"{sizes[1] / 1e6:.1f} MB"
     )
     print(
-        f"export to CSV (API + S3 multipart + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s"
+        f"export to CSV (export state machine + download): {export_seconds:.2f} s; COPY TO STDOUT: {copy_out_seconds:.2f} s"
     )
     for kind in ("stack", "worker", "postgres"):
         print(f"peak RSS of one {kind} process: {memory.peaks.get(kind, 0) / 2**20:.0f} MiB")

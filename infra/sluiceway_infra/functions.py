@@ -56,6 +56,15 @@ SIZES: dict[str, Size] = {
     "refresh_search": Size(512, Duration.minutes(15)),
     # Writes one job row.
     "fail_import": Size(256, Duration.minutes(1)),
+    # Cuts the commit's row numbers into ranges and writes the part list to work/.
+    "plan_export": Size(512, Duration.minutes(2)),
+    # Streams one range of rows (1M by default) from PostgreSQL into S3 pieces, two at most
+    # in memory (16 MiB), encoding JSON or Parquet in Python: CPU-bound, one full vCPU.
+    "write_export_part": Size(1769, Duration.minutes(15)),
+    # Reads the parts' rows and writes the manifest: small.
+    "finish_export": Size(512, Duration.minutes(2)),
+    # Aborts the export's multipart uploads and deletes its parts.
+    "fail_export": Size(512, Duration.minutes(5)),
     # API Gateway gives up on an integration after 29 seconds.
     "api": Size(1024, Duration.seconds(29)),
     # Applies pending migrations on deploy: waits on DDL in PostgreSQL, light in the function;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from aws_cdk import ArnFormat, Duration, Stack
@@ -26,14 +27,56 @@ ASL_PATH = STATEMACHINES_DIR / f"{names.IMPORT_STATE_MACHINE}.asl.json"
 _SUBSTITUTION = re.compile(r"\$\{(\w+)\}")
 
 
-def functions_in_definition(asl: str) -> dict[str, str]:
+def functions_in_definition(asl: str, path: Path = ASL_PATH) -> dict[str, str]:
     """The ``${...}`` variables of an ASL document, each mapped to its function's name."""
     by_variable = {variable: name for name, variable in names.FUNCTIONS.items()}
     variables = set(_SUBSTITUTION.findall(asl))
     unknown = sorted(variables - by_variable.keys())
     if unknown:
-        raise ValueError(f"{ASL_PATH} uses {unknown}, which names.FUNCTIONS does not define")
+        raise ValueError(f"{path} uses {unknown}, which names.FUNCTIONS does not define")
     return {variable: by_variable[variable] for variable in sorted(variables)}
+
+
+def allow_distributed_map_runs(scope: Construct, state_machine: sfn.StateMachine) -> None:
+    """A Distributed Map runs its items as child executions of this very state machine.
+
+    As in the Step Functions guide ("IAM policies for using Distributed Map states") and CDK's
+    own DistributedMap state: start executions of its own state machine; describe, stop and
+    redrive executions, both ``execution:<name>:*`` (CDK's grant) and the children's
+    ``execution:<name>/<map run label>:*``. A separate policy, because the state machine's
+    ARN in its own role's default policy would be a circular dependency.
+    """
+    stack = Stack.of(scope)
+    policy = iam.Policy(scope, "DistributedMapPolicy")
+    state_machine.role.attach_inline_policy(policy)
+    state_machine.grant_start_execution(policy)
+    executions = stack.format_arn(
+        service="states",
+        resource="execution",
+        resource_name=state_machine.state_machine_name,
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    policy.add_statements(
+        iam.PolicyStatement(
+            actions=[
+                "states:DescribeExecution",
+                "states:StopExecution",
+                "states:RedriveExecution",
+            ],
+            resources=[f"{executions}:*", f"{executions}/*"],
+        )
+    )
+    spelled = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:" + (
+        token_of(state_machine, "Name")
+    )
+    reason = "Execution names are made at run time; limited to this state machine's own."
+    acknowledge(
+        policy,
+        {
+            f"AwsSolutions-IAM5[Resource::{spelled}:*]": reason,
+            f"AwsSolutions-IAM5[Resource::{spelled}/*]": reason,
+        },
+    )
 
 
 class ImportPipeline(Construct):
@@ -87,7 +130,7 @@ class ImportPipeline(Construct):
                 actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{WORK_PREFIX}*")]
             )
         )
-        self._allow_distributed_map_runs(stack)
+        allow_distributed_map_runs(self, self.state_machine)
         self.rule = self._start_on_upload(bucket)
 
         acknowledge(
@@ -97,46 +140,6 @@ class ImportPipeline(Construct):
                 "support no resource-level permissions.",
                 f"AwsSolutions-IAM5[Resource::{token_of(bucket)}/{WORK_PREFIX}*]": "ItemReader "
                 "reads range lists whose keys are made per import, all under work/.",
-            },
-        )
-
-    def _allow_distributed_map_runs(self, stack: Stack) -> None:
-        """A Distributed Map runs its items as child executions of this very state machine.
-
-        As in the Step Functions guide ("IAM policies for using Distributed Map states") and CDK's
-        own DistributedMap state: start executions of its own state machine; describe, stop and
-        redrive executions, both ``execution:<name>:*`` (CDK's grant) and the children's
-        ``execution:<name>/<map run label>:*``. A separate policy, because the state machine's
-        ARN in its own role's default policy would be a circular dependency.
-        """
-        policy = iam.Policy(self, "DistributedMapPolicy")
-        self.state_machine.role.attach_inline_policy(policy)
-        self.state_machine.grant_start_execution(policy)
-        executions = stack.format_arn(
-            service="states",
-            resource="execution",
-            resource_name=self.state_machine.state_machine_name,
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        policy.add_statements(
-            iam.PolicyStatement(
-                actions=[
-                    "states:DescribeExecution",
-                    "states:StopExecution",
-                    "states:RedriveExecution",
-                ],
-                resources=[f"{executions}:*", f"{executions}/*"],
-            )
-        )
-        spelled = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:" + (
-            token_of(self.state_machine, "Name")
-        )
-        reason = "Execution names are made at run time; limited to this state machine's own."
-        acknowledge(
-            policy,
-            {
-                f"AwsSolutions-IAM5[Resource::{spelled}:*]": reason,
-                f"AwsSolutions-IAM5[Resource::{spelled}/*]": reason,
             },
         )
 

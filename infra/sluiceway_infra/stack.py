@@ -20,6 +20,7 @@ from .constants import (
     LAYER_BUILD_DIR,
 )
 from .database import Database
+from .export_pipeline import ExportPipeline
 from .functions import Functions
 from .import_pipeline import ImportPipeline
 from .migrations import Migrations
@@ -29,7 +30,8 @@ from .storage import Storage
 
 
 class SluicewayStack(Stack):
-    """Upload to the bucket -> EventBridge -> import state machine -> Lambdas -> PostgreSQL."""
+    """Upload to the bucket -> EventBridge -> import state machine -> Lambdas -> PostgreSQL
+    -> export state machine (on demand, on a schedule, or after a commit) -> the bucket."""
 
     def __init__(self, scope: Construct, id: str, **kwargs: Any) -> None:
         super().__init__(
@@ -72,18 +74,23 @@ class SluicewayStack(Stack):
         pipeline = ImportPipeline(
             self, "ImportPipeline", bucket=storage.bucket, functions=functions.by_name
         )
+        exports = ExportPipeline(
+            self, "ExportPipeline", bucket=storage.bucket, functions=functions.by_name
+        )
         api_function = functions.by_name["api"]
         api_function.add_environment(
             "SLUICEWAY_IMPORT_STATE_MACHINE_ARN", pipeline.state_machine.state_machine_arn
         )
         pipeline.state_machine.grant_start_execution(api_function)
+        exports.allow_scheduling(api_function)
+        exports.allow_start(functions.by_name["commit_import"])  # a dataset's commit exports
         api = Api(self, "Api", handler=api_function)
 
         Operations(
             self,
             "Operations",
             functions=functions.by_name,
-            state_machines={"import": pipeline.state_machine},
+            state_machines={"import": pipeline.state_machine, "export": exports.state_machine},
             dead_letter_queues={"unstarted-imports": pipeline.dead_letters},
             database=database,
             api=api.rest_api,
@@ -94,3 +101,4 @@ class SluicewayStack(Stack):
         CfnOutput(self, "ApiUrl", value=api.rest_api.url)
         CfnOutput(self, "DataBucketName", value=storage.bucket.bucket_name)
         CfnOutput(self, "ImportStateMachineArn", value=pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "ExportStateMachineArn", value=exports.state_machine.state_machine_arn)

@@ -30,6 +30,7 @@ from . import (
     documents,
     export,
     jobs,
+    schedules,
     sessions,
     staging,
     storage,
@@ -393,8 +394,61 @@ def collect_garbage(name: str, body: GcRequest) -> dict[str, Any]:
 
 @app.post("/datasets/<name>/exports")
 def create_export(name: str, body: export.ExportRequest) -> Response[Any]:
-    result = export.export_commit(db.shared_connection(), owner(), name, body)
-    return Response(201, content_types.APPLICATION_JSON, result.model_dump())
+    """Start an export of one commit (default: what main points to now, pinned); 202 with the
+    job id and where to poll it."""
+    started = export.start_export(db.shared_connection(), owner(), name, body)
+    return Response(202, content_types.APPLICATION_JSON, started.model_dump())
+
+
+@app.get("/datasets/<name>/export-schedules")
+def list_export_schedules(name: str) -> dict[str, Any]:
+    found = schedules.list_schedules(db.shared_connection(), owner(), name)
+    return {"dataset": name, "schedules": [s.model_dump(mode="json") for s in found]}
+
+
+@app.post("/datasets/<name>/export-schedules")
+def create_export_schedule(name: str, body: schedules.CreateSchedule) -> Response[Any]:
+    """Export the dataset on a schedule: ``cron(m h dom mon dow year)`` or ``rate(N unit)``."""
+    created = schedules.create(db.shared_connection(), owner(), name, body)
+    return Response(201, content_types.APPLICATION_JSON, created.model_dump(mode="json"))
+
+
+@app.delete("/datasets/<name>/export-schedules/<schedule>")
+def delete_export_schedule(name: str, schedule: str) -> dict[str, Any]:
+    schedules.delete(db.shared_connection(), owner(), name, schedule)
+    return {"deleted": schedule}
+
+
+@app.get("/datasets/<name>/commit-exports")
+def get_commit_exports(name: str) -> dict[str, Any]:
+    """Whether every new commit of the dataset is exported, and how."""
+    found = export.get_commit_exports(db.shared_connection(), owner(), name)
+    return {"dataset": name, "commit_exports": found.model_dump() if found else None}
+
+
+@app.put("/datasets/<name>/commit-exports")
+def set_commit_exports(name: str, body: export.CommitExports) -> dict[str, Any]:
+    """Export every new commit under a stable prefix, with a manifest, in these formats."""
+    export.set_commit_exports(db.shared_connection(), owner(), name, body)
+    return {"dataset": name, "commit_exports": body.model_dump()}
+
+
+@app.delete("/datasets/<name>/commit-exports")
+def delete_commit_exports(name: str) -> dict[str, Any]:
+    export.set_commit_exports(db.shared_connection(), owner(), name, None)
+    return {"dataset": name, "commit_exports": None}
+
+
+@app.get("/exports/<job_id>")
+def get_export(job_id: str) -> dict[str, Any]:
+    """An export's status: total and processed records, percent, error, start and finish."""
+    return export.status(db.shared_connection(), owner(), job_id).model_dump(mode="json")
+
+
+@app.get("/exports/<job_id>/download-url")
+def export_download_url(job_id: str) -> dict[str, Any]:
+    """Presigned URLs of the parts and the manifest (``url``: the whole file, if one part)."""
+    return export.download_urls(db.shared_connection(), owner(), job_id)
 
 
 # -- Uppy's S3 multipart protocol (@uppy/aws-s3 with companionEndpoint: <api>/uploads) ----------

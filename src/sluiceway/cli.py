@@ -282,38 +282,113 @@ def import_(
         sys.exit(1)
 
 
+def parse_where(conditions: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--where category=test``, ``value>=10``, ``value<100``: numbers compare as numbers."""
+    found: dict[str, Any] = {}
+    ops = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt", "=": "eq"}
+    for text in conditions:
+        match = re.match(r"^(.+?)(>=|<=|>|<|=)(.*)$", text)
+        if not match:
+            raise click.BadParameter(f"{text!r}: use COLUMN=VALUE, COLUMN>=VALUE, COLUMN<VALUE ...")
+        column, op, raw = match.groups()
+        value: Any = raw
+        if re.fullmatch(r"-?\d+(\.\d+)?", raw) and op != "=":
+            value = float(raw) if "." in raw else int(raw)
+        bounds = found.setdefault(column, {})
+        bounds[ops[op]] = value
+    # a plain equality is the column's value itself (string equality, as typed)
+    return {c: (b["eq"] if list(b) == ["eq"] else b) for c, b in found.items()} or None
+
+
 @cli.command()
 @click.argument("dataset")
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "json", "jsonl", "parquet"]),
+    default="csv",
+    show_default=True,
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--commit", help="Commit id or ref (default: main).")
+@click.option("--commit", help="Commit id, ref, REF@TIME or a time (default: main).")
+@click.option("--columns", help="Only these columns, in this order (comma-separated).")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    help="Row filter, e.g. category=test or 'value>=10' (repeat).",
+)
+@click.option(
+    "--compression", type=click.Choice(["none", "gzip"]), default="none", show_default=True
+)
+@click.option("--part-rows", type=int, help="Rows per part written in parallel.")
 @common
 @click.pass_obj
-def export(state: State, dataset: str, fmt: str, out_path: Path, commit: str | None) -> None:
-    """Export a commit of DATASET to a local file, in logical row order."""
-    with state.client() as client:
-        result = client.call(
-            "POST", f"/datasets/{dataset}/exports", {"format": fmt, "commit": commit}
+def export(
+    state: State,
+    dataset: str,
+    fmt: str,
+    out_path: Path,
+    commit: str | None,
+    columns: str | None,
+    where: tuple[str, ...],
+    compression: str,
+    part_rows: int | None,
+) -> None:
+    """Export a commit of DATASET to a local file, in logical row order.
+
+    The export state machine writes the commit's parts to object storage in parallel; they
+    are then downloaded and joined into OUT.
+    """
+    request: dict[str, Any] = {"format": fmt, "commit": commit, "compression": compression}
+    if columns:
+        request["columns"] = [c.strip() for c in columns.split(",") if c.strip()]
+    if where:
+        request["filter"] = parse_where(where)
+    if part_rows:
+        request["part_rows"] = part_rows
+    started = time.perf_counter()
+    with state.client() as client, _progress(not state.json) as bar:
+        task = bar.add_task("export", total=None, rows="")
+
+        def show(status: dict[str, Any]) -> None:
+            total = status.get("total_records")
+            bar.update(
+                task,
+                total=total or None,
+                completed=status.get("processed_records", 0),
+                rows=f"{status.get('processed_records', 0):,} rows read",
+            )
+
+        status, urls = client.run_export(dataset, request, show)
+        if urls is None:
+            bar.stop()
+            err.print(f"[red]export failed[/red]: {status.get('error')}")
+            sys.exit(1)
+        bar.update(task, completed=status.get("total_records") or 1)
+        down = bar.add_task("download", total=urls["bytes"] or 1, rows=f"{urls['rows']:,} rows")
+        written = write_atomically(
+            out_path, lambda f: client.download_export(urls, f, lambda n: bar.advance(down, n))
         )
-        with _progress(not state.json) as bar:
-            task = bar.add_task(
-                "download", total=result["bytes"] or 1, rows=f"{result['rows']:,} rows"
-            )
-            written = write_atomically(
-                out_path,
-                lambda f: client.download(result["url"], f, lambda n: bar.advance(task, n)),
-            )
-    data = {k: v for k, v in result.items() if k != "url"} | {
+    data = {
+        "job_id": status["job_id"],
+        "dataset": dataset,
+        "commit_id": status["commit_id"],
+        "format": fmt,
+        "compression": compression,
+        "rows": urls["rows"],
+        "bytes": urls["bytes"],
+        "parts": len(urls["parts"]),
+        "manifest_key": urls["manifest_key"],
+        "seconds": round(time.perf_counter() - started, 3),
         "out": str(out_path),
         "written": written,
     }
     _emit(
         state,
         data,
-        f"exported {result['rows']:,} rows of {dataset}@{result['commit_id'][:12]} "
-        f"to {out_path} ({written:,} bytes)",
+        f"exported {data['rows']:,} rows of {dataset}@{data['commit_id'][:12]} "
+        f"in {data['parts']} part(s) to {out_path} ({written:,} bytes)",
     )
 
 
@@ -590,9 +665,14 @@ def demo(state: State, rows: int, chunk_size: str) -> None:
             if result["status"] != "completed":
                 err.print(f"[red]import failed[/red]: {result['error']}")
                 sys.exit(1)
-            exp = client.call("POST", "/datasets/demo/exports", {"format": "csv"})
+            export_started = time.perf_counter()
+            status, urls = client.run_export("demo", {"format": "csv"})
+            if urls is None:
+                err.print(f"[red]export failed[/red]: {status.get('error')}")
+                sys.exit(1)
             back = Path(tmp) / "back.csv"
-            write_atomically(back, lambda f: client.download(exp["url"], f))
+            write_atomically(back, lambda f: client.download_export(urls, f))
+            exp = {"rows": urls["rows"], "seconds": time.perf_counter() - export_started}
             commits = client.call("GET", "/datasets/demo/commits")["commits"]
         with (
             src.open(newline="", encoding="utf-8") as a,

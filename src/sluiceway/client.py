@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
+import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -298,6 +302,139 @@ class Client:
                 raise SluicewayError(f"Job {job_id} did not finish in {timeout:.0f} s.")
             time.sleep(poll_seconds)
 
+    # -- exports -----------------------------------------------------------------------------
+    def run_export(
+        self,
+        dataset: str,
+        request: dict[str, Any],
+        on_status: Callable[[dict[str, Any]], None] = lambda s: None,
+        poll_seconds: float = 0.25,
+        timeout: float = 24 * 3600,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Start an export and wait for it: (final status, download URLs if it completed)."""
+        started: dict[str, Any] = self.call("POST", f"/datasets/{dataset}/exports", request)
+        deadline = time.monotonic() + timeout
+        while True:
+            status: dict[str, Any] = self.call("GET", started["status_url"])
+            on_status(status)
+            if status["status"] in ("completed", "failed", "cancelled"):
+                break
+            if time.monotonic() > deadline:
+                raise SluicewayError(
+                    f"Export {started['job_id']} did not finish in {timeout:.0f} s."
+                )
+            time.sleep(poll_seconds)
+        if status["status"] != "completed":
+            return status, None
+        urls: dict[str, Any] = self.call("GET", started["download_url"])
+        return status, urls
+
+    def download_export(
+        self, urls: dict[str, Any], out: BinaryIO, on_bytes: Callable[[int], None] = lambda n: None
+    ) -> int:
+        """Download an export's parts into one file (the format's own way of joining them).
+
+        One part is copied as it is. Several: CSV keeps the first part's header only, JSON
+        arrays become one array, JSON Lines are concatenated, Parquet parts' row groups go
+        into one file; gzip parts are decompressed and the whole is compressed once.
+        """
+        parts, fmt = urls["parts"], urls["format"]
+        if len(parts) == 1:
+            return self.download(parts[0]["url"], out, on_bytes)
+        counted = _Counting(out)
+        if fmt == "parquet":
+            self._merge_parquet(parts, counted, urls["compression"], on_bytes)
+            return counted.count
+        zipped = urls["compression"] == "gzip"
+        sink: Any = gzip_writer(counted) if zipped else counted
+        header = _csv_header(urls["columns"]) if fmt == "csv" else b""
+        if fmt == "json":
+            sink.write(b"[")
+        wrote_rows = False
+        for i, part in enumerate(parts):
+            if fmt == "json":
+                if not part["rows"]:
+                    continue
+                if wrote_rows:
+                    sink.write(b",")
+                self._stream_part(part["url"], sink, 1, 3, zipped, on_bytes)  # '[' ... '\n]\n'
+                wrote_rows = True
+            else:
+                skip = len(header) if i else 0
+                self._stream_part(part["url"], sink, skip, 0, zipped, on_bytes)
+        if fmt == "json":
+            sink.write(b"\n]\n" if wrote_rows else b"]\n")
+        if zipped:
+            sink.close()
+        return counted.count
+
+    def _stream_part(
+        self,
+        url: str,
+        out: Any,
+        skip_head: int,
+        drop_tail: int,
+        zipped: bool,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        """Copy one part's (decompressed) bytes without its first and last few."""
+        response = self.http.request("GET", url, preload_content=False)
+        if response.status >= 300:
+            raise ApiError(
+                response.status,
+                {"error": "download_failed", "message": response.data[:300].decode()},
+            )
+        inflate = zlib.decompressobj(wbits=31) if zipped else None
+        held = b""
+        try:
+            for raw in response.stream(1 << 20):
+                on_bytes(len(raw))
+                block = held + (inflate.decompress(raw) if inflate else raw)
+                if skip_head:
+                    cut = min(skip_head, len(block))
+                    block, skip_head = block[cut:], skip_head - cut
+                keep = len(block) - drop_tail
+                if keep > 0:
+                    out.write(block[:keep])
+                    held = block[keep:]
+                else:
+                    held = block
+            if inflate:
+                block = held + inflate.flush()
+                out.write(block[skip_head : len(block) - drop_tail])
+        finally:
+            response.release_conn()
+
+    def _merge_parquet(
+        self,
+        parts: list[dict[str, Any]],
+        out: Any,
+        compression: str,
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        writer = None
+        with tempfile.TemporaryDirectory() as tmp:
+            for part in parts:
+                path = Path(tmp) / "part.parquet"
+                with path.open("wb") as f:
+                    self.download(part["url"], f, on_bytes)
+                source = pq.ParquetFile(path)
+                if writer is None:
+                    import pyarrow as pa
+
+                    writer = pq.ParquetWriter(
+                        pa.PythonFile(out, mode="w"),
+                        source.schema_arrow,
+                        compression="gzip" if compression == "gzip" else "none",
+                    )
+                for group in range(source.num_row_groups):
+                    writer.write_table(source.read_row_group(group))
+                source.close()
+            if writer is not None:
+                writer.close()
+
     # -- downloads ---------------------------------------------------------------------------
     def download(
         self, url: str, out: BinaryIO, on_bytes: Callable[[int], None] = lambda n: None
@@ -315,6 +452,43 @@ class Client:
             on_bytes(len(block))
         response.release_conn()
         return total
+
+
+class _Counting:
+    """A binary file wrapper that counts the bytes written through it."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner, self.count = inner, 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        self.inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def tell(self) -> int:
+        return self.count
+
+    def close(self) -> None:
+        pass  # the file is the caller's to close
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+def gzip_writer(out: Any) -> Any:
+    import gzip
+
+    return gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
+
+
+def _csv_header(columns: list[str]) -> bytes:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerow(columns)
+    return text.getvalue().encode()
 
 
 def write_atomically(path: Path, writer: Callable[[BinaryIO], int]) -> int:

@@ -1,7 +1,8 @@
 """Fault injection: make a pipeline step fail on purpose, so tests can prove recovery.
 
 An import asks for faults in its options (``{"faults": {"load": 1}}``: the first load of a
-range fails once). They act only where ``settings.allow_fault_injection`` is on (the test
+range fails once; an export's ``{"faults": {"part": 1}}``: the first part written fails once
+after uploading a piece). They act only where ``settings.allow_fault_injection`` is on (the test
 stack); everywhere else they are ignored. Each fault is used up atomically in the database
 before the step's transaction begins, so a retried step sees it gone; the step then fails at
 its most awkward moment, after its work and before its commit.
@@ -20,7 +21,7 @@ from . import db
 from .errors import DatabaseUnavailable
 from .settings import Settings
 
-POINTS = ("scan", "load", "commit", "stall_load")
+POINTS = ("scan", "load", "commit", "part", "stall_load")
 
 
 def take(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> bool:

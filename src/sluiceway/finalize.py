@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from . import db, faults, jobs, tree, versioning
+from . import db, export, faults, jobs, tree, versioning
 from .errors import MalformedFile
 from .names import MAIN_REF
 from .plan import first_chunk_error, job_of_state
@@ -172,6 +172,10 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         _finish(conn, job_id, summary, dataset_id)
         if inject:  # the commit, the ref and the job are all written: all must roll back
             raise faults.fail("commit")
+    # The commit is durable: start the exports the dataset asks for of every new commit.
+    exports = export.export_new_commit(conn, owner, params["dataset"], commit_id, settings)
+    if exports:
+        jobs.update(conn, job_id, progress={"commit_exports": exports})
     return {**plan.model_dump(), "commit": summary}
 
 

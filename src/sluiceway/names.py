@@ -10,6 +10,7 @@ STATEMACHINES_DIR: Final = REPO_ROOT / "statemachines"
 FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
 
 IMPORT_STATE_MACHINE: Final = "import"
+EXPORT_STATE_MACHINE: Final = "export"
 
 # Lambda functions: directory under functions/ -> the ASL substitution that carries its ARN.
 FUNCTIONS: Final[dict[str, str]] = {
@@ -20,6 +21,10 @@ FUNCTIONS: Final[dict[str, str]] = {
     "commit_import": "CommitImportFunctionArn",
     "refresh_search": "RefreshSearchFunctionArn",
     "fail_import": "FailImportFunctionArn",
+    "plan_export": "PlanExportFunctionArn",
+    "write_export_part": "WriteExportPartFunctionArn",
+    "finish_export": "FinishExportFunctionArn",
+    "fail_export": "FailExportFunctionArn",
     "api": "ApiFunctionArn",
     # Runs on deploy (a CloudFormation custom resource), never from a state machine; the local
     # stack registers it like the others and never calls it (it migrates at start instead).
@@ -27,7 +32,7 @@ FUNCTIONS: Final[dict[str, str]] = {
 }
 
 # Functions whose work is CPU-heavy: locally they run in worker processes.
-WORKER_FUNCTIONS: Final = frozenset({"scan_chunk", "load_chunk"})
+WORKER_FUNCTIONS: Final = frozenset({"scan_chunk", "load_chunk", "write_export_part"})
 
 MAIN_REF: Final = "main"
 LOCAL_OWNER: Final = "local"

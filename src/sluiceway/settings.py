@@ -60,6 +60,27 @@ class ImportSettings(BaseModel):
     map_concurrency: int = Field(default=8, ge=1, le=1000)
 
 
+class ExportSettings(BaseModel):
+    """How exports are cut into parts and written."""
+
+    # Rows per part when a request names none; small exports are still cut so every worker
+    # writes, but never into parts of fewer than ``min_auto_part_rows``.
+    default_part_rows: int = Field(default=1_000_000, ge=1)
+    min_auto_part_rows: int = Field(default=250_000, ge=1)
+    max_part_rows: int = Field(default=100_000_000, ge=1)
+    # A Distributed Map runs at most 10,000 children at once; more parts is a request to refuse.
+    max_parts: int = Field(default=10_000, ge=1)
+    # Each part is uploaded in pieces of this size as rows arrive (S3: >= 5 MiB but the last).
+    piece_bytes: int = Field(default=8 * MiB, ge=5 * MiB)
+    # Rows per Parquet row group, and per batch read from the cursor for JSON and Parquet.
+    batch_rows: int = Field(default=50_000, ge=1)
+    # EventBridge Scheduler (AWS only): the group schedules go in, and the role they run as.
+    schedule_group: str = "sluiceway-exports"
+    scheduler_role_arn: str | None = None
+    # How often the local stack's scheduler looks for due schedules.
+    local_scheduler_seconds: float = Field(default=1.0, gt=0)
+
+
 class SessionSettings(BaseModel):
     """Chunked record sessions: records sent in numbered batches, imported as one file."""
 
@@ -106,7 +127,9 @@ class Settings(BaseSettings):
     imports: ImportSettings = ImportSettings()
     sessions: SessionSettings = SessionSettings()
     throttle: ThrottleSettings = ThrottleSettings()
+    exports: ExportSettings = ExportSettings()
     import_state_machine_arn: str | None = None
+    export_state_machine_arn: str | None = None
     # Where Step Functions answers, when not AWS's own endpoint (the local stack's moto).
     stepfunctions_endpoint_url: str | None = None
     # Set by the local stack only when objects live in an S3 it does not run (and so cannot

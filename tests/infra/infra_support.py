@@ -27,6 +27,20 @@ class Synthesized:
         """Logical id -> resource, for every resource of one CloudFormation type."""
         return dict(self.template.find_resources(resource_type))
 
+    def state_machine(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The logical id and body of the state machine deploying statemachines/<name>.asl.json."""
+        text = (REPO_ROOT / "statemachines" / f"{name}.asl.json").read_text()
+        found = [
+            (lid, body)
+            for lid, body in self.resources("AWS::StepFunctions::StateMachine").items()
+            if (
+                self.assembly_dir / f"asset.{body['Properties']['DefinitionS3Location']['Key']}"
+            ).read_text()
+            == text
+        ]
+        assert len(found) == 1, f"expected one state machine deploying {name}.asl.json"
+        return found[0]
+
     def only(self, resource_type: str) -> tuple[str, dict[str, Any]]:
         """The logical id and body of the one resource of ``resource_type``."""
         found = self.resources(resource_type)

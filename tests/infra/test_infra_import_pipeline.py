@@ -17,7 +17,7 @@ ASL_PATH = REPO_ROOT / "statemachines" / f"{names.IMPORT_STATE_MACHINE}.asl.json
 
 
 def _state_machine(synthesized: Synthesized) -> dict[str, Any]:
-    return synthesized.only("AWS::StepFunctions::StateMachine")[1]["Properties"]
+    return synthesized.state_machine("import")[1]["Properties"]
 
 
 def _function_ids(synthesized: Synthesized) -> dict[str, str]:
@@ -104,7 +104,7 @@ def test_role_reads_item_lists_under_work_and_runs_child_executions(
     synthesized: Synthesized,
 ) -> None:
     statements = _role_statements(synthesized)
-    state_machine_id = synthesized.only("AWS::StepFunctions::StateMachine")[0]
+    state_machine_id = synthesized.state_machine("import")[0]
 
     [reader] = [s for s in statements if _actions(s) == {"s3:GetObject"}]
     assert reader["Resource"]["Fn::Join"][1][-1] == "/work/*"
@@ -122,7 +122,7 @@ def test_uploads_start_an_import(synthesized: Synthesized) -> None:
         for lid in synthesized.resources("AWS::S3::Bucket")
         if lid.startswith("StorageDataBucket")
     )
-    state_machine_id = synthesized.only("AWS::StepFunctions::StateMachine")[0]
+    state_machine_id = synthesized.state_machine("import")[0]
 
     pattern = rule["Properties"]["EventPattern"]
     bucket_name: Any = {"Ref": bucket_id}  # what the bucket's name is in the template

@@ -59,7 +59,7 @@ def test_each_function_has_an_error_and_a_throttle_alarm(synthesized: Synthesize
 
 
 def test_failed_and_timed_out_imports_raise_an_alarm(synthesized: Synthesized) -> None:
-    state_machine = {"Ref": synthesized.only("AWS::StepFunctions::StateMachine")[0]}
+    state_machine = {"Ref": synthesized.state_machine("import")[0]}
 
     [alarm] = [
         a
@@ -126,7 +126,7 @@ def test_the_dashboard_shows_import_throughput_and_the_database(
     # The references CloudFormation fills in, spelled as what they point at.
     body = "".join(p if isinstance(p, str) else json.dumps(p).replace('"', "'") for p in parts)
     ids = _function_ids(synthesized)
-    state_machine = synthesized.only("AWS::StepFunctions::StateMachine")[0]
+    state_machine = synthesized.state_machine("import")[0]
     cluster = synthesized.only("AWS::RDS::DBCluster")[0]
 
     assert f'"ExecutionsStarted","StateMachineArn","{{\'Ref\': \'{state_machine}\'}}' in body
@@ -151,7 +151,7 @@ def test_every_tagged_resource_names_its_project_and_component(
 
     assert by_type["AWS::Lambda::Function"] >= {"functions"}
     assert by_type["AWS::S3::Bucket"] == {"storage"}
-    assert by_type["AWS::StepFunctions::StateMachine"] == {"import-pipeline"}
+    assert by_type["AWS::StepFunctions::StateMachine"] == {"import-pipeline", "export-pipeline"}
     assert by_type["AWS::RDS::DBCluster"] == {"database"}
     assert by_type["AWS::EC2::VPC"] == {"network"}
     assert by_type["AWS::CloudWatch::Alarm"] == {"operations"}

@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
+def _run(tmp_path: Path, script: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "import_vs_copy.py"), "--rows", "2000"],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -19,18 +19,21 @@ def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "RATIO import / COPY:" in done.stdout
+    return done.stdout
+
+
+def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
+    assert "RATIO import / COPY:" in _run(tmp_path, "import_vs_copy.py", "--rows", "2000")
+
+
+def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
+    out = _run(tmp_path, "export_vs_copy.py", "--rows", "2000", "--memory-rows", "3000")
+    assert "identical to the commit's COPY: True" in out
+    assert "the same lines as the plain table's COPY: True" in out
+    assert out.strip().splitlines()[-1].startswith("RATIO export / COPY TO:")
 
 
 def test_the_load_run_runs_on_a_few_clients(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load.py"), "--clients", "3", "--seconds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "RESULT sign p99" in done.stdout
-    assert "5xx: 0;" in done.stdout, done.stdout
+    out = _run(tmp_path, "load.py", "--clients", "3", "--seconds", "2")
+    assert "RESULT sign p99" in out
+    assert "5xx: 0;" in out, out

@@ -217,14 +217,15 @@ def test_a_csv_export_round_trips_the_imported_file(
     assert job["status"] == "completed", job["error_message"]
 
     # When main is exported as CSV and downloaded
-    export = client.call("POST", f"/datasets/{dataset_name}/exports", {"format": "csv"})
+    status, urls = client.run_export(dataset_name, {"format": "csv"}, poll_seconds=0.05)
+    assert urls is not None, status
     out = io.BytesIO()
-    size = client.download(export["url"], out)
+    size = client.download(urls["url"], out)
 
     # Then the download holds the same header and records as the file that was imported
-    assert size == len(out.getvalue()) == export["bytes"]
-    assert export["rows"] == 4
-    assert export["commit_id"] == job["output_summary"]["commit_id"]
+    assert size == len(out.getvalue()) == urls["bytes"]
+    assert urls["rows"] == 4
+    assert urls["commit_id"] == job["output_summary"]["commit_id"]
 
     def records(raw: bytes) -> list[list[str]]:
         return list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))

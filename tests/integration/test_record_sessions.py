@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 import pytest
-import urllib3
 
 from sluiceway import auth
 from sluiceway.client import ApiError, Client
@@ -17,8 +16,11 @@ from sluiceway.client import ApiError, Client
 
 def _rows_of(client: Client, dataset: str) -> list[list[str]]:
     """The dataset's main, exported as CSV, parsed (header first)."""
-    exported = client.call("POST", f"/datasets/{dataset}/exports", {"format": "csv"})
-    text = urllib3.request("GET", exported["url"]).data.decode()
+    status, urls = client.run_export(dataset, {"format": "csv"}, poll_seconds=0.05)
+    assert urls is not None, status
+    out = io.BytesIO()
+    client.download_export(urls, out)
+    text = out.getvalue().decode()
     return list(csv.reader(io.StringIO(text, newline="")))
 
 

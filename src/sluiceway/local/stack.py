@@ -34,9 +34,10 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from .. import auth, db, finalize, jobs
+from .. import auth, db, finalize, jobs, schedules
 from ..errors import StackError
 from ..names import (
+    EXPORT_STATE_MACHINE,
     FUNCTIONS,
     IMPORT_STATE_MACHINE,
     LOCAL_OWNER,
@@ -171,6 +172,7 @@ class LocalStack:
         self._runtime: LambdaRuntime | None = None
         self._api: LocalApiServer | None = None
         self._relay: threading.Thread | None = None
+        self._scheduler: threading.Thread | None = None
         self._stopping = threading.Event()
         self._runtime_lock: psycopg.Connection[Any] | None = None
         self.moto_url = ""
@@ -178,6 +180,7 @@ class LocalStack:
         # jobs a stack that died left unfinished, failed by this one at its start
         self.recovered: list[uuid.UUID] = []
         self.state_machine_arn = ""
+        self.export_state_machine_arn = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -247,6 +250,7 @@ class LocalStack:
         self.settings = self.settings.model_copy(
             update={
                 "import_state_machine_arn": self.state_machine_arn,
+                "export_state_machine_arn": self.export_state_machine_arn,
                 "stepfunctions_endpoint_url": self.moto_url,  # for a retry's explicit start
             }
         )
@@ -258,6 +262,10 @@ class LocalStack:
             target=self._relay_events, name="sluiceway-events", daemon=True
         )
         self._relay.start()
+        self._scheduler = threading.Thread(
+            target=self._run_schedules, name="sluiceway-schedules", daemon=True
+        )
+        self._scheduler.start()
         self._api = LocalApiServer(
             port=self.api_port, page_token=self.local_token, throttle=self.settings.throttle
         ).start()
@@ -266,6 +274,8 @@ class LocalStack:
         self._stopping.set()
         if self._relay is not None:
             self._relay.join(timeout=5)
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
         if self._api is not None:
             self._api.stop()
         if self._runtime is not None:
@@ -384,6 +394,11 @@ class LocalStack:
             definition=render_definition(IMPORT_STATE_MACHINE, substitutions),
             roleArn=role,
         )["stateMachineArn"]
+        self.export_state_machine_arn = sfn.create_state_machine(
+            name=f"sluiceway-{EXPORT_STATE_MACHINE}",
+            definition=render_definition(EXPORT_STATE_MACHINE, substitutions),
+            roleArn=role,
+        )["stateMachineArn"]
         sqs = self._client("sqs")
         self._queue_url = sqs.create_queue(QueueName="sluiceway-object-created")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
@@ -427,6 +442,23 @@ class LocalStack:
                 if not self._stopping.is_set():
                     log.exception("event relay: poll failed")
                     self._stopping.wait(0.5)
+
+    def _run_schedules(self) -> None:
+        """EventBridge Scheduler's part, locally: start the export state machine for every
+        export schedule that is due, with the input the AWS schedule's target sends."""
+        every = self.settings.exports.local_scheduler_seconds
+        conn: db.Conn | None = None
+        while not self._stopping.wait(every):
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = db.connect(self.settings, autocommit=True)
+                for schedule_id in schedules.fire_due(conn, self.settings):
+                    log.info("export schedule %s fired", schedule_id)
+            except Exception:
+                if not self._stopping.is_set():
+                    log.exception("export schedules: tick failed")
+        if conn is not None:
+            conn.close()
 
 
 def _execution_name(event: dict[str, Any]) -> str:

@@ -1,0 +1,73 @@
+"""What the export tests share: run an export to its end, and read its parts back."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import time
+from typing import Any
+
+import urllib3
+
+from sluiceway.client import Client
+
+
+def run_export(client: Client, dataset: str, timeout: float = 120, **body: Any) -> dict[str, Any]:
+    """POST the export, poll its status until it ends; the final status (and URLs if done)."""
+    started = client.call("POST", f"/datasets/{dataset}/exports", body)
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.call("GET", started["status_url"])
+        if status["status"] in ("completed", "failed"):
+            break
+        assert time.monotonic() < deadline, f"export still {status['status']}: {status}"
+        time.sleep(0.1)
+    status["started"] = started
+    if status["status"] == "completed":
+        status["urls"] = client.call("GET", started["download_url"])
+    return status
+
+
+def fetch(url: str) -> bytes:
+    response = urllib3.request("GET", url)
+    assert response.status == 200, response.data[:300]
+    return bytes(response.data)
+
+
+def read_part(data: bytes, fmt: str, compression: str = "none") -> list[dict[str, Any]]:
+    """One part's records, parsed as a downstream reader would (csv module, json, pyarrow)."""
+    if compression == "gzip" and fmt != "parquet":
+        data = gzip.decompress(data)
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    if fmt == "json":
+        parsed: list[dict[str, Any]] = json.loads(data)
+        return parsed
+    if fmt == "jsonl":
+        return [json.loads(line) for line in data.decode().splitlines()]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data))
+    return table.to_pylist()  # type: ignore[no-any-return]
+
+
+def exported_records(status: dict[str, Any]) -> list[dict[str, Any]]:
+    urls = status["urls"]
+    records: list[dict[str, Any]] = []
+    for part in urls["parts"]:
+        records.extend(read_part(fetch(part["url"]), urls["format"], urls["compression"]))
+    return records
+
+
+def commit_records(client: Client, dataset: str, commit: str) -> list[dict[str, Any]]:
+    """Every row of a commit, in logical order, through the rows API."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = client.call(
+            "GET", f"/datasets/{dataset}/rows?commit={commit}&offset={len(out)}&limit=10000"
+        )
+        out.extend(r["data"] for r in page["rows"])
+        if len(page["rows"]) < 10000:
+            return out
