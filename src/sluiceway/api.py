@@ -395,8 +395,12 @@ def collect_garbage(name: str, body: GcRequest) -> dict[str, Any]:
 @app.post("/datasets/<name>/exports")
 def create_export(name: str, body: export.ExportRequest) -> Response[Any]:
     """Start an export of one commit (default: what main points to now, pinned); 202 with the
-    job id and where to poll it."""
-    started = export.start_export(db.shared_connection(), owner(), name, body)
+    job id and where to poll it. With an ``Idempotency-Key`` header, the same request sent
+    again answers with the job the first one started."""
+    key = app.current_event.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key is 1 to 255 characters.")
+    started = export.start_export(db.shared_connection(), owner(), name, body, idempotency_key=key)
     return Response(202, content_types.APPLICATION_JSON, started.model_dump())
 
 

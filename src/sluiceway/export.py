@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import boto3
+import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -232,6 +233,7 @@ def create_job(
     *,
     prefix: str | None = None,
     origin: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[uuid.UUID, datasets.Commit]:
     """A pending export job that pins the commit the request resolves to right now."""
     dataset, commit = datasets.resolve_commit(conn, owner, name, request.commit)
@@ -249,6 +251,8 @@ def create_job(
         "prefix": prefix or key_prefix(settings, owner, job_id),
         **(origin or {}),
     }
+    if idempotency_key is not None:
+        parameters["idempotency_key"] = idempotency_key
     conn.execute(
         "INSERT INTO dsa_jobs.analysis_runs (id, run_type, owner, dataset_id, run_parameters) "
         "VALUES (%s, 'export', %s, %s, %s)",
@@ -283,12 +287,64 @@ def start_execution(settings: Settings, job_id: uuid.UUID) -> str:
     return str(started["executionArn"])
 
 
+def _job_of_key(
+    conn: db.Conn, owner: str, key: str, name: str, request: ExportRequest
+) -> ExportStarted | None:
+    """The export an earlier request with this Idempotency-Key started, if any."""
+    row = conn.execute(
+        "SELECT id, status::text AS status, run_parameters FROM dsa_jobs.analysis_runs "
+        "WHERE owner = %s AND run_parameters->>'idempotency_key' = %s",
+        (owner, key),
+    ).fetchone()
+    if row is None:
+        return None
+    params = row["run_parameters"]
+    same = params.get("dataset") == name and params.get("options") == request.model_dump(
+        mode="json", exclude_none=True
+    )
+    if not same:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was sent with another request (job {row['id']}); "
+            "use a new key for a new export."
+        )
+    return ExportStarted(
+        job_id=str(row["id"]),
+        status=row["status"],
+        status_url=f"/exports/{row['id']}",
+        download_url=f"/exports/{row['id']}/download-url",
+        dataset=name,
+        commit_id=params["commit_id"],
+        format=params["format"],
+    )
+
+
 def start_export(
-    conn: db.Conn, owner: str, name: str, request: ExportRequest, settings: Settings | None = None
+    conn: db.Conn,
+    owner: str,
+    name: str,
+    request: ExportRequest,
+    settings: Settings | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> ExportStarted:
-    """Check the request, pin its commit in a job, and start the export state machine."""
+    """Check the request, pin its commit in a job, and start the export state machine.
+
+    With an ``idempotency_key``, the same request sent again (a client's retry) answers with
+    the job the first one started; the key with a different request is a Conflict.
+    """
     settings = settings or get_settings()
-    job_id, commit = create_job(conn, owner, name, request, settings)
+    if idempotency_key is not None:
+        earlier = _job_of_key(conn, owner, idempotency_key, name, request)
+        if earlier is not None:
+            return earlier
+    try:
+        job_id, commit = create_job(
+            conn, owner, name, request, settings, idempotency_key=idempotency_key
+        )
+    except psycopg.errors.UniqueViolation:  # the same key arrived at the same moment
+        again = _job_of_key(conn, owner, str(idempotency_key), name, request)
+        assert again is not None
+        return again
     try:
         start_execution(settings, job_id)
     except Exception as exc:
