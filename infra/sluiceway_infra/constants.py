@@ -30,3 +30,5 @@ CONTEXT_EXISTING_DATABASE_SECRET_ARN: Final = "existingDatabaseSecretArn"  # noq
 CONTEXT_CORS_ALLOWED_ORIGINS: Final = "corsAllowedOrigins"
 CONTEXT_ALARM_EMAIL: Final = "alarmEmail"
 CONTEXT_DATA_KMS_KEY_ARN: Final = "dataKmsKeyArn"
+CONTEXT_MAP_CONCURRENCY: Final = "mapConcurrency"
+CONTEXT_DATABASE_FUNCTION_CONCURRENCY: Final = "databaseFunctionConcurrency"

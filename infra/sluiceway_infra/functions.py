@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from aws_cdk import Annotations, Duration, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -19,6 +20,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sluiceway import names
+from sluiceway.settings import ImportSettings
 
 from .checks import acknowledge, token_of
 from .constants import SERVICE_NAME
@@ -33,6 +35,17 @@ ASSET_EXCLUDES = ["__pycache__", "*.pyc"]
 
 # Functions that never touch objects get no grant on the bucket.
 WITHOUT_BUCKET = frozenset({"migrate"})
+
+
+# Each range load holds one database connection (through RDS Proxy) for up to 15 minutes, so
+# the Map's concurrency is what one import asks of the database: 8 ranges at once keep even a
+# 0.5 ACU Aurora (about 100 connections) serving a dozen imports; raise it with the cluster.
+DEFAULT_MAP_CONCURRENCY: Final = ImportSettings().map_concurrency
+# Several imports and exports at once multiply that. Context databaseFunctionConcurrency caps
+# these functions' concurrency account-wide (reserved concurrency: the Map then waits, retrying
+# TooManyRequests with backoff). Off by default: reserving needs the account's unreserved pool
+# to stay at 100 or more, which a new account's limit of 10 cannot give.
+DATABASE_HEAVY: Final = frozenset({"load_chunk", "write_export_part", "commit_import"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class Functions(Construct):
         bucket: s3.IBucket,
         network: Network,
         database: Database,
+        map_concurrency: int = DEFAULT_MAP_CONCURRENCY,
+        database_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, id)
         if set(SIZES) != set(names.FUNCTIONS):
@@ -152,6 +167,8 @@ class Functions(Construct):
             "SLUICEWAY_STORAGE__BUCKET": bucket.bucket_name,
             "SLUICEWAY_STORAGE__REGION": Stack.of(self).region,
             "SLUICEWAY_DATABASE_SECRET_ARN": database.secret.secret_arn,
+            # the Map's MaxConcurrency: ranges of one import loading at once
+            "SLUICEWAY_IMPORTS__MAP_CONCURRENCY": str(map_concurrency),
         }
         if database.host is not None:
             environment["SLUICEWAY_DATABASE_HOST"] = database.host
@@ -170,6 +187,9 @@ class Functions(Construct):
                 layers=layers,
                 memory_size=size.memory_mib,
                 timeout=size.timeout,
+                reserved_concurrent_executions=database_concurrency
+                if name in DATABASE_HEAVY
+                else None,
                 environment=environment,
                 tracing=lambda_.Tracing.ACTIVE,
                 log_group=logs.LogGroup(

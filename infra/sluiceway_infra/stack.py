@@ -13,15 +13,17 @@ from .constants import (
     CONTEXT_ALARM_EMAIL,
     CONTEXT_CORS_ALLOWED_ORIGINS,
     CONTEXT_DATA_KMS_KEY_ARN,
+    CONTEXT_DATABASE_FUNCTION_CONCURRENCY,
     CONTEXT_EXISTING_DATABASE_SECRET_ARN,
     CONTEXT_FUNCTIONS_DIR,
     CONTEXT_LAYER_DIR,
+    CONTEXT_MAP_CONCURRENCY,
     FUNCTIONS_DIR,
     LAYER_BUILD_DIR,
 )
 from .database import Database
 from .export_pipeline import ExportPipeline
-from .functions import Functions
+from .functions import DEFAULT_MAP_CONCURRENCY, Functions
 from .import_pipeline import ImportPipeline
 from .migrations import Migrations
 from .network import Network
@@ -63,6 +65,8 @@ class SluicewayStack(Stack):
             bucket=storage.bucket,
             network=network,
             database=database,
+            map_concurrency=int(context(CONTEXT_MAP_CONCURRENCY) or DEFAULT_MAP_CONCURRENCY),
+            database_concurrency=int(context(CONTEXT_DATABASE_FUNCTION_CONCURRENCY) or 0) or None,
         )
         Migrations(
             self,

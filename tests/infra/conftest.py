@@ -72,3 +72,13 @@ def synthesize(tmp: Path, extra_context: dict[str, str] | None = None) -> Synthe
 @pytest.fixture(scope="session")
 def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(tmp_path_factory.mktemp("cdk"))
+
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+OPTIONS = {"dataKmsKeyArn": KEY_ARN, "mapConcurrency": "24", "databaseFunctionConcurrency": "40"}
+
+
+@pytest.fixture(scope="session")
+def synthesized_with_options(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The app with every optional context a deployer may give (one more synthesis)."""
+    return synthesize(tmp_path_factory.mktemp("cdk-options"), OPTIONS)

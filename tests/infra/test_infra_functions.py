@@ -75,3 +75,19 @@ def test_missing_layers_fall_back_to_placeholders_with_a_warning(tmp_path: Path)
     assert list(deps.iterdir()) == [deps / "python"]
     assert list(app.iterdir()) == [app / "python"]
     Annotations.from_stack(stack).has_warning("*", Match.string_like_regexp("layers/build.py"))
+
+
+def test_database_concurrency_is_the_maps_by_default_and_capped_when_asked(
+    synthesized: Synthesized, synthesized_with_options: Synthesized
+) -> None:
+    # By default: one import loads 8 ranges at once, and nothing is reserved
+    for name, function in _functions(synthesized).items():
+        assert function["Environment"]["Variables"]["SLUICEWAY_IMPORTS__MAP_CONCURRENCY"] == "8"
+        assert "ReservedConcurrentExecutions" not in function, name
+    # With mapConcurrency=24 and databaseFunctionConcurrency=40 (tests/infra/conftest.py)
+    given = _functions(synthesized_with_options)
+    assert given["plan_import"]["Environment"]["Variables"][
+        "SLUICEWAY_IMPORTS__MAP_CONCURRENCY"
+    ] == ("24")
+    capped = {n for n, f in given.items() if f.get("ReservedConcurrentExecutions") == 40}
+    assert capped == {"load_chunk", "write_export_part", "commit_import"}

@@ -89,15 +89,12 @@ def test_cors_origins_from_the_command_line_are_split_at_commas() -> None:
     assert rule["AllowedOrigins"] == ["https://a.example", "https://b.example"]
 
 
-KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
-
-
 def test_a_kms_key_of_the_deployers_encrypts_the_bucket_and_the_functions_may_use_it(
-    node: str, tmp_path_factory: pytest.TempPathFactory
+    synthesized_with_options: Synthesized,
 ) -> None:
-    from conftest import synthesize
+    from conftest import KEY_ARN
 
-    synthesized = synthesize(tmp_path_factory.mktemp("cdk-kms"), {"dataKmsKeyArn": KEY_ARN})
+    synthesized = synthesized_with_options
     [encryption] = _data_bucket(synthesized)["BucketEncryption"][
         "ServerSideEncryptionConfiguration"
     ]
