@@ -155,10 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = {"error": "throttled", "message": "Too many requests: slow down and retry."}
         # drain what the caller sent, so the connection stays usable for its retry
         length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= MAX_BODY_BYTES:
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # not worth reading: the client sends it again anyway
+        elif length:
             self.rfile.read(length)
-        else:
-            self.close_connection = True
         self._reply(
             429,
             {"content-type": "application/json", "retry-after": str(max(1, math.ceil(wait)))},
