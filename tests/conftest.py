@@ -12,7 +12,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from sluiceway.client import Client
-from sluiceway.settings import Settings
+from sluiceway.settings import ImportSettings, MiB, Settings
+
+MAX_UNPACKED_BYTES = 32 * MiB
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +23,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sluiceway.local.stack import LocalStack
 
     home = tmp_path_factory.mktemp("sluiceway-home")
-    with LocalStack(Settings(home=home, allow_fault_injection=True), workers=2) as running:
+    # A small inflation cap, so a gzip bomb is caught after a moment's work.
+    settings = Settings(
+        home=home,
+        allow_fault_injection=True,
+        imports=ImportSettings(max_unpacked_bytes=MAX_UNPACKED_BYTES),
+    )
+    with LocalStack(settings, workers=2) as running:
         yield running
 
 

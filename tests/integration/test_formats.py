@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import json
 from pathlib import Path
@@ -9,7 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from tests.conftest import import_bytes
+import zstandard
+from tests.conftest import MAX_UNPACKED_BYTES, import_bytes
 
 from sluiceway.client import Client
 
@@ -78,8 +81,6 @@ def test_json_formats_round_trip_at_every_chunk_size(
 
 
 def _csv(records: list[dict[str, Any]], delimiter: str = ",", header: bool = True) -> str:
-    import csv
-
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
     if header:
@@ -178,3 +179,123 @@ def test_an_undecodable_byte_names_its_line_and_offset(
     assert "Byte 18 (line 3)" in job["error_message"]
     assert "not valid UTF-8 (0xe9)" in job["error_message"]
     assert "--encoding" in job["error_message"]
+
+
+def _gzip(data: bytes) -> bytes:
+    # two members, as pigz and concatenated files make them
+    half = len(data) // 2
+    return gzip.compress(data[:half]) + gzip.compress(data[half:])
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 7])
+@pytest.mark.parametrize(
+    ("filename", "encode"),
+    [
+        ("data.csv.gz", lambda: _gzip(_csv(CSV_RECORDS).encode())),
+        ("data.jsonl.zst", lambda: _zstd(_jsonl(RECORDS))),
+        ("data.json.gz", lambda: _gzip(_json_array(RECORDS))),
+        ("data.bin", lambda: _gzip(_jsonl(RECORDS))),  # compression and format by content
+    ],
+)
+def test_compressed_files_are_inflated_then_loaded_in_parallel(
+    client: Client,
+    db: Conn,
+    tmp_path: Path,
+    dataset_name: str,
+    filename: str,
+    encode: Any,
+    chunk_bytes: int | None,
+) -> None:
+    job = _completed(
+        import_bytes(
+            client, tmp_path, encode(), dataset_name, chunk_bytes=chunk_bytes, filename=filename
+        )
+    )
+    expected = CSV_RECORDS if ".csv" in filename else RECORDS
+    assert export_records(client, dataset_name) == expected
+    ranges = db.execute(
+        "SELECT count(*) AS n FROM dsa_jobs.import_chunks WHERE job_id = %s", (job["job_id"],)
+    ).fetchone()
+    assert ranges is not None
+    assert (ranges["n"] > 1) == (chunk_bytes is not None)  # the inflated copy is what is cut
+
+
+def _fails_and_leaves_nothing(
+    client: Client, db: Conn, tmp_path: Path, dataset: str, data: bytes, **options: Any
+) -> str:
+    """Import ``data`` over a one-row commit: the job fails and main still has that commit."""
+    first = _completed(import_bytes(client, tmp_path / "first", b"id\n1\n", dataset))
+    job = import_bytes(client, tmp_path / "second", data, dataset, **options)
+    assert job["status"] == "failed"
+    head = db.execute(
+        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
+        "WHERE d.name = %s AND r.name = 'main'",
+        (dataset,),
+    ).fetchone()
+    assert head == {"commit_id": first["output_summary"]["commit_id"]}
+    message: str = job["error_message"]
+    return message
+
+
+def test_a_gzip_bomb_is_stopped_at_the_cap(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    bomb = gzip.compress(b"id\n" + b"0\n" * (MAX_UNPACKED_BYTES // 2 + 1024), compresslevel=9)
+    assert len(bomb) < MAX_UNPACKED_BYTES // 100
+    message = _fails_and_leaves_nothing(
+        client, db, tmp_path, dataset_name, bomb, filename="bomb.csv.gz"
+    )
+    assert f"bomb.csv.gz decompresses to more than {MAX_UNPACKED_BYTES:,} bytes" in message
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "words"),
+    [
+        ("cut.csv.gz", _gzip(b"id,name\n" + b"1,abc\n" * 5000)[:-40], "broken or truncated"),
+        ("cut.jsonl.zst", _zstd(b'{"id": 1}\n' * 5000)[:-10], "broken or truncated"),
+        ("plain.csv.gz", b"id\n1\n", "does not start with a gzip header"),
+        ("cut.json", b'[{"id": 1}, {"id": 2', "not closed"),
+        ("cut2.json", b'[{"id": 1}, {"id": "2]', "not a valid JSON array"),
+        ("cut.jsonl", b'{"id": 1}\n{"id": 2', "line 2 (byte 10) is not valid JSON"),
+        ("deep.json", b'[{"id": ' + b"[" * 10_000 + b"]" * 10_000 + b"}]", "nested too deeply"),
+        ("deep.jsonl", b'{"id": ' + b"[" * 10_000 + b"]" * 10_000 + b"}\n", "nested too deeply"),
+        ("scalars.json", b"[1, 2, 3]", "not a JSON object"),
+        # beyond the first imports.json_sample_bytes (1 MiB), where the columns come from
+        (
+            "late.jsonl",
+            b'{"id": 1}\n' * 110_000 + b'{"id": 2, "x": 1}\n',
+            "line 110,001 (byte 1,100,000): the record has the key 'x'",
+        ),
+        ("workbook.xlsx", b"PK\x03\x04" + b"\x00" * 100, "zip archive or an Excel workbook"),
+        ("nul.jsonl", b'{"id": "a\\u0000b"}\n', "NUL"),
+        ("mixed.csv", b"id,name\n1,a\r\n2,b\n", "ends with LF but the lines before it with CR LF"),
+    ],
+)
+def test_broken_files_end_with_a_clear_error_and_no_commit(
+    client: Client,
+    db: Conn,
+    tmp_path: Path,
+    dataset_name: str,
+    filename: str,
+    data: bytes,
+    words: str,
+) -> None:
+    message = _fails_and_leaves_nothing(client, db, tmp_path, dataset_name, data, filename=filename)
+    assert words in message
+    assert filename in message
+
+
+def test_sql_injection_in_header_and_keys_is_just_a_name(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    evil = ['id"; DROP TABLE dsa_core.commits; --', "x') OR 1=1 --", "../../etc/passwd", "$1"]
+    records = [dict.fromkeys(evil, "v"), {evil[0]: "w", evil[1]: None, evil[2]: "", evil[3]: "z"}]
+    _completed(import_bytes(client, tmp_path, _jsonl(records), dataset_name, filename="e.jsonl"))
+    assert export_records(client, dataset_name) == records
+    renamed = [dict(zip(evil, r.values(), strict=False)) for r in CSV_RECORDS]
+    _completed(import_bytes(client, tmp_path / "c", _csv(renamed).encode(), dataset_name))
+    assert export_records(client, dataset_name) == renamed
