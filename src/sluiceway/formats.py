@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from .errors import MalformedFile, UnsupportedFormat
 
-FORMATS = ("csv", "tsv", "jsonl", "json")
+FORMATS = ("csv", "tsv", "jsonl", "json", "xlsx")
 DELIMITERS = (",", "\t", ";", "|")
 COMPRESSIONS = ("gzip", "zstd")
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZIP_MAGIC = b"PK\x03\x04"
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
@@ -30,6 +31,8 @@ _EXTENSIONS = {
     ".ndjson": "jsonl",
     ".json": "json",
     ".txt": "csv",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
 }
 _COMPRESSED_EXTENSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
@@ -86,16 +89,16 @@ def detect_format(filename: str, first: bytes) -> str:
     """The format by the file's extension, else by its first bytes (UTF-8 or decoded)."""
     name, _ = strip_compression(filename)
     lower = name.lower()
+    if first.startswith(ZIP_MAGIC):
+        return "xlsx"  # a workbook whatever its name (a zip of anything else fails to open)
+    if first.startswith(OLE_MAGIC) or lower.endswith(".xls"):
+        raise UnsupportedFormat(
+            f"{filename} is an Excel 97-2003 workbook (.xls) or another OLE file; save it as "
+            ".xlsx or CSV."
+        )
     for ext, fmt in _EXTENSIONS.items():
         if lower.endswith(ext):
-            if fmt in ("csv", "tsv") and first.startswith(ZIP_MAGIC):
-                break  # a workbook saved as .csv: say so below
             return fmt
-    if first.startswith(ZIP_MAGIC) or lower.endswith((".xlsx", ".xlsm", ".xls")):
-        raise UnsupportedFormat(
-            f"{filename} is a zip archive or an Excel workbook; this version imports "
-            f"{', '.join(FORMATS)}. Save the sheet as CSV."
-        )
     text = first.lstrip(UTF8_BOM).lstrip()
     if text.startswith(b"["):
         return "json"

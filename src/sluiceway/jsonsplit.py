@@ -18,9 +18,11 @@ Everything here is pure and works on bytes.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import ijson
@@ -185,6 +187,15 @@ def array_bounds(first: bytes, tail: bytes, size: int) -> tuple[int, int]:
     return data_start, data_end
 
 
+def _nested_number(value: Any) -> Any:
+    """json.dumps's fallback: a Decimal inside a nested value is written as a double."""
+    if isinstance(value, Decimal) and value.is_finite():
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    raise MalformedFile(f"the number {str(value)[:40]} is out of range inside a nested value.")
+
+
 def _text(value: Any) -> str | None:
     """A JSON value as the text stored for it (see docs/architecture.md, "Formats")."""
     if value is None:
@@ -195,9 +206,9 @@ def _text(value: Any) -> str | None:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, int | Decimal):  # the number's own digits: parsed as Decimal, not float
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_nested_number)
 
 
 def record_values(record: Any, columns: dict[str, int]) -> list[str | None]:
@@ -247,10 +258,14 @@ def columns_of(records: Iterable[Any]) -> list[str]:
     return list(seen)
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_line(line: bytes, line_no: int, offset: int) -> Any:
     """One JSON Lines record; the error names the line and byte offset."""
     try:
-        return json.loads(line)
+        return json.loads(line, parse_float=Decimal, parse_constant=_not_json)
     except RecursionError as exc:
         raise MalformedFile(
             f"line {line_no:,} (byte {offset:,}): the record is nested too deeply.",
@@ -276,7 +291,7 @@ def sample_array(prefix: bytes, *, complete: bool, limit: int) -> list[Any]:
     """The first records of a JSON array file from its first bytes (all of it if ``complete``)."""
     records: list[Any] = []
     try:
-        for record in ijson.items(prefix, "item", use_float=True):
+        for record in ijson.items(prefix, "item"):
             records.append(record)
             if len(records) >= limit:
                 break

@@ -95,7 +95,9 @@ def _load_chunk(
         start, end = readers.array_range(bucket, key, chunk, checkpoint, settings)
     # Session-local tables dropped at commit: nothing to clean up after a failure, no WAL.
     raw_table, hashed_table = sql.Identifier("sluiceway_raw"), sql.Identifier("sluiceway_hashed")
-    cols = sql.SQL(", ").join(_column_idents(len(columns)))
+    # a workbook's rows carry their logical id, sheet:row
+    rid = [sql.Identifier("rid")] if fmt == "xlsx" else []
+    cols = sql.SQL(", ").join([*_column_idents(len(columns)), *rid])
 
     inject = faults.take(conn, item.job_id, "load", settings)
     try:
@@ -111,7 +113,7 @@ def _load_chunk(
                 ).format(
                     raw_table,
                     sql.SQL(", ").join(
-                        sql.SQL("{} text").format(c) for c in _column_idents(len(columns))
+                        sql.SQL("{} text").format(c) for c in [*_column_idents(len(columns)), *rid]
                     ),
                 )
             )
@@ -135,6 +137,16 @@ def _load_chunk(
                         start=start,
                         end=end,
                         first_line=chunk["first_line"],
+                        columns=columns,
+                        filename=filename,
+                        settings=settings,
+                    )
+                elif fmt == "xlsx":
+                    readers.copy_sheet(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        sheet_no=item.chunk_no,
                         columns=columns,
                         filename=filename,
                         settings=settings,
@@ -168,10 +180,10 @@ def _load_chunk(
                     h=hashed_table,
                     names=sql.Literal(sorted(columns)),
                     vals=vals,
-                    key=key_expression(key_columns, columns) if key_columns else sql.SQL("NULL"),
-                    key_source=sql.SQL(", ").join(
-                        sql.Identifier(f"c{i + 1}") for i in range(len(columns))
-                    ),
+                    key=key_expression(key_columns, columns)
+                    if key_columns
+                    else (rid[0] if rid else sql.SQL("NULL")),
+                    key_source=sql.SQL(", ").join([*_column_idents(len(columns)), *rid]),
                     raw=raw_table,
                 )
             )
@@ -185,7 +197,7 @@ def _load_chunk(
                 _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
             if not key_columns:
                 # The range's own leaves and list; the commit only points at them.
-                (ref,) = tree.build(conn, hashed_table, keyed=False, split_lists=False)
+                (ref,) = tree.build(conn, hashed_table, keyed=bool(rid), split_lists=False)
                 rows = ref.row_count
                 conn.execute(
                     "UPDATE dsa_jobs.import_chunks SET list_hash = %s "

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from . import csvsplit, db, faults, formats, jobs, jsonsplit, storage, unpack
+from . import csvsplit, db, faults, formats, jobs, jsonsplit, storage, unpack, xlsx
 from .errors import (
     InvalidRequest,
     MalformedFile,
@@ -124,7 +124,10 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     data_end = layout.data_end
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
-    raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
+    if layout.sheets is not None:  # one item per sheet: a zip is not cut by byte range
+        raw = [(0, 0)] * max(len(layout.sheets), 1)
+    else:
+        raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
     if len(raw) > 100_000:
         raise InvalidRequest(
             f"{len(raw):,} ranges of {chunk_bytes:,} bytes is too many; use a larger chunk size."
@@ -161,6 +164,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "encoding": src.source.encoding,
                 "source_bucket": src.bucket,
                 "source_key": src.key,
+                "sheets": layout.sheets,
             },
         )
     work_bucket = settings.storage.bucket
@@ -198,6 +202,7 @@ class Layout:
     data_start: int
     data_end: int
     header_lines: int = 0
+    sheets: list[str] | None = None  # a workbook's sheets (one Map item each), else None
 
 
 def _source(
@@ -217,10 +222,13 @@ def _source(
         encoding = "utf-16"
     encoding = encoding or "utf-8"
     fmt = options.get("format")
-    if (
-        compression is not None
-        or (fmt not in {"csv", "tsv"} and encoding != "utf-8")
-        or formats.postgres_encoding(encoding) is None
+    workbook = fmt == "xlsx" or (fmt is None and first.startswith(formats.ZIP_MAGIC))
+    if compression is not None or (
+        not workbook
+        and (
+            (fmt not in {"csv", "tsv"} and encoding != "utf-8")
+            or formats.postgres_encoding(encoding) is None
+        )
     ):
         # Cannot be cut by byte range as it is: inflate / transcode it once, then cut that.
         staged = f"{settings.storage.work_prefix}{job_id}/staged"
@@ -317,11 +325,28 @@ def _json_layout(src: Located, filename: str, settings: Settings) -> Layout:
     return Layout(jsonsplit.columns_of(records), data_start, data_end)
 
 
+def _xlsx_layout(src: Located, filename: str, settings: Settings) -> Layout:
+    """A workbook's sheets with a header row, and the union of their columns."""
+    columns: dict[str, None] = {}
+    sheets: list[str] = []
+    with storage.open_object(src.bucket, src.key, settings) as f:
+        book = xlsx.open_workbook(f, filename)
+        try:
+            for name in book.sheetnames:
+                header = xlsx.sheet_header(book[name], name)
+                sheets.append(name)
+                columns.update(dict.fromkeys(header or []))
+        finally:
+            book.close()
+    return Layout(list(columns), 0, src.size, sheets=sheets)
+
+
 _LAYOUTS: dict[str, Callable[[Located, str, Settings], Layout]] = {
     "csv": _csv_layout,
     "tsv": _csv_layout,
     "jsonl": _jsonl_layout,
     "json": _json_layout,
+    "xlsx": _xlsx_layout,
 }
 SNIFF_BYTES = 64 * 1024
 
@@ -451,7 +476,14 @@ def _scan_chunk(
     cp = job["checkpoint"]
     bucket, key = source_object(job)
     raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
-    if cp.get("format") == "json":
+    if cp.get("format") == "xlsx":  # a sheet: nothing to find
+        conn.execute(
+            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, updated_at = now() "
+            "WHERE job_id = %s AND chunk_no = %s",
+            (item.job_id, item.chunk_no),
+        )
+        scan = csvsplit.RangeScan(0, 0, None, None)
+    elif cp.get("format") == "json":
         lookback = lookback_start(bucket, key, raw_start, settings)
         array = jsonsplit.scan_array_range(
             _read(bucket, key, lookback, raw_end, settings), raw_start - lookback
@@ -549,6 +581,20 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
         raise RuntimeError(f"Ranges {missing[:10]} of job {job_id} were never scanned.")
     if cp.get("format") == "json":
         return _resolve_array(plan, job_id, conn, job, rows, settings)
+    if cp.get("format") == "xlsx":
+        with conn.transaction():
+            conn.execute(
+                "UPDATE dsa_jobs.import_chunks SET start_byte = 0, end_byte = 0, first_line = 2, "
+                "status = 'resolved', updated_at = now() WHERE job_id = %s",
+                (job_id,),
+            )
+            jobs.update(
+                conn,
+                job_id,
+                progress={"stage": "loading", "chunks_total": len(rows)},
+                checkpoint={"stage": "resolved"},
+            )
+        return _put_loads(plan, job_id, [r["chunk_no"] for r in rows], settings)
     raw = [(r["raw_start"], r["raw_end"]) for r in rows]
     scans = [
         csvsplit.RangeScan(

@@ -2,7 +2,7 @@
 streamed from S3 and written to COPY as rows.
 
 CSV goes to PostgreSQL's own parser; a JSON record is parsed here (``json`` for a line,
-ijson's yajl2_c backend for an array range) and each row is sent with ``Copy.write_row``
+ijson's yajl2_c backend for an array range; numbers as Decimal, so their digits are kept) and each row is sent with ``Copy.write_row``
 (COPY's text format, which psycopg's C extension writes: faster than building CSV text, see
 bench/formats.py).
 """
@@ -16,7 +16,7 @@ import ijson
 import psycopg
 from smart_open import open as smart_open
 
-from . import jsonsplit, storage
+from . import jsonsplit, storage, xlsx
 from .errors import MalformedFile, PayloadTooLarge
 from .plan import _read, lookback_start
 from .settings import MiB, Settings
@@ -193,7 +193,7 @@ def copy_array(
     stream = _Bracketed(_blocks(bucket, key, start, end, settings))
     n = 0
     try:
-        for n, record in enumerate(ijson.items(stream, "item", use_float=True), 1):  # noqa: B007
+        for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007
             copy.write_row(jsonsplit.record_values(record, index))
     except MalformedFile as exc:
         raise MalformedFile(
@@ -214,3 +214,33 @@ def copy_array(
             file=filename,
             byte_offset=start,
         ) from exc
+
+
+def copy_sheet(
+    copy: psycopg.Copy,
+    *,
+    bucket: str,
+    key: str,
+    sheet_no: int,
+    columns: list[str],
+    filename: str,
+    settings: Settings,
+) -> None:
+    """Write one workbook sheet's rows, each followed by its ``sheet:row`` id, to COPY."""
+    index = {c: i for i, c in enumerate(columns)}
+    with storage.open_object(bucket, key, settings) as f:
+        book = xlsx.open_workbook(f, filename)
+        try:
+            if sheet_no >= len(book.sheetnames):
+                return  # a workbook without sheets still has its one (empty) item
+            name = book.sheetnames[sheet_no]
+            sheet = book[name]
+            header = xlsx.sheet_header(sheet, name)
+            if header is None:
+                return
+            for rid, values in xlsx.sheet_rows(sheet, name, header, index):
+                copy.write_row([*values, rid])
+        except MalformedFile as exc:
+            raise MalformedFile(f"{filename}: {exc.message}", file=filename, **exc.details) from exc
+        finally:
+            book.close()

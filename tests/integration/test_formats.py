@@ -6,14 +6,22 @@ import csv
 import gzip
 import io
 import json
+import uuid
+import zipfile
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import psycopg
 import pytest
 import zstandard
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.conftest import MAX_UNPACKED_BYTES, import_bytes
 
+from sluiceway.cli import cli
 from sluiceway.client import Client
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -37,7 +45,8 @@ def export_records(client: Client, dataset: str, fmt: str = "jsonl") -> list[dic
     text = out.getvalue().decode()
     if fmt == "json":
         return list(json.loads(text))
-    return [json.loads(line) for line in text.splitlines() if line]
+    # split at LF only: a value may hold U+2028 or U+0085, which str.splitlines splits at too
+    return [json.loads(line) for line in text.split("\n") if line]
 
 
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
@@ -270,7 +279,9 @@ def test_a_gzip_bomb_is_stopped_at_the_cap(
             b'{"id": 1}\n' * 110_000 + b'{"id": 2, "x": 1}\n',
             "line 110,001 (byte 1,100,000): the record has the key 'x'",
         ),
-        ("workbook.xlsx", b"PK\x03\x04" + b"\x00" * 100, "zip archive or an Excel workbook"),
+        ("zip.xlsx", b"", "is not an Excel workbook (.xlsx)"),  # a zip of a text file
+        ("truncated.xlsx", b"PK\x03\x04" + b"\x00" * 100, "is not an Excel workbook (.xlsx)"),
+        ("old.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, "Excel 97-2003"),
         ("nul.jsonl", b'{"id": "a\\u0000b"}\n', "NUL"),
         ("mixed.csv", b"id,name\n1,a\r\n2,b\n", "ends with LF but the lines before it with CR LF"),
     ],
@@ -284,9 +295,18 @@ def test_broken_files_end_with_a_clear_error_and_no_commit(
     data: bytes,
     words: str,
 ) -> None:
+    if filename == "zip.xlsx":
+        data = _zip_of_text()
     message = _fails_and_leaves_nothing(client, db, tmp_path, dataset_name, data, filename=filename)
     assert words in message
     assert filename in message
+
+
+def _zip_of_text() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("notes.txt", "not a workbook")
+    return out.getvalue()
 
 
 def test_sql_injection_in_header_and_keys_is_just_a_name(
@@ -299,3 +319,238 @@ def test_sql_injection_in_header_and_keys_is_just_a_name(
     renamed = [dict(zip(evil, r.values(), strict=False)) for r in CSV_RECORDS]
     _completed(import_bytes(client, tmp_path / "c", _csv(renamed).encode(), dataset_name))
     assert export_records(client, dataset_name) == renamed
+
+
+def _workbook(sheets: dict[str, list[list[Any]]]) -> bytes:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def test_an_excel_workbook_loads_one_sheet_per_item_with_sheet_row_ids(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a workbook of two sheets (the second with a column of its own), typed cells, an
+    # empty row, and a sheet that is empty
+    data = _workbook(
+        {
+            "Sales 2024": [
+                ["id", "when", "amount", "paid", "note"],
+                [1, datetime(2024, 1, 2, 3, 4, 5), 1.5, True, 'say "hi", then\nleave'],
+                [2, date(2024, 2, 29), 10**20, False, None],
+                [None, None, None, None, None],
+                [3, time(13, 30), 0.1, None, "日本"],
+            ],
+            "Empty": [],
+            "Returns": [["id", "amount", "reason"], [4, -2, "damaged"]],
+        }
+    )
+
+    # When it is imported (by its name; each sheet is one Map item)
+    job = _completed(import_bytes(client, tmp_path, data, dataset_name, filename="book.xlsx"))
+
+    # Then the rows are the sheets' rows in order, dates and numbers as ISO 8601 and
+    # round-tripping number text, and each row's logical id is sheet:row
+    assert export_records(client, dataset_name) == [
+        {
+            "id": "1",
+            "when": "2024-01-02T03:04:05",
+            "amount": "1.5",
+            "paid": "true",
+            "note": 'say "hi", then\nleave',
+            "reason": None,
+        },
+        {
+            "id": "2",
+            "when": "2024-02-29",
+            "amount": "1e+20",
+            "paid": "false",
+            "note": None,
+            "reason": None,
+        },
+        {
+            "id": "3",
+            "when": "13:30:00",
+            "amount": "0.1",
+            "paid": None,
+            "note": "日本",
+            "reason": None,
+        },
+        {"id": "4", "when": None, "amount": "-2", "paid": None, "note": None, "reason": "damaged"},
+    ]
+    ids = db.execute(
+        "SELECT logical_row_id FROM dsa_core.commit_rows WHERE commit_id = %s ORDER BY ord",
+        (job["output_summary"]["commit_id"],),
+    ).fetchall()
+    assert [r["logical_row_id"] for r in ids] == [
+        "Sales 2024:2",
+        "Sales 2024:3",
+        "Sales 2024:5",
+        "Returns:2",
+    ]
+
+
+def test_a_workbook_row_wider_than_its_header_is_an_error(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    data = _workbook({"S": [["id"], [1], [2, "extra"]]})
+    message = _fails_and_leaves_nothing(
+        client, db, tmp_path, dataset_name, data, filename="wide.xlsx"
+    )
+    assert (
+        "wide.xlsx: sheet 'S', row 3: a value in column 2, beyond the header's 1 columns" in message
+    )
+
+
+TYPED = (
+    '{"id": 1, "price": 1.50, "big": 123456789012345678901234567890, "ok": true, '
+    '"tags": ["a", {"b": 2.5}], "none": null, "huge": 1e400, "neg": -0.0}'
+)
+
+
+@pytest.mark.parametrize(
+    ("filename", "data"),
+    [("typed.jsonl", (TYPED + "\n").encode()), ("typed.json", f"[{TYPED}]".encode())],
+)
+def test_json_values_keep_their_text(
+    client: Client, tmp_path: Path, dataset_name: str, filename: str, data: bytes
+) -> None:
+    _completed(import_bytes(client, tmp_path, data, dataset_name, filename=filename))
+    assert export_records(client, dataset_name) == [
+        {
+            "id": "1",
+            "price": "1.50",
+            "big": "123456789012345678901234567890",
+            "ok": "true",
+            "tags": '["a",{"b":2.5}]',
+            "none": None,
+            "huge": "1E+400",
+            "neg": "-0.0",
+        }
+    ]
+
+
+KEY_NAMES = ["id", "name with space", 'q"uote', "comma,key", "nl\nkey", "日本", "x') OR 1=1 --"]
+VALUE_TEXT = st.one_of(
+    st.sampled_from(["", ",", '"', '""', "\n", "\r\n", "a,b", "é", "😀", "[{", "\\", '\\"']),
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00\r"), max_size=12),
+)
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[list[str], list[list[str | None]]]:
+    columns = draw(st.lists(st.sampled_from(KEY_NAMES), min_size=1, max_size=4, unique=True))
+    width = len(columns)
+    rows = draw(
+        st.lists(
+            st.lists(st.one_of(st.none(), VALUE_TEXT), min_size=width, max_size=width),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    return columns, rows
+
+
+def _write(fmt: str, columns: list[str], rows: list[list[str | None]]) -> bytes:
+    if fmt in ("csv", "tsv"):
+        out = io.StringIO()
+        writer = csv.writer(
+            out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n", quoting=csv.QUOTE_ALL
+        )
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return out.getvalue().encode()
+    records = [dict(zip(columns, r, strict=True)) for r in rows]
+    return _jsonl(records) if fmt == "jsonl" else _json_array(records)
+
+
+@pytest.mark.timeout(900)  # a few imports cut into ranges of a few bytes
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    table=tables(), fmt=st.sampled_from(["csv", "tsv", "jsonl", "json"]), chunk=st.integers(1, 90)
+)
+def test_random_records_round_trip_in_every_format(
+    client: Client,
+    tmp_path: Path,
+    table: tuple[list[str], list[list[str | None]]],
+    fmt: str,
+    chunk: int,
+) -> None:
+    columns, rows = table
+    dataset = f"t-{uuid.uuid4().hex[:12]}"
+    options = {"delimiter": ","} if fmt == "csv" else {}
+    job = import_bytes(
+        client,
+        tmp_path / dataset,
+        _write(fmt, columns, rows),
+        dataset,
+        chunk_bytes=chunk,
+        filename=f"data.{fmt}",
+        **options,
+    )
+    _completed(job)
+    # every CSV field is quoted here, and a quoted empty field is an empty string, not NULL
+    expected = [
+        dict(
+            zip(columns, ["" if v is None and fmt in ("csv", "tsv") else v for v in r], strict=True)
+        )
+        for r in rows
+    ]
+    assert export_records(client, dataset) == expected
+
+
+def test_cli_and_uppy_metadata_carry_the_format_options(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a semicolon-separated cp1252 file without a header, named as if it were anything
+    src = tmp_path / "export.dat"
+    src.write_bytes("1;Zoë €\n2;naïve\n".encode("cp1252"))
+    common = ["--api", stack.api_url, "--token", stack.local_token, "--json"]
+    args = ["import", str(src), "-d", dataset_name, "--format", "csv", "--delimiter", ";"]
+    result = CliRunner().invoke(cli, [*args, "--no-header", "--encoding", "cp1252", *common])
+    assert result.exit_code == 0, result.output
+    job = client.call("GET", f"/jobs/{json.loads(result.output)['job_id']}")
+    assert job["run_parameters"]["options"] == {
+        "format": "csv",
+        "delimiter": ";",
+        "header": False,
+        "encoding": "cp1252",
+        "mode": "replace",
+    }
+    assert export_records(client, dataset_name) == [
+        {"column_1": "1", "column_2": "Zoë €"},
+        {"column_1": "2", "column_2": "naïve"},
+    ]
+    # and Uppy's metadata may carry the same names
+    uppy = client.call(
+        "POST",
+        "/uploads/s3/multipart",
+        {
+            "filename": "x.txt",
+            "metadata": {
+                "dataset": dataset_name,
+                "format": "tsv",
+                "header": "false",
+                "encoding": "latin-1",
+                "delimiter": "tab",
+            },
+        },
+    )
+    found = client.call("GET", f"/jobs?key={uppy['key']}")["jobs"][0]
+    assert found["run_parameters"]["options"] == {
+        "format": "tsv",
+        "delimiter": "\t",
+        "header": False,
+        "encoding": "iso8859-1",
+        "mode": "replace",
+    }
