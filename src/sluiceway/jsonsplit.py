@@ -34,6 +34,8 @@ NEWLINE = b"\n"
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 # Outside a string: a whole string (possibly unterminated at the buffer's end) or a structural byte.
 _TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:(")|\\?\Z)|[\[\]{},]', re.DOTALL)
+# Pairs of (text outside strings, a string without a bracket), as many as there are.
+_CLEAN_PAIRS = re.compile(rb'(?:[^"]*+"[^"\[\]{}]*+")*+')
 # Inside a string: the rest of it up to and including its closing quote.
 _STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
 
@@ -66,18 +68,36 @@ def escape_run_start(lookback: bytes) -> int:
     return len(lookback.rstrip(b"\\"))
 
 
+def _depth(buf: bytes, start: int = 0, end: int | None = None) -> int:
+    end = len(buf) if end is None else end
+    opened = buf.count(b"[", start, end) + buf.count(b"{", start, end)
+    return opened - buf.count(b"]", start, end) - buf.count(b"}", start, end)
+
+
 def scan_array_range(buf: bytes, rel: int) -> ArrayScan:
     """Scan ``buf[rel:]``; ``buf[:rel]`` is the run of backslashes just before the range (so
-    an escape that straddles the range's start is read right)."""
-    plain = _ESCAPE.sub(b"__", buf)[rel:]
-    parts = plain.split(b'"')
-    outside = b"".join(parts[0::2])
-    inside = b"".join(parts[1::2])
+    an escape that straddles the range's start is read right).
 
-    def delta(text: bytes) -> int:
-        return text.count(b"[") + text.count(b"{") - text.count(b"]") - text.count(b"}")
-
-    return ArrayScan(len(parts) - 1, delta(outside), delta(inside))
+    With escapes blanked out every quote toggles the string state, so under the "starts
+    outside" hypothesis the brackets inside strings are those after an odd number of quotes.
+    One possessive regex skips, in C, every string without a bracket; only strings that hold
+    one are visited in Python. The net depth if the range starts inside a string is the depth
+    of those brackets; outside, the rest. (Splitting at every quote ran at 18 MB/s; walking
+    every bracket at 31 MB/s.)
+    """
+    plain = _ESCAPE.sub(b"__", buf)
+    inside, pos, end = 0, rel, len(plain)
+    while pos < end:
+        pos = _CLEAN_PAIRS.match(plain, pos).end()  # type: ignore[union-attr]  # always matches
+        opening = plain.find(b'"', pos)
+        if opening < 0:
+            break
+        closing = plain.find(b'"', opening + 1)
+        inside += _depth(plain, opening + 1, end if closing < 0 else closing)
+        if closing < 0:
+            break
+        pos = closing + 1
+    return ArrayScan(plain.count(b'"', rel), _depth(plain, rel) - inside, inside)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ bench/formats.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -23,6 +24,14 @@ from .settings import MiB, Settings
 
 READ_BYTES = 1 * MiB
 FIND_BYTES = 64 * 1024
+
+# The yajl2_c backend parses about 19x faster than ijson's pure-Python one here
+# (bench figures in bench/README.md); the layer build ships it. Say so if it is missing.
+IJSON_BACKEND: str = ijson.backend
+if IJSON_BACKEND != "yajl2_c":
+    logging.getLogger(__name__).warning(
+        "ijson is using its %s backend, not yajl2_c: JSON arrays will parse slowly", IJSON_BACKEND
+    )
 
 
 def _open(bucket: str, key: str, start: int, settings: Settings) -> IO[bytes]:

@@ -159,3 +159,9 @@ def test_an_unbalanced_array_does_not_fold_to_its_end() -> None:
 def test_what_is_not_a_json_array_says_so(data: bytes, words: str) -> None:
     with pytest.raises(MalformedFile, match=words):
         jsonsplit.array_bounds(data, data, len(data))
+
+
+def test_json_arrays_are_parsed_by_ijsons_c_backend() -> None:
+    from sluiceway import readers
+
+    assert readers.IJSON_BACKEND == "yajl2_c"
