@@ -13,7 +13,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from sluiceway.client import Client
-from sluiceway.settings import Settings, ThrottleSettings
+from sluiceway.settings import ImportSettings, MiB, Settings, ThrottleSettings
+
+MAX_UNPACKED_BYTES = 32 * MiB
 
 
 def standalone_env(tmp_path: Path) -> dict[str, str]:
@@ -32,10 +34,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("sluiceway-home")
     # The whole suite calls as one caller from one address, faster than any user would; the
     # throttle itself is tested on front doors of its own (tests/integration/test_throttle.py).
+    # A small inflation cap, so a gzip bomb is caught after a moment's work.
     settings = Settings(
         home=home,
         allow_fault_injection=True,
         throttle=ThrottleSettings(rate_per_second=10_000, burst=10_000),
+        imports=ImportSettings(max_unpacked_bytes=MAX_UNPACKED_BYTES),
     )
     with LocalStack(settings, workers=2) as running:
         yield running

@@ -474,9 +474,11 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
         options["message"] = str(metadata["description"])
     if metadata.get("chunk_bytes"):
         options["chunk_bytes"] = int(metadata["chunk_bytes"])
-    for name in ("format", "mode"):
+    for name in ("format", "mode", "delimiter", "encoding"):
         if metadata.get(name):
             options[name] = str(metadata[name])
+    if str(metadata.get("header", "")).lower() in ("false", "0", "no"):
+        options["header"] = False
     if metadata.get("key"):
         key = metadata["key"]  # a list, or comma-separated column names
         options["key"] = key if isinstance(key, list) else str(key).split(",")

@@ -187,7 +187,7 @@ def run_import(
     extra_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Upload, wait for the import's job, and return a summary (shared by import and demo)."""
-    options: dict[str, Any] = {k: v for k, v in (extra_options or {}).items() if v}
+    options: dict[str, Any] = {k: v for k, v in (extra_options or {}).items() if v is not None}
     if chunk_size:
         options["chunk_bytes"] = chunk_size
     if message:
@@ -234,7 +234,15 @@ def run_import(
     "--chunk-size", help="Bytes per parallel range, e.g. 64MiB (default: sized for Lambda)."
 )
 @click.option("--message", "-m", help="Commit message.")
-@click.option("--format", "fmt", default="csv", show_default=True, help="File format (csv).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "tsv", "jsonl", "json"], case_sensitive=False),
+    help="File format (default: detected from the name and the first bytes; .gz/.zst inflated).",
+)
+@click.option("--delimiter", help="CSV delimiter: one character or 'tab' (default: sniffed).")
+@click.option("--no-header", is_flag=True, help="The CSV has no header row (column_1, ...).")
+@click.option("--encoding", help="utf-8 (default), latin-1, cp1252 or utf-16.")
 @click.option(
     "--mode",
     type=click.Choice(["replace", "append", "upsert", "delete"]),
@@ -254,15 +262,27 @@ def import_(
     dataset: str,
     chunk_size: str | None,
     message: str | None,
-    fmt: str,
+    fmt: str | None,
+    delimiter: str | None,
+    no_header: bool,
+    encoding: str | None,
     mode: str,
     keys: tuple[str, ...],
     branch: str | None,
 ) -> None:
-    """Import FILE (CSV) into a dataset as a new commit on main (or --branch)."""
+    """Import FILE (CSV, TSV, JSON Lines or a JSON array; may be .gz/.zst) into a dataset as
+    a new commit on main (or --branch)."""
     chunk = parse_size(chunk_size) if chunk_size else None
     key = [k.strip() for part in keys for k in part.split(",") if k.strip()]
-    extra = {"format": fmt, "mode": mode, "key": key or None, "branch": branch}
+    extra = {
+        "format": fmt,
+        "delimiter": delimiter,
+        "header": False if no_header else None,
+        "encoding": encoding,
+        "mode": mode,
+        "key": key or None,
+        "branch": branch,
+    }
     with state.client() as client:
         result = run_import(
             client, file, dataset, chunk, message, show_progress=not state.json, extra_options=extra

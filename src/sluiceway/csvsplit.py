@@ -160,8 +160,20 @@ def resolve_ranges(
     return ranges
 
 
-def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
-    """Read the header record from the first bytes of a file (``at_eof``: buf is the whole file)."""
+def parse_header(
+    buf: bytes,
+    *,
+    at_eof: bool,
+    max_record_bytes: int,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    header: bool = True,
+) -> Header:
+    """Read the header record from the first bytes of a file (``at_eof``: buf is the whole file).
+
+    Without a ``header`` row the columns are named ``column_1``, ``column_2``, ... after the
+    first record's fields, and the data starts at the first byte (after any BOM).
+    """
     bom = buf.startswith(UTF8_BOM)
     pos = len(UTF8_BOM) if bom else 0
     end = first_record_end(buf, pos)
@@ -175,10 +187,11 @@ def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
         record, data_start = buf[pos:], len(buf)
     else:
         record, data_start = buf[pos : end + 1], end + 1
-    text = _decode(record, byte_offset=pos, line=1)
+    text = _decode(record, byte_offset=pos, line=1, encoding=encoding)
     if "\x00" in text:
         raise MalformedFile("line 1 (the header) contains a NUL byte.", byte_offset=pos, line=1)
-    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True)) if text.strip() else []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
+    rows = list(reader) if text.strip() else []
     if len(rows) > 1:
         raise MalformedFile(
             "lines end with a bare carriage return (CR), which is not supported; save the file "
@@ -188,6 +201,8 @@ def parse_header(buf: bytes, *, at_eof: bool, max_record_bytes: int) -> Header:
         )
     if not rows:
         return Header([], data_start, bom)
+    if not header:
+        return Header([f"column_{i}" for i in range(1, len(rows[0]) + 1)], pos, bom)
     columns = [c.strip() for c in rows[0]]
     seen: set[str] = set()
     for index, name in enumerate(columns):
@@ -216,13 +231,14 @@ def trim_trailing_blank_lines(tail: bytes, size: int) -> int:
     return size - cut + terminator
 
 
-def _decode(data: bytes, *, byte_offset: int, line: int) -> str:
+def _decode(data: bytes, *, byte_offset: int, line: int, encoding: str = "utf-8") -> str:
     try:
-        return data.decode("utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
+        name = "UTF-8" if encoding == "utf-8" else encoding
         raise MalformedFile(
-            f"Byte {byte_offset + exc.start:,} (line {line}) is not valid UTF-8 "
-            f"(0x{data[exc.start]:02x}); save the file as UTF-8.",
+            f"Byte {byte_offset + exc.start:,} (line {line}) is not valid {name} "
+            f"(0x{data[exc.start]:02x}); save the file as UTF-8 or give its --encoding.",
             byte_offset=byte_offset + exc.start,
             line=line,
         ) from exc
@@ -241,13 +257,20 @@ def locate_record(buf: bytes, start: int, record_no: int) -> tuple[int, int]:
 
 
 def find_bad_record(
-    buf: bytes, *, base_offset: int, first_line: int, column_count: int
+    buf: bytes,
+    *,
+    base_offset: int,
+    first_line: int,
+    column_count: int,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
 ) -> MalformedFile | None:
     """The first record of ``buf`` (file bytes from ``base_offset``) that cannot be loaded.
 
     Used to explain a failed COPY in the user's terms: which line and byte, and what is wrong.
     """
     pos, line = 0, first_line
+    ending: bytes | None = None
     while pos < len(buf):
         end = first_record_end(buf, pos)
         record = buf[pos:] if end is None else buf[pos : end + 1]
@@ -259,16 +282,28 @@ def find_bad_record(
                 line=line,
             )
         try:
-            text = _decode(record, byte_offset=offset, line=line)
+            text = _decode(record, byte_offset=offset, line=line, encoding=encoding)
         except MalformedFile as exc:
             return exc
+        if end is not None:
+            this = b"\r\n" if record.endswith(b"\r\n") else b"\n"
+            if ending is not None and this != ending:
+                names = {b"\r\n": "CR LF", b"\n": "LF"}
+                return MalformedFile(
+                    f"line {line:,} (byte {offset:,}) ends with {names[this]} but the lines "
+                    f"before it with {names[ending]}; save the file with one kind of line "
+                    "ending.",
+                    byte_offset=offset,
+                    line=line,
+                )
+            ending = this
         if "\x00" in text:
             return MalformedFile(
                 f"line {line:,} (byte {offset:,}): contains a NUL byte, which text cannot hold.",
                 byte_offset=offset,
                 line=line,
             )
-        fields = next(csv.reader(io.StringIO(text, newline="")), [])
+        fields = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
         if len(fields) != column_count:
             return MalformedFile(
                 f"line {line:,} (byte {offset:,}) has {len(fields)} field(s); the header has "

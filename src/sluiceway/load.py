@@ -14,9 +14,9 @@ import psycopg
 from psycopg import sql
 from smart_open import open as smart_open
 
-from . import csvsplit, db, faults, jobs, storage, tree, versioning
+from . import csvsplit, db, faults, formats, jobs, readers, storage, tree, versioning
 from .errors import MalformedFile
-from .plan import ChunkItem, _read, chunk_task
+from .plan import ChunkItem, _read, chunk_task, source_object
 from .settings import MiB, Settings
 
 READ_BYTES = 1 * MiB
@@ -87,11 +87,17 @@ def _load_chunk(
         return {"chunk_no": item.chunk_no, "rows": chunk["row_count"]}
     params, checkpoint = job["run_parameters"], job["checkpoint"]
     columns: list[str] = checkpoint["columns"]
-    bucket, key = params["bucket"], params["key"]
+    bucket, key = source_object(job)
+    fmt = checkpoint.get("format") or "csv"
+    filename = params.get("filename") or params["key"]
     start, end = chunk["start_byte"], chunk["end_byte"]
+    if fmt == "json":
+        start, end = readers.array_range(bucket, key, chunk, checkpoint, settings)
     # Session-local tables dropped at commit: nothing to clean up after a failure, no WAL.
     raw_table, hashed_table = sql.Identifier("sluiceway_raw"), sql.Identifier("sluiceway_hashed")
-    cols = sql.SQL(", ").join(_column_idents(len(columns)))
+    # a workbook's rows carry their logical id, sheet:row
+    rid = [sql.Identifier("rid")] if fmt == "xlsx" else []
+    cols = sql.SQL(", ").join([*_column_idents(len(columns)), *rid])
 
     inject = faults.take(conn, item.job_id, "load", settings)
     faults.stall(conn, item.job_id, "load", settings)
@@ -108,15 +114,57 @@ def _load_chunk(
                 ).format(
                     raw_table,
                     sql.SQL(", ").join(
-                        sql.SQL("{} text").format(c) for c in _column_idents(len(columns))
+                        sql.SQL("{} text").format(c) for c in [*_column_idents(len(columns)), *rid]
                     ),
                 )
             )
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-                raw_table, cols
-            )
+            if fmt in ("csv", "tsv"):
+                copy_sql = sql.SQL(
+                    "COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER {}, ENCODING {})"
+                ).format(
+                    raw_table,
+                    cols,
+                    sql.Literal(checkpoint.get("delimiter") or ","),
+                    sql.Literal(formats.postgres_encoding(checkpoint.get("encoding") or "utf-8")),
+                )
+            else:  # rows parsed here, written in COPY's text format
+                copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(raw_table, cols)
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                _stream_range(copy, bucket, key, start, end, settings)
+                if fmt == "jsonl":
+                    readers.copy_jsonl(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        start=start,
+                        end=end,
+                        first_line=chunk["first_line"],
+                        columns=columns,
+                        filename=filename,
+                        settings=settings,
+                    )
+                elif fmt == "xlsx":
+                    readers.copy_sheet(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        sheet_no=item.chunk_no,
+                        columns=columns,
+                        filename=filename,
+                        settings=settings,
+                    )
+                elif fmt == "json":
+                    readers.copy_array(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        start=start,
+                        end=end,
+                        columns=columns,
+                        filename=filename,
+                        settings=settings,
+                    )
+                else:
+                    _stream_range(copy, bucket, key, start, end, settings)
             # Canonical content: sorted column names, then the values in that order.
             order = sorted(range(len(columns)), key=lambda i: columns[i])
             vals = sql.SQL("ARRAY[{}]").format(
@@ -133,10 +181,10 @@ def _load_chunk(
                     h=hashed_table,
                     names=sql.Literal(sorted(columns)),
                     vals=vals,
-                    key=key_expression(key_columns, columns) if key_columns else sql.SQL("NULL"),
-                    key_source=sql.SQL(", ").join(
-                        sql.Identifier(f"c{i + 1}") for i in range(len(columns))
-                    ),
+                    key=key_expression(key_columns, columns)
+                    if key_columns
+                    else (rid[0] if rid else sql.SQL("NULL")),
+                    key_source=sql.SQL(", ").join([*_column_idents(len(columns)), *rid]),
                     raw=raw_table,
                 )
             )
@@ -150,7 +198,7 @@ def _load_chunk(
                 _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
             if not key_columns:
                 # The range's own leaves and list; the commit only points at them.
-                (ref,) = tree.build(conn, hashed_table, keyed=False, split_lists=False)
+                (ref,) = tree.build(conn, hashed_table, keyed=bool(rid), split_lists=False)
                 rows = ref.row_count
                 conn.execute(
                     "UPDATE dsa_jobs.import_chunks SET list_hash = %s "
@@ -168,7 +216,14 @@ def _load_chunk(
             if inject:  # everything done but the commit: all of it must roll back
                 raise faults.fail("load")
     except psycopg.DataError as exc:
-        raise _explain(exc, params, chunk, len(columns), settings) from exc
+        if fmt not in ("csv", "tsv"):
+            raise MalformedFile(
+                f"{filename}: the records in bytes {start:,}-{end:,} could not be loaded: "
+                f"{exc.diag.message_primary or exc}",
+                file=filename,
+                byte_offset=start,
+            ) from exc
+        raise _explain(exc, job, chunk, len(columns), settings) from exc
     return {"chunk_no": item.chunk_no, "rows": rows}
 
 
@@ -206,7 +261,10 @@ def _stream_range(
     if end <= start:
         return
     with smart_open(
-        f"s3://{bucket}/{key}", "rb", transport_params=storage.smart_open_params(settings)
+        f"s3://{bucket}/{key}",
+        "rb",
+        compression="disable",  # never by the name: a .gz upload was inflated when planned
+        transport_params=storage.smart_open_params(settings),
     ) as f:
         f.seek(start)
         remaining = end - start
@@ -222,19 +280,23 @@ def _stream_range(
 
 def _explain(
     exc: psycopg.DataError,
-    params: dict[str, Any],
+    job: dict[str, Any],
     chunk: dict[str, Any],
     column_count: int,
     settings: Settings,
 ) -> MalformedFile:
     """Turn PostgreSQL's complaint into one about the user's file: which line, which byte."""
+    params, cp = job["run_parameters"], job["checkpoint"]
     filename = params.get("filename") or params["key"]
-    buf = _read(params["bucket"], params["key"], chunk["start_byte"], chunk["end_byte"], settings)
+    bucket, key = source_object(job)
+    buf = _read(bucket, key, chunk["start_byte"], chunk["end_byte"], settings)
     found = csvsplit.find_bad_record(
         buf,
         base_offset=chunk["start_byte"],
         first_line=chunk["first_line"],
         column_count=column_count,
+        delimiter=cp.get("delimiter") or ",",
+        encoding=cp.get("encoding") or "utf-8",
     )
     detail = exc.diag.message_primary or str(exc)
     if found is not None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from . import csvsplit, db, faults, jobs, storage
+from . import csvsplit, db, faults, formats, jobs, jsonsplit, storage, unpack, xlsx
 from .errors import (
     InvalidRequest,
     MalformedFile,
@@ -24,6 +26,7 @@ from .errors import (
     PayloadTooLarge,
     SluicewayError,
     StorageUnavailable,
+    UnsupportedFormat,
 )
 from .settings import Settings, get_settings
 
@@ -109,24 +112,22 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     if not jobs.claim(conn, job_id, {"total_bytes": size, "stage": "planning"}, execution):
         return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
 
-    limit = settings.imports.max_record_bytes
-    first = _read(bucket, key, 0, min(size, limit + 4), settings)
+    filename = upload["filename"]
     try:
-        header = csvsplit.parse_header(first, at_eof=len(first) == size, max_record_bytes=limit)
-    except (MalformedFile, PayloadTooLarge) as exc:
-        raise type(exc)(f"{upload['filename']}: {exc.message}", **exc.details) from exc
-    tail = _read(bucket, key, max(size - 4096, 0), size, settings)
-    data_end = max(csvsplit.trim_trailing_blank_lines(tail, size), header.data_start)
-    if not header.columns and data_end > header.data_start:
-        raise MalformedFile(
-            f"{upload['filename']}: the first line is empty; a CSV file starts with a header "
-            "row naming its columns.",
-            byte_offset=0,
-            line=1,
-        )
+        src = _source(bucket, key, size, job_id, filename, upload["options"], settings)
+        layout = _LAYOUTS[src.source.format](src, filename, settings)
+    except (MalformedFile, PayloadTooLarge, UnsupportedFormat) as exc:
+        if exc.message.startswith(filename):
+            raise
+        raise type(exc)(f"{filename}: {exc.message}", **exc.details) from exc
+    header = layout
+    data_end = layout.data_end
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
-    raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
+    if layout.sheets is not None:  # one item per sheet: a zip is not cut by byte range
+        raw = [(0, 0)] * max(len(layout.sheets), 1)
+    else:
+        raw = csvsplit.split_ranges(data_end, chunk_bytes, settings.imports.map_concurrency)
     if len(raw) > 100_000:
         raise InvalidRequest(
             f"{len(raw):,} ranges of {chunk_bytes:,} bytes is too many; use a larger chunk size."
@@ -143,7 +144,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
             for n, (a, b) in enumerate(raw):
                 copy.write_row((job_id, n, a, b))
         # the header and any trailing blank lines are done with: count them as processed
-        jobs.add_progress(conn, job_id, bytes_done=header.data_start + size - data_end)
+        jobs.add_progress(conn, job_id, bytes_done=header.data_start + src.size - data_end)
         jobs.update(
             conn,
             job_id,
@@ -155,9 +156,15 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "commit_key": int(key_row["k"]),
                 "data_start": header.data_start,
                 "data_end": data_end,
-                "header_lines": first[: header.data_start].count(b"\n"),
+                "header_lines": layout.header_lines,
                 "chunk_bytes": chunk_bytes,
                 "key_columns": key_columns,
+                "format": src.source.format,
+                "delimiter": src.source.delimiter,
+                "encoding": src.source.encoding,
+                "source_bucket": src.bucket,
+                "source_key": src.key,
+                "sheets": layout.sheets,
             },
         )
     work_bucket = settings.storage.bucket
@@ -174,6 +181,174 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ranges_key=ranges_key,
         max_concurrency=settings.imports.map_concurrency,
     ).model_dump()
+
+
+@dataclass(frozen=True)
+class Located:
+    """The object the scans and loads read (the upload, or its staged plain UTF-8 copy)."""
+
+    bucket: str
+    key: str
+    size: int
+    source: formats.Source
+    first: bytes  # its first bytes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a file's records are and what its columns are."""
+
+    columns: list[str]
+    data_start: int
+    data_end: int
+    header_lines: int = 0
+    sheets: list[str] | None = None  # a workbook's sheets (one Map item each), else None
+
+
+def _source(
+    bucket: str,
+    key: str,
+    size: int,
+    job_id: uuid.UUID,
+    filename: str,
+    options: dict[str, Any],
+    settings: Settings,
+) -> Located:
+    """Decide the format, compression, encoding and dialect; stage the object if it must be."""
+    first = _read(bucket, key, 0, min(size, SNIFF_BYTES), settings)
+    compression = formats.detect_compression(filename, first)
+    encoding = options.get("encoding")
+    if compression is None and encoding is None and first.startswith(formats.UTF16_BOMS):
+        encoding = "utf-16"
+    encoding = encoding or "utf-8"
+    fmt = options.get("format")
+    workbook = fmt == "xlsx" or (fmt is None and first.startswith(formats.ZIP_MAGIC))
+    if compression is not None or (
+        not workbook
+        and (
+            (fmt not in {"csv", "tsv"} and encoding != "utf-8")
+            or formats.postgres_encoding(encoding) is None
+        )
+    ):
+        # Cannot be cut by byte range as it is: inflate / transcode it once, then cut that.
+        staged = f"{settings.storage.work_prefix}{job_id}/staged"
+        size = unpack.stage(
+            bucket,
+            key,
+            staged,
+            compression=compression,
+            encoding=encoding,
+            filename=filename,
+            settings=settings,
+        )
+        key, encoding = staged, "utf-8"
+        first = _read(bucket, key, 0, min(size, SNIFF_BYTES), settings)
+    fmt = fmt or formats.detect_format(filename, first)
+    delimiter = options.get("delimiter")
+    if fmt == "tsv":
+        delimiter = delimiter or "\t"
+    elif fmt == "csv" and delimiter is None:
+        delimiter = formats.sniff_delimiter(first.decode(encoding, errors="replace"))
+    header = options.get("header", True) is not False
+    return Located(
+        bucket,
+        key,
+        size,
+        formats.Source(fmt, compression, encoding, delimiter or ",", header),
+        first,
+    )
+
+
+def _csv_layout(src: Located, filename: str, settings: Settings) -> Layout:
+    limit = settings.imports.max_record_bytes
+    first = _read(src.bucket, src.key, 0, min(src.size, limit + 4), settings)
+    header = csvsplit.parse_header(
+        first,
+        at_eof=len(first) == src.size,
+        max_record_bytes=limit,
+        delimiter=src.source.delimiter,
+        encoding=src.source.encoding,
+        header=src.source.header,
+    )
+    tail = _read(src.bucket, src.key, max(src.size - 4096, 0), src.size, settings)
+    data_end = max(csvsplit.trim_trailing_blank_lines(tail, src.size), header.data_start)
+    if not header.columns and data_end > header.data_start:
+        raise MalformedFile(
+            f"{filename}: the first line is empty; a CSV file starts with a header "
+            "row naming its columns.",
+            byte_offset=0,
+            line=1,
+        )
+    lines = first[: header.data_start].count(b"\n")
+    return Layout(header.columns, header.data_start, data_end, lines)
+
+
+def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:
+    sample = _read(
+        src.bucket, src.key, 0, min(src.size, settings.imports.json_sample_bytes), settings
+    )
+    data_start = 3 if sample.startswith(formats.UTF8_BOM) else 0
+    complete = len(sample) == src.size
+    lines = sample[data_start:].split(b"\n")
+    if not complete:
+        lines = lines[:-1]  # the sample cut it
+    records = [
+        record
+        for _, _, record in jsonsplit.jsonl_records(
+            (line + b"\n" for line in lines), first_line=1, start=data_start
+        )
+    ]
+    if not records and not complete:
+        raise PayloadTooLarge(
+            f"{filename}: the first line is longer than {settings.imports.json_sample_bytes:,} "
+            "bytes (imports.json_sample_bytes).",
+            byte_offset=data_start,
+            line=1,
+        )
+    return Layout(jsonsplit.columns_of(records), data_start, src.size)
+
+
+def _json_layout(src: Located, filename: str, settings: Settings) -> Layout:
+    sample = _read(
+        src.bucket, src.key, 0, min(src.size, settings.imports.json_sample_bytes), settings
+    )
+    tail = _read(src.bucket, src.key, max(src.size - 4096, 0), src.size, settings)
+    data_start, data_end = jsonsplit.array_bounds(sample, tail, src.size)
+    complete = len(sample) == src.size
+    records = jsonsplit.sample_array(sample, complete=complete, limit=100_000)
+    if not records and not complete:
+        raise PayloadTooLarge(
+            f"{filename}: the first record is longer than {settings.imports.json_sample_bytes:,} "
+            "bytes (imports.json_sample_bytes), or the array's start is not valid JSON.",
+            byte_offset=data_start,
+        )
+    return Layout(jsonsplit.columns_of(records), data_start, data_end)
+
+
+def _xlsx_layout(src: Located, filename: str, settings: Settings) -> Layout:
+    """A workbook's sheets with a header row, and the union of their columns."""
+    columns: dict[str, None] = {}
+    sheets: list[str] = []
+    with storage.open_object(src.bucket, src.key, settings) as f:
+        book = xlsx.open_workbook(f, filename)
+        try:
+            for name in book.sheetnames:
+                header = xlsx.sheet_header(book[name], name)
+                sheets.append(name)
+                columns.update(dict.fromkeys(header or []))
+        finally:
+            book.close()
+    return Layout(list(columns), 0, src.size, sheets=sheets)
+
+
+_LAYOUTS: dict[str, Callable[[Located, str, Settings], Layout]] = {
+    "csv": _csv_layout,
+    "tsv": _csv_layout,
+    "jsonl": _jsonl_layout,
+    "json": _json_layout,
+    "xlsx": _xlsx_layout,
+}
+SNIFF_BYTES = 64 * 1024
 
 
 def _key_columns(options: dict[str, Any], columns: list[str], filename: str) -> list[str] | None:
@@ -268,6 +443,24 @@ def chunk_task(
         raise
 
 
+def source_object(job: dict[str, Any]) -> tuple[str, str]:
+    """(bucket, key) of what the ranges are cut from: the upload, or its staged copy."""
+    cp, params = job["checkpoint"], job["run_parameters"]
+    return cp.get("source_bucket") or params["bucket"], cp.get("source_key") or params["key"]
+
+
+def lookback_start(bucket: str, key: str, pos: int, settings: Settings) -> int:
+    """Where the run of backslashes just before ``pos`` starts (``pos`` if there is none)."""
+    start = pos
+    while start > 0:
+        back = _read(bucket, key, max(start - 4096, 0), start, settings)
+        run = len(back) - jsonsplit.escape_run_start(back)
+        start -= run
+        if run < len(back):
+            break
+    return start
+
+
 def scan_chunk(event: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """Count quotes and newlines of one raw range and find its candidate record starts."""
     return chunk_task(event, settings, _scan_chunk)
@@ -280,28 +473,56 @@ def _scan_chunk(
     chunk: dict[str, Any],
     settings: Settings,
 ) -> dict[str, Any]:
-    params = job["run_parameters"]
+    cp = job["checkpoint"]
+    bucket, key = source_object(job)
     raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
-    buf = _read(params["bucket"], params["key"], max(raw_start - 1, 0), raw_end, settings)
-    scan = csvsplit.scan_range(buf, raw_start)
-    conn.execute(
-        """
-        UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,
-            lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned',
-            error = NULL, updated_at = now()
-        WHERE job_id = %s AND chunk_no = %s
-        """,
-        (
-            scan.quote_count,
-            scan.first_newline_even,
-            scan.first_newline_odd,
-            scan.lines_to_even,
-            scan.lines_to_odd,
-            scan.newline_count,
-            item.job_id,
-            item.chunk_no,
-        ),
-    )
+    if cp.get("format") == "xlsx":  # a sheet: nothing to find
+        conn.execute(
+            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, updated_at = now() "
+            "WHERE job_id = %s AND chunk_no = %s",
+            (item.job_id, item.chunk_no),
+        )
+        scan = csvsplit.RangeScan(0, 0, None, None)
+    elif cp.get("format") == "json":
+        lookback = lookback_start(bucket, key, raw_start, settings)
+        array = jsonsplit.scan_array_range(
+            _read(bucket, key, lookback, raw_end, settings), raw_start - lookback
+        )
+        conn.execute(
+            "UPDATE dsa_jobs.import_chunks SET quote_count = %s, scan = %s, status = 'scanned', "
+            "error = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
+            (
+                array.quote_count,
+                Jsonb({"delta_out": array.delta_out, "delta_in": array.delta_in}),
+                item.job_id,
+                item.chunk_no,
+            ),
+        )
+        scan = csvsplit.RangeScan(array.quote_count, 0, None, None)
+    else:
+        buf = _read(bucket, key, max(raw_start - 1, 0), raw_end, settings)
+        if cp.get("format") == "jsonl":  # a newline never occurs inside a JSON string
+            scan = jsonsplit.scan_lines(buf, raw_start)
+        else:
+            scan = csvsplit.scan_range(buf, raw_start)
+        conn.execute(
+            """
+            UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,
+                lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned',
+                error = NULL, updated_at = now()
+            WHERE job_id = %s AND chunk_no = %s
+            """,
+            (
+                scan.quote_count,
+                scan.first_newline_even,
+                scan.first_newline_odd,
+                scan.lines_to_even,
+                scan.lines_to_odd,
+                scan.newline_count,
+                item.job_id,
+                item.chunk_no,
+            ),
+        )
     if faults.take(conn, item.job_id, "scan", settings):  # after the work, as a lost reply
         raise faults.fail("scan")
     return {"chunk_no": item.chunk_no, "quotes": scan.quote_count}
@@ -358,6 +579,22 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
     missing = [r["chunk_no"] for r in rows if r["status"] == "planned"]
     if missing:
         raise RuntimeError(f"Ranges {missing[:10]} of job {job_id} were never scanned.")
+    if cp.get("format") == "json":
+        return _resolve_array(plan, job_id, conn, job, rows, settings)
+    if cp.get("format") == "xlsx":
+        with conn.transaction():
+            conn.execute(
+                "UPDATE dsa_jobs.import_chunks SET start_byte = 0, end_byte = 0, first_line = 2, "
+                "status = 'resolved', updated_at = now() WHERE job_id = %s",
+                (job_id,),
+            )
+            jobs.update(
+                conn,
+                job_id,
+                progress={"stage": "loading", "chunks_total": len(rows)},
+                checkpoint={"stage": "resolved"},
+            )
+        return _put_loads(plan, job_id, [r["chunk_no"] for r in rows], settings)
     raw = [(r["raw_start"], r["raw_end"]) for r in rows]
     scans = [
         csvsplit.RangeScan(
@@ -399,12 +636,80 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
             progress={"stage": "loading", "chunks_total": len(loads)},
             checkpoint={"stage": "resolved"},
         )
+    return _put_loads(plan, job_id, [r.chunk_no for r in loads], settings)
+
+
+def _put_loads(
+    plan: PlanOutput, job_id: uuid.UUID, chunk_nos: list[int], settings: Settings
+) -> dict[str, Any]:
     plan.loads_key = f"{settings.storage.work_prefix}{job_id}/loads.json"
     assert plan.work_bucket is not None
     _put_json(
         plan.work_bucket,
         plan.loads_key,
-        [{"job_id": str(job_id), "chunk_no": r.chunk_no} for r in loads],
+        [{"job_id": str(job_id), "chunk_no": n} for n in chunk_nos],
         settings,
     )
     return plan.model_dump()
+
+
+def _resolve_array(
+    plan: PlanOutput,
+    job_id: uuid.UUID,
+    conn: db.Conn,
+    job: dict[str, Any],
+    rows: list[dict[str, Any]],
+    settings: Settings,
+) -> dict[str, Any]:
+    """The JSON array's fold: each range's lexer state at its first byte. Each load then finds
+    its exact first and last record itself (usually within one record of its raw bounds)."""
+    scans = [
+        jsonsplit.ArrayScan(r["quote_count"], r["scan"]["delta_out"], r["scan"]["delta_in"])
+        for r in rows
+    ]
+    states, end = jsonsplit.fold_array(scans)
+    name = job["run_parameters"].get("filename", "the file")
+    data_end = job["checkpoint"]["data_end"]
+    if end.in_string:
+        raise MalformedFile(
+            f"{name}: a string is never closed before the array's last ']' (byte {data_end:,}).",
+            byte_offset=data_end,
+        )
+    if end.depth != 1:
+        raise MalformedFile(
+            f"{name}: the brackets do not balance: {abs(end.depth - 1):,} "
+            f"{'unclosed' if end.depth > 1 else 'extra closing'} bracket(s) before the array's "
+            f"last ']' (byte {data_end:,}); the file is truncated or not one JSON array.",
+            byte_offset=data_end,
+        )
+    nexts = [*states[1:], end]
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            """
+            UPDATE dsa_jobs.import_chunks SET start_byte = raw_start, end_byte = raw_end,
+                first_line = 0, scan = scan || %s, status = 'resolved', updated_at = now()
+            WHERE job_id = %s AND chunk_no = %s
+            """,
+            [
+                (
+                    Jsonb(
+                        {
+                            "in_string": st.in_string,
+                            "depth": st.depth,
+                            "next_in_string": nx.in_string,
+                            "next_depth": nx.depth,
+                        }
+                    ),
+                    job_id,
+                    r["chunk_no"],
+                )
+                for r, st, nx in zip(rows, states, nexts, strict=True)
+            ],
+        )
+        jobs.update(
+            conn,
+            job_id,
+            progress={"stage": "loading", "chunks_total": len(rows)},
+            checkpoint={"stage": "resolved"},
+        )
+    return _put_loads(plan, job_id, [r["chunk_no"] for r in rows], settings)

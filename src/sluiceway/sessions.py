@@ -471,7 +471,11 @@ def commit(
             "WHERE session_id = %s",
             (expected, row["session_id"]),
         )
-    options = upload.ImportOptions.model_validate(row["options"])
+    # The assembled object is always UTF-8 CSV with a header and commas, whatever the session's
+    # options said of format or dialect (nothing is sniffed from it).
+    options = upload.ImportOptions.model_validate(row["options"]).model_copy(
+        update={"format": "csv", "delimiter": ",", "header": None, "encoding": None}
+    )
     if not options.message:
         options.message = f"Records of session {row['session_id']} ({len(numbers)} chunks)"
     created: upload.UploadCreated | None = None

@@ -58,6 +58,12 @@ class ImportSettings(BaseModel):
     # A record longer than this is an error, not a reason to run out of memory.
     max_record_bytes: int = Field(default=16 * MiB, ge=1024)
     map_concurrency: int = Field(default=8, ge=1, le=1000)
+    # A compressed upload is inflated into a staged object once; this caps what it may
+    # inflate to (a gzip bomb is an error). One Lambda does the pass, so its 15 minutes
+    # bound it in practice too.
+    max_unpacked_bytes: int = Field(default=64 * 1024 * MiB, ge=1)
+    # The columns of JSON records are the keys of the records in this many first bytes.
+    json_sample_bytes: int = Field(default=1 * MiB, ge=1024)
 
 
 class ExportSettings(BaseModel):

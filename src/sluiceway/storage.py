@@ -72,6 +72,18 @@ def smart_open_params(settings: Settings | None = None) -> dict[str, Any]:
     return {"client": s3_client(settings)}
 
 
+def open_object(bucket: str, key: str, settings: Settings | None = None) -> Any:
+    """An object as a seekable binary file (ranged GETs), never decompressed by its name."""
+    from smart_open import open as smart_open
+
+    return smart_open(
+        f"s3://{bucket}/{key}",
+        "rb",
+        compression="disable",
+        transport_params={**smart_open_params(settings), "buffer_size": 1024 * 1024},
+    )
+
+
 def work_client(settings: Settings | None = None) -> S3Client:
     """Where the state machine's work files (range lists for ItemReader) go."""
     settings = settings or get_settings()

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from . import datasets, jobs, storage
+from . import datasets, formats, jobs, storage
 from .db import Conn
 from .errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
 from .settings import MiB, Settings, get_settings
@@ -28,7 +28,7 @@ MIN_PART_BYTES = 5 * MiB
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-FORMATS = ("csv",)  # issue 4 adds more
+FORMATS = formats.FORMATS
 ImportMode = Literal["replace", "append", "upsert", "delete"]
 
 
@@ -38,7 +38,25 @@ class ImportOptions(BaseModel):
 
     chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
     message: str | None = Field(default=None, max_length=10_000)
-    format: str = Field(default="csv", description=f"File format: one of {', '.join(FORMATS)}.")
+    format: str | None = Field(
+        default=None,
+        description=f"File format: one of {', '.join(FORMATS)}; detected from the name and the "
+        "first bytes when not given. A .gz or .zst file is decompressed (detected too).",
+    )
+    delimiter: str | None = Field(
+        default=None,
+        description="CSV field delimiter (one character; 'tab' works); sniffed among comma, tab, "
+        "semicolon and pipe when not given.",
+    )
+    header: bool | None = Field(
+        default=None,
+        description="false: the CSV has no header row (columns are named column_1, column_2, ...).",
+    )
+    encoding: str | None = Field(
+        default=None,
+        description=f"Text encoding: {', '.join(formats.ENCODINGS)}; default UTF-8 (a UTF-8 or "
+        "UTF-16 byte order mark is honoured).",
+    )
     mode: ImportMode = Field(
         default="replace",
         description="replace: the file is the new content; append: its rows are added; "
@@ -62,12 +80,22 @@ class ImportOptions(BaseModel):
 
     @field_validator("format")
     @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value.lower() not in FORMATS:
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in FORMATS:
             raise ValueError(
                 f"format {value!r} is not supported; the formats are: {', '.join(FORMATS)}"
             )
-        return value.lower()
+        return None if value is None else value.lower()
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_delimiter(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_delimiter(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        return None if value is None else formats.normalize_encoding(value)
 
     @model_validator(mode="after")
     def _key_for_mode(self) -> ImportOptions:

@@ -37,3 +37,9 @@ def test_the_load_run_runs_on_a_few_clients(tmp_path: Path) -> None:
     out = _run(tmp_path, "load.py", "--clients", "3", "--seconds", "2")
     assert "RESULT sign p99" in out
     assert "5xx: 0;" in out, out
+
+
+def test_formats_bench_runs_end_to_end_on_small_files(tmp_path: Path) -> None:
+    out = _run(tmp_path, "formats.py", "--rows", "300", "--xlsx-rows", "50")
+    assert "x CSV" in out
+    assert "xlsx:" in out

@@ -272,7 +272,7 @@ def test_mode_and_key_reach_the_job_options(client: Client, dataset_name: str) -
         client.call(
             "POST",
             "/uploads/s3/multipart",
-            {"filename": "x.csv", "metadata": {"dataset": dataset_name, "format": "xlsx"}},
+            {"filename": "x.csv", "metadata": {"dataset": dataset_name, "format": "parquet"}},
         )
     assert refused.value.http_status == 422
 

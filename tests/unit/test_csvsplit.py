@@ -274,8 +274,18 @@ def test_find_bad_record_finds_a_nul_byte() -> None:
 
 
 def test_find_bad_record_accepts_good_records() -> None:
-    buf = 'a,"b, ""c"""\r\n"x\ny",é\n'.encode()
+    buf = 'a,"b, ""c"""\r\n"x\r\ny",é\r\n'.encode()
     assert csvsplit.find_bad_record(buf, base_offset=0, first_line=2, column_count=2) is None
+
+
+def test_find_bad_record_names_mixed_line_endings() -> None:
+    # PostgreSQL's COPY refuses a CR LF line after LF lines (and the other way round)
+    found = csvsplit.find_bad_record(b"1,a\n2,b\r\n", base_offset=8, first_line=2, column_count=2)
+    assert found is not None
+    assert found.message == (
+        "line 3 (byte 12) ends with CR LF but the lines before it with LF; save the file "
+        "with one kind of line ending."
+    )
 
 
 def test_parse_header_refuses_bare_cr_line_ends() -> None:

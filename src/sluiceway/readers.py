@@ -1,0 +1,255 @@
+"""Stage 2b's readers for records that are not CSV: a range of JSON Lines or of a JSON array,
+streamed from S3 and written to COPY as rows.
+
+CSV goes to PostgreSQL's own parser; a JSON record is parsed here (``json`` for a line,
+ijson's yajl2_c backend for an array range; numbers as Decimal, so their digits are kept) and each row is sent with ``Copy.write_row``
+(COPY's text format, which psycopg's C extension writes: faster than building CSV text, see
+bench/formats.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import IO, Any
+
+import ijson
+import psycopg
+from smart_open import open as smart_open
+
+from . import jsonsplit, storage, xlsx
+from .errors import MalformedFile, PayloadTooLarge
+from .plan import _read, lookback_start
+from .settings import MiB, Settings
+
+READ_BYTES = 1 * MiB
+FIND_BYTES = 64 * 1024
+
+# The yajl2_c backend parses about 19x faster than ijson's pure-Python one here
+# (bench figures in bench/README.md); the layer build ships it. Say so if it is missing.
+IJSON_BACKEND: str = ijson.backend
+if IJSON_BACKEND != "yajl2_c":
+    logging.getLogger(__name__).warning(
+        "ijson is using its %s backend, not yajl2_c: JSON arrays will parse slowly", IJSON_BACKEND
+    )
+
+
+def _open(bucket: str, key: str, start: int, settings: Settings) -> IO[bytes]:
+    f: IO[bytes] = smart_open(
+        f"s3://{bucket}/{key}",
+        "rb",
+        compression="disable",
+        transport_params=storage.smart_open_params(settings),
+    )
+    f.seek(start)
+    return f
+
+
+def _blocks(bucket: str, key: str, start: int, end: int, settings: Settings) -> Iterator[bytes]:
+    """Bytes [start, end) of an object, a block at a time."""
+    if end <= start:
+        return
+    with _open(bucket, key, start, settings) as f:
+        remaining = end - start
+        while remaining:
+            piece = f.read(min(READ_BYTES, remaining))
+            if not piece:
+                raise MalformedFile(
+                    f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
+                )
+            yield piece
+            remaining -= len(piece)
+
+
+def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a stream, each with its newline (the last one perhaps without)."""
+    rest = b""
+    for block in blocks:
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest
+
+
+def copy_jsonl(
+    copy: psycopg.Copy,
+    *,
+    bucket: str,
+    key: str,
+    start: int,
+    end: int,
+    first_line: int,
+    columns: list[str],
+    filename: str,
+    settings: Settings,
+) -> None:
+    """Write the JSON Lines records in bytes [start, end) to COPY as rows."""
+    index = {c: i for i, c in enumerate(columns)}
+    records = jsonsplit.jsonl_records(
+        _lines(_blocks(bucket, key, start, end, settings)), first_line=first_line, start=start
+    )
+    try:
+        for line, offset, record in records:
+            try:
+                copy.write_row(jsonsplit.record_values(record, index))
+            except MalformedFile as exc:
+                raise MalformedFile(
+                    f"{filename}: line {line:,} (byte {offset:,}): {exc.message}",
+                    file=filename,
+                    line=line,
+                    byte_offset=offset,
+                ) from exc
+    except MalformedFile as exc:
+        if exc.message.startswith(filename):
+            raise
+        raise MalformedFile(f"{filename}: {exc.message}", file=filename, **exc.details) from exc
+
+
+class _Bracketed:
+    """A file-like ``[`` + the bytes of a stream + ``]``, read by ijson."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = b"["
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson probes with read(0) for bytes or str
+            return b""
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
+        if self._done:
+            return b""
+        block = next(self._blocks, None)
+        if block is None:
+            self._done = True
+            return b"]"
+        return block
+
+
+def find_comma(
+    bucket: str,
+    key: str,
+    pos: int,
+    state: jsonsplit.ArrayState,
+    data_end: int,
+    settings: Settings,
+) -> int | None:
+    """The first top-level comma at or after ``pos`` (state: the lexer's at pos), or None if
+    the array's data ends first. Reads a growing window until it is found."""
+    begin = lookback_start(bucket, key, pos, settings)
+    window = FIND_BYTES
+    limit = settings.imports.max_record_bytes
+    while True:
+        stop = min(pos + window, data_end)
+        buf = _read(bucket, key, begin, stop, settings)
+        found = jsonsplit.top_level_comma(buf, 0, state)
+        if found is not None and found >= 0:
+            return begin + found
+        if found is not None:  # the array closed early: extra data after a ']'
+            raise MalformedFile(
+                f"byte {begin - 1 - found:,}: the array ends here, before its last ']' at "
+                f"byte {data_end:,}; the file is not one JSON array.",
+                byte_offset=begin - 1 - found,
+            )
+        if stop >= data_end:
+            return None
+        if window > limit:
+            raise PayloadTooLarge(
+                f"the record that crosses byte {pos:,} is longer than {limit:,} bytes "
+                "(imports.max_record_bytes), or a string before it is never closed.",
+                byte_offset=pos,
+            )
+        window *= 4
+
+
+def array_range(
+    bucket: str, key: str, chunk: dict[str, Any], cp: dict[str, Any], settings: Settings
+) -> tuple[int, int]:
+    """The exact bytes [start, end) of the records a JSON array range owns (start == end: none)."""
+    scan = chunk["scan"]
+    data_end = cp["data_end"]
+    return jsonsplit.owned_range(
+        chunk["chunk_no"],
+        chunk["raw_start"],
+        chunk["raw_end"],
+        jsonsplit.ArrayState(scan["in_string"], scan["depth"]),
+        jsonsplit.ArrayState(scan["next_in_string"], scan["next_depth"]),
+        data_start=cp["data_start"],
+        data_end=data_end,
+        find=lambda pos, state: find_comma(bucket, key, pos, state, data_end, settings),
+    )
+
+
+def copy_array(
+    copy: psycopg.Copy,
+    *,
+    bucket: str,
+    key: str,
+    start: int,
+    end: int,
+    columns: list[str],
+    filename: str,
+    settings: Settings,
+) -> None:
+    """Write the JSON array elements in bytes [start, end) (elements and commas) to COPY."""
+    if end <= start:
+        return
+    index = {c: i for i, c in enumerate(columns)}
+    stream = _Bracketed(_blocks(bucket, key, start, end, settings))
+    n = 0
+    try:
+        for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007
+            copy.write_row(jsonsplit.record_values(record, index))
+    except MalformedFile as exc:
+        raise MalformedFile(
+            f"{filename}: record {n:,} after byte {start:,}: {exc.message}",
+            file=filename,
+            byte_offset=start,
+        ) from exc
+    except ijson.JSONError as exc:
+        raise MalformedFile(
+            f"{filename}: the records after byte {start:,} are not valid JSON after record "
+            f"{n:,} of them: {exc}",
+            file=filename,
+            byte_offset=start,
+        ) from exc
+    except RecursionError as exc:
+        raise MalformedFile(
+            f"{filename}: record {n + 1:,} after byte {start:,} is nested too deeply.",
+            file=filename,
+            byte_offset=start,
+        ) from exc
+
+
+def copy_sheet(
+    copy: psycopg.Copy,
+    *,
+    bucket: str,
+    key: str,
+    sheet_no: int,
+    columns: list[str],
+    filename: str,
+    settings: Settings,
+) -> None:
+    """Write one workbook sheet's rows, each followed by its ``sheet:row`` id, to COPY."""
+    index = {c: i for i, c in enumerate(columns)}
+    with storage.open_object(bucket, key, settings) as f:
+        book = xlsx.open_workbook(f, filename)
+        try:
+            if sheet_no >= len(book.sheetnames):
+                return  # a workbook without sheets still has its one (empty) item
+            name = book.sheetnames[sheet_no]
+            sheet = book[name]
+            header = xlsx.sheet_header(sheet, name)
+            if header is None:
+                return
+            for rid, values in xlsx.sheet_rows(sheet, name, header, index):
+                copy.write_row([*values, rid])
+        except MalformedFile as exc:
+            raise MalformedFile(f"{filename}: {exc.message}", file=filename, **exc.details) from exc
+        finally:
+            book.close()

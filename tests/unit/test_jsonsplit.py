@@ -1,0 +1,167 @@
+"""JSON Lines and JSON arrays cut into byte ranges: every record exactly once, at any cut."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluiceway import csvsplit, jsonsplit
+from sluiceway.errors import MalformedFile
+
+# Text built from what makes JSON splitting hard: quotes, escapes (a backslash before a
+# quote, runs of backslashes), brackets and commas inside strings, newlines, non-ASCII.
+TRICKY = ['"', "\\", '\\"', "\\\\", "]", "}", "[{", ",", "\n", "é", "😀", "\u2028", ""]
+TEXT = st.one_of(
+    st.sampled_from(TRICKY),
+    st.text(alphabet=st.sampled_from(list('ab ,"\\[]{}\né😀\t')), max_size=10),
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6),
+)
+SCALAR = st.one_of(TEXT, st.none(), st.booleans(), st.integers(-(10**12), 10**12))
+VALUE = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=6,
+)
+KEYS = st.sampled_from(["id", "name", 'q"uote', "back\\slash", "br]ack{et", "日本"])
+RECORDS = st.lists(st.dictionaries(KEYS, VALUE, min_size=1, max_size=4), max_size=8)
+
+
+def _as_stored(records: list[dict[str, Any]]) -> list[dict[str, str | None]]:
+    columns = jsonsplit.columns_of(records)
+    index = {c: i for i, c in enumerate(columns)}
+    return [dict(zip(columns, jsonsplit.record_values(r, index), strict=True)) for r in records]
+
+
+def _split_array(data: bytes, chunk_bytes: int) -> list[Any]:
+    """Plan, scan every range, fold, then let every range find and parse what it owns."""
+    data_start, data_end = jsonsplit.array_bounds(data[:4096], data[-4096:], len(data))
+    raw = csvsplit.split_ranges(data_end, chunk_bytes)
+    scans = []
+    for raw_start, raw_end in raw:
+        lookback = jsonsplit.escape_run_start(data[:raw_start])
+        scans.append(jsonsplit.scan_array_range(data[lookback:raw_end], raw_start - lookback))
+    states, end = jsonsplit.fold_array(scans)
+    assert end == jsonsplit.ArrayState(False, 1)
+
+    def find(pos: int, state: jsonsplit.ArrayState) -> int | None:
+        begin = jsonsplit.escape_run_start(data[:pos])
+        found = jsonsplit.top_level_comma(data[:data_end], begin, state)
+        assert found is None or found >= 0
+        return found
+
+    out: list[Any] = []
+    nexts = [*states[1:], end]
+    for n, ((raw_start, raw_end), state, nxt) in enumerate(zip(raw, states, nexts, strict=True)):
+        start, stop = jsonsplit.owned_range(
+            n, raw_start, raw_end, state, nxt, data_start=data_start, data_end=data_end, find=find
+        )
+        if stop > start:
+            out += json.loads(b"[" + data[start:stop] + b"]")
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=RECORDS,
+    chunk_bytes=st.integers(1, 80),
+    indent=st.sampled_from([None, 0, 2]),
+    bom=st.booleans(),
+)
+def test_a_json_array_cut_anywhere_gives_every_record_once(
+    records: list[dict[str, Any]], chunk_bytes: int, indent: int | None, bom: bool
+) -> None:
+    data = (b"\xef\xbb\xbf" if bom else b"") + json.dumps(
+        records, ensure_ascii=False, indent=indent
+    ).encode()
+    assert _split_array(data, chunk_bytes) == records
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=RECORDS, chunk_bytes=st.integers(1, 80), ascii_only=st.booleans())
+def test_json_lines_cut_anywhere_give_every_record_once(
+    records: list[dict[str, Any]], chunk_bytes: int, ascii_only: bool
+) -> None:
+    data = "".join(json.dumps(r, ensure_ascii=ascii_only) + "\n" for r in records).encode()
+    raw = csvsplit.split_ranges(len(data), chunk_bytes)
+    scans = [jsonsplit.scan_lines(data[max(a - 1, 0) : b], a) for a, b in raw]
+    loads = csvsplit.resolve_ranges(raw, scans, data_start=0, data_end=len(data), header_lines=0)
+    got: list[Any] = []
+    for load in loads:
+        lines = data[load.start : load.end].splitlines(keepends=True)
+        parsed = list(jsonsplit.jsonl_records(lines, first_line=load.first_line, start=load.start))
+        for line_no, offset, record in parsed:
+            # each record knows its own line and byte offset in the file
+            assert data.count(b"\n", 0, offset) + 1 == line_no
+            got.append(record)
+    assert got == records
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=RECORDS)
+def test_stored_values_are_text_and_nested_values_are_json(records: list[dict[str, Any]]) -> None:
+    for original, stored in zip(records, _as_stored(records), strict=True):
+        for key, value in original.items():
+            text = stored[key]
+            if value is None:
+                assert text is None
+            elif isinstance(value, str):
+                assert text == value
+            else:
+                assert text is not None
+                assert json.loads(text) == value
+
+
+def test_a_record_with_a_key_outside_the_sample_is_an_error() -> None:
+    with pytest.raises(MalformedFile, match="the record has the key 'late'"):
+        jsonsplit.record_values({"id": 1, "late": 2}, {"id": 0})
+
+
+def test_a_record_that_is_not_an_object_is_an_error() -> None:
+    with pytest.raises(MalformedFile, match="a JSON array, not an object"):
+        jsonsplit.record_values([1, 2], {"id": 0})
+
+
+def test_a_value_nested_10000_deep_is_an_error_not_a_crash() -> None:
+    deep = "[" * 10_000 + "]" * 10_000
+    with pytest.raises(MalformedFile, match="nested too deeply"):
+        jsonsplit.parse_line(('{"a": ' + deep + "}").encode(), 1, 0)
+    with pytest.raises(MalformedFile, match="nested too deeply"):
+        jsonsplit.record_values(_deep(10_000), {"a": 0})
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return {"a": value}
+
+
+def test_an_unbalanced_array_does_not_fold_to_its_end() -> None:
+    data = b'[{"a": [1, 2}, {"b": "]"}]'
+    _, data_end = jsonsplit.array_bounds(data, data, len(data))
+    scan = jsonsplit.scan_array_range(data[:data_end], 0)
+    _, end = jsonsplit.fold_array([scan])
+    assert end != jsonsplit.ArrayState(False, 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b'{"a": 1}', "starting with '\\['"),
+        (b'[{"a": 1}, {"a": 2}', "not closed"),
+        (b"   ", "starting with '\\['"),
+    ],
+)
+def test_what_is_not_a_json_array_says_so(data: bytes, words: str) -> None:
+    with pytest.raises(MalformedFile, match=words):
+        jsonsplit.array_bounds(data, data, len(data))
+
+
+def test_json_arrays_are_parsed_by_ijsons_c_backend() -> None:
+    from sluiceway import readers
+
+    assert readers.IJSON_BACKEND == "yajl2_c"
