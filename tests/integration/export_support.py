@@ -46,7 +46,8 @@ def read_part(data: bytes, fmt: str, compression: str = "none") -> list[dict[str
         parsed: list[dict[str, Any]] = json.loads(data)
         return parsed
     if fmt == "jsonl":
-        return [json.loads(line) for line in data.decode().splitlines()]
+        # split at LF only: a value may hold U+2028 or U+0085, which str.splitlines splits at too
+        return [json.loads(line) for line in data.decode().split("\n") if line]
     import pyarrow.parquet as pq
 
     table = pq.read_table(io.BytesIO(data))

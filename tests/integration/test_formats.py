@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import zstandard
 from click.testing import CliRunner
+from export_support import exported_records, run_export
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import MAX_UNPACKED_BYTES, import_bytes
@@ -38,15 +39,10 @@ RECORDS: list[dict[str, Any]] = [
 
 
 def export_records(client: Client, dataset: str, fmt: str = "jsonl") -> list[dict[str, Any]]:
-    """main's rows, exported and downloaded as JSON Lines."""
-    export = client.call("POST", f"/datasets/{dataset}/exports", {"format": fmt})
-    out = io.BytesIO()
-    client.download(export["url"], out)
-    text = out.getvalue().decode()
-    if fmt == "json":
-        return list(json.loads(text))
-    # split at LF only: a value may hold U+2028 or U+0085, which str.splitlines splits at too
-    return [json.loads(line) for line in text.split("\n") if line]
+    """main's rows, exported (the export state machine) and read back from its parts."""
+    status = run_export(client, dataset, format=fmt)
+    assert status["status"] == "completed", status
+    return exported_records(status)
 
 
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
