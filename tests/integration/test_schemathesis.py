@@ -12,18 +12,24 @@ from typing import Any
 
 import pytest
 
+from sluiceway import auth
 
-def test_no_request_the_schema_allows_makes_the_api_fail(stack: Any) -> None:
+
+def test_no_request_the_schema_allows_makes_the_api_fail(stack: Any, db: Any) -> None:
     cli = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
     if not Path(cli).exists():
         pytest.skip("schemathesis is not installed (it is in the dev extra)")
+    # An owner of its own: the stateful phase then starts from what it creates itself, not
+    # from whatever the suite's earlier tests left in flight (one run of the whole suite saw two
+    # 5xx that way, and the next did not: see the issue 9 note).
+    token = auth.create_token(db, "schemathesis")
     done = subprocess.run(
         [
             cli,
             "run",
             f"{stack.api_url}/openapi.json",
             "-H",
-            f"Authorization: Bearer {stack.local_token}",
+            f"Authorization: Bearer {token}",
             "--checks",
             "not_a_server_error,errors_are_json",
             "--max-examples",
@@ -44,4 +50,5 @@ def test_no_request_the_schema_allows_makes_the_api_fail(stack: Any) -> None:
         },
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-4000:]
+    failures = done.stdout.find("FAILURES")
+    assert done.returncode == 0, done.stdout[failures : failures + 6000] or done.stdout[-4000:]
