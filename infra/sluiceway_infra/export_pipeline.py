@@ -7,18 +7,16 @@ from collections.abc import Mapping
 from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from sluiceway import names
 from sluiceway.settings import ExportSettings
 
-from .checks import acknowledge, token_of
-from .constants import STATEMACHINES_DIR, WORK_PREFIX
-from .import_pipeline import allow_distributed_map_runs, functions_in_definition
+from .checks import acknowledge
+from .constants import STATEMACHINES_DIR
+from .import_pipeline import asl_state_machine
 
 ASL_PATH = STATEMACHINES_DIR / f"{names.EXPORT_STATE_MACHINE}.asl.json"
 SCHEDULE_GROUP = ExportSettings().schedule_group
@@ -38,50 +36,13 @@ class ExportPipeline(Construct):
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
-        used = functions_in_definition(ASL_PATH.read_text(), ASL_PATH)
-
-        self.state_machine = sfn.StateMachine(
+        self.state_machine = asl_state_machine(
             self,
-            "StateMachine",
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_file(str(ASL_PATH)),
-            definition_substitutions={
-                variable: functions[name].function_arn for variable, name in used.items()
-            },
-            logs=sfn.LogOptions(
-                destination=logs.LogGroup(
-                    self,
-                    "Logs",
-                    log_group_name=f"/aws/vendedlogs/states/{stack.stack_name}-export",
-                    retention=logs.RetentionDays.ONE_MONTH,
-                ),
-                level=sfn.LogLevel.ALL,
-                include_execution_data=True,
-            ),
-            tracing_enabled=True,
-        )
-        role = self.state_machine.role
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"],
-                resources=[functions[name].function_arn for name in used.values()],
-            )
-        )
-        # The Map's ItemReader reads the part lists plan_export writes to work/.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{WORK_PREFIX}*")]
-            )
-        )
-        allow_distributed_map_runs(self, self.state_machine)
-        acknowledge(
-            self,
-            {
-                "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
-                "support no resource-level permissions.",
-                f"AwsSolutions-IAM5[Resource::{token_of(bucket)}/{WORK_PREFIX}*]": "ItemReader "
-                "reads part lists whose keys are made per export, all under work/.",
-            },
+            ASL_PATH,
+            bucket=bucket,
+            functions=functions,
+            log_name="export",
+            item_lists="part lists",
         )
 
         # Scheduled exports: the API creates one schedule per dataset schedule in this group;

@@ -79,6 +79,68 @@ def allow_distributed_map_runs(scope: Construct, state_machine: sfn.StateMachine
     )
 
 
+def asl_state_machine(
+    scope: Construct,
+    path: Path,
+    *,
+    bucket: s3.IBucket,
+    functions: Mapping[str, lambda_.IFunction],
+    log_name: str,
+    item_lists: str,
+) -> sfn.StateMachine:
+    """A state machine from the ASL file at ``path`` (the file the local runtime runs), with
+    logging and tracing on, allowed to invoke exactly the functions it names, to read its Map's
+    item lists under work/ (``item_lists`` says whose), and to run its Distributed Maps."""
+    stack = Stack.of(scope)
+    used = functions_in_definition(path.read_text(), path)
+    state_machine = sfn.StateMachine(
+        scope,
+        "StateMachine",
+        state_machine_type=sfn.StateMachineType.STANDARD,
+        definition_body=sfn.DefinitionBody.from_file(str(path)),
+        definition_substitutions={
+            variable: functions[name].function_arn for variable, name in used.items()
+        },
+        logs=sfn.LogOptions(
+            destination=logs.LogGroup(
+                scope,
+                "Logs",
+                # Vended-log names keep the account's log resource policy small.
+                log_group_name=f"/aws/vendedlogs/states/{stack.stack_name}-{log_name}",
+                retention=logs.RetentionDays.ONE_MONTH,
+            ),
+            level=sfn.LogLevel.ALL,
+            include_execution_data=True,
+        ),
+        tracing_enabled=True,
+    )
+    role = state_machine.role
+    # The definition invokes the unqualified ARNs, so no `:*` version wildcard is needed.
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["lambda:InvokeFunction"],
+            resources=[functions[name].function_arn for name in used.values()],
+        )
+    )
+    # The Distributed Maps' ItemReader reads the item lists the planner writes to work/.
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{WORK_PREFIX}*")]
+        )
+    )
+    allow_distributed_map_runs(scope, state_machine)
+    acknowledge(
+        scope,
+        {
+            "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
+            "support no resource-level permissions.",
+            f"AwsSolutions-IAM5[Resource::{token_of(bucket)}/{WORK_PREFIX}*]": "ItemReader "
+            f"reads {item_lists} whose keys are made per job, all under work/.",
+        },
+    )
+    return state_machine
+
+
 class ImportPipeline(Construct):
     """statemachines/import.asl.json on Step Functions: the file the local runtime runs."""
 
@@ -91,57 +153,15 @@ class ImportPipeline(Construct):
         functions: Mapping[str, lambda_.IFunction],
     ) -> None:
         super().__init__(scope, id)
-        stack = Stack.of(self)
-        used = functions_in_definition(ASL_PATH.read_text())
-        invoked = [functions[name] for name in used.values()]
-
-        self.state_machine = sfn.StateMachine(
+        self.state_machine = asl_state_machine(
             self,
-            "StateMachine",
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            definition_body=sfn.DefinitionBody.from_file(str(ASL_PATH)),
-            definition_substitutions={
-                variable: functions[name].function_arn for variable, name in used.items()
-            },
-            logs=sfn.LogOptions(
-                destination=logs.LogGroup(
-                    self,
-                    "Logs",
-                    # Vended-log names keep the account's log resource policy small.
-                    log_group_name=f"/aws/vendedlogs/states/{stack.stack_name}-import",
-                    retention=logs.RetentionDays.ONE_MONTH,
-                ),
-                level=sfn.LogLevel.ALL,
-                include_execution_data=True,
-            ),
-            tracing_enabled=True,
+            ASL_PATH,
+            bucket=bucket,
+            functions=functions,
+            log_name="import",
+            item_lists="range lists",
         )
-        role = self.state_machine.role
-        # The definition invokes the unqualified ARNs, so no `:*` version wildcard is needed.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["lambda:InvokeFunction"],
-                resources=[function.function_arn for function in invoked],
-            )
-        )
-        # The Distributed Maps' ItemReader reads the range lists plan_import writes to work/.
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{WORK_PREFIX}*")]
-            )
-        )
-        allow_distributed_map_runs(self, self.state_machine)
         self.rule = self._start_on_upload(bucket)
-
-        acknowledge(
-            self,
-            {
-                "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
-                "support no resource-level permissions.",
-                f"AwsSolutions-IAM5[Resource::{token_of(bucket)}/{WORK_PREFIX}*]": "ItemReader "
-                "reads range lists whose keys are made per import, all under work/.",
-            },
-        )
 
     def _start_on_upload(self, bucket: s3.IBucket) -> events.Rule:
         pattern = names.object_created_pattern(bucket.bucket_name, UPLOADS_PREFIX)
