@@ -45,7 +45,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     inject = faults.take(conn, job_id, "commit", settings)
     with conn.transaction():
         chunks = conn.execute(
-            "SELECT chunk_no, status, row_count, list_hash FROM dsa_jobs.import_chunks "
+            "SELECT chunk_no, status, row_count, list_hashes, list_rows FROM dsa_jobs.import_chunks "
             "WHERE job_id = %s AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
@@ -76,13 +76,18 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         new_columns = parent_columns + [c for c in columns if c not in parent_columns]
 
         filename = params.get("filename", params["key"])
+        ranges = [
+            [
+                tree.ListRef(bytes(h), int(n))
+                for h, n in zip(c["list_hashes"] or [], c["list_rows"] or [], strict=True)
+            ]
+            for c in chunks
+        ]
         if mode == "replace":
-            lists = [tree.ListRef(bytes(c["list_hash"]), int(c["row_count"])) for c in chunks]
+            lists = tree.stitch(conn, ranges)
             new_columns = columns
         elif mode == "append":
-            lists = parent_lists + [
-                tree.ListRef(bytes(c["list_hash"]), int(c["row_count"])) for c in chunks
-            ]
+            lists = tree.stitch(conn, [parent_lists, *ranges])
         else:
             assert key_columns
             lists = versioning.merge_keyed(

@@ -197,13 +197,19 @@ def _load_chunk(
             if mode != "delete":  # a delete file lists keys; its rows are not data
                 _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
             if not key_columns:
-                # The range's own leaves and list; the commit only points at them.
-                (ref,) = tree.build(conn, hashed_table, keyed=bool(rid), split_lists=False)
-                rows = ref.row_count
+                # The range's own leaves and lists; the commit stitches the seams between
+                # ranges (tree.stitch) and points at them.
+                refs = tree.build(conn, hashed_table, keyed=bool(rid))
+                rows = sum(ref.row_count for ref in refs)
                 conn.execute(
-                    "UPDATE dsa_jobs.import_chunks SET list_hash = %s "
+                    "UPDATE dsa_jobs.import_chunks SET list_hashes = %s, list_rows = %s "
                     "WHERE job_id = %s AND chunk_no = %s",
-                    (ref.list_hash, item.job_id, item.chunk_no),
+                    (
+                        [ref.list_hash for ref in refs],
+                        [ref.row_count for ref in refs],
+                        item.job_id,
+                        item.chunk_no,
+                    ),
                 )
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', "

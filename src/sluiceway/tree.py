@@ -2,9 +2,13 @@
 
 A commit is ``commit_chunks -> leaf_lists -> row_leaves -> row_store`` (see migration 0005).
 Rows are cut into leaves where a row's hash ends in three zero bits (and after 16 rows without
-such a cut), so a leaf boundary depends only on the rows around it: editing a row changes its leaf, inserting one changes one leaf, and
-every other leaf is the same bytes as before and is stored once. Long row sequences (keyed
-commits) are cut into several lists the same way, one level up, by leaf hash.
+such a cut), so a leaf boundary depends only on the rows around it: editing a row changes its
+leaf, inserting one changes one leaf, and every other leaf is the same bytes as before and is
+stored once. Leaves are cut into lists the same way one level up, by leaf hash (about 1,024
+leaves, 7,000 rows, a list), for every commit, keyed or not; the ranges of one import are
+built apart and their seams stitched (:func:`stitch`), so where a list starts and ends
+depends on the content only, never on where a range happened to start. A change then
+rewrites, and a diff then reads, only the lists around it.
 
 Everything here is set-based SQL over a temporary table ``(pos, row_hash, logical_id)``.
 """
@@ -25,9 +29,26 @@ from . import db
 # bench/versioning.py and docs/architecture.md).
 NATURAL_CUT = "(get_byte({h}, 31) & 7) = 0"
 MAX_LEAF_ROWS = 16
-# A leaf ends its list (keyed commits only) when 12 more bits are zero: ~4,096 leaves a list.
-LIST_BOUNDARY = "(get_byte({h}, 31) = 0 AND (get_byte({h}, 30) & 15) = 0)"
+# A leaf ends its list when the low LIST_BITS bits of its hash's last two bytes are zero:
+# 2**LIST_BITS leaves a list on average. A diff reads whole lists (both sides of each one that
+# differs), a commit writes one commit_chunks row per list: smaller lists make a localized
+# diff cheaper, more lists make every commit's own row longer (see docs/architecture.md).
+# As with leaves, a cap (4x the mean) bounds what one changed list costs; a list cut by the
+# cap is content-defined from the last natural cut on, and stitch() knows the difference.
+LIST_BITS = 10
+MAX_LIST_LEAVES = 4 << LIST_BITS
+LIST_BOUNDARY = (
+    "(((get_byte({h}, 30) << 8) | get_byte({h}, 31)) & " + str((1 << LIST_BITS) - 1) + " = 0)"
+)
 EMPTY_LIST_HASH = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+GC_LOCK = 0x5C_6C_00_01  # pg_advisory lock: writers of leaves take it shared, gc's sweep exclusive
+
+# A list's leaf hashes and ends are TOASTed: read them whole once per list (the OFFSET 0
+# keeps the subquery from being inlined), not one slice fetch per leaf.
+DETOAST_LIST_TEXT = (
+    "SELECT ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{}'::int[] AS ends OFFSET 0"
+)
+DETOAST_LIST = sql.SQL(DETOAST_LIST_TEXT.replace("{}", "{{}}"))
 
 
 @dataclass(frozen=True)
@@ -36,15 +57,15 @@ class ListRef:
     row_count: int
 
 
-def build(
-    conn: db.Conn, source: sql.Composable, *, keyed: bool, split_lists: bool
-) -> list[ListRef]:
+def build(conn: db.Conn, source: sql.Composable, *, keyed: bool) -> list[ListRef]:
     """Store the leaves and lists of the rows in ``source`` (pos, row_hash, logical_id).
 
-    Rows are taken in ``pos`` order. Returns the lists in order (one list unless
-    ``split_lists``); an empty source gives the one empty list.
+    Rows are taken in ``pos`` order. Returns the lists in order; an empty source gives the one
+    empty list. Runs inside a transaction: it holds gc's lock shared until that ends, so no
+    sweep deletes a leaf or row this one found already stored and reuses.
     """
     leaves, lists = sql.Identifier("sluiceway_leaves"), sql.Identifier("sluiceway_lists")
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (GC_LOCK,))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(leaves, lists))
     ids = sql.SQL("array_agg(logical_id ORDER BY pos)" if keyed else "NULL::text[]")
     conn.execute(
@@ -82,7 +103,7 @@ def build(
             "ON CONFLICT (leaf_hash) DO NOTHING"
         ).format(leaves)
     )
-    list_break = sql.SQL(LIST_BOUNDARY.format(h="leaf_hash")) if split_lists else sql.SQL("false")
+    list_break = sql.SQL(LIST_BOUNDARY.format(h="leaf_hash"))
     conn.execute(
         sql.SQL(
             """
@@ -94,11 +115,18 @@ def build(
                          sum(n) OVER (PARTITION BY list_no ORDER BY leaf_no) AS ends
                   FROM (SELECT leaf_no, n, leaf_hash,
                                sum(brk) OVER (ORDER BY leaf_no) - brk AS list_no
-                        FROM (SELECT leaf_no, n, leaf_hash, ({list_break})::int AS brk
-                              FROM {leaves}) a) b) c
+                        FROM (SELECT leaf_no, n, leaf_hash,
+                                     (nat OR row_number() OVER (PARTITION BY run ORDER BY leaf_no)
+                                             % {cap} = 0)::int AS brk
+                              FROM (SELECT leaf_no, n, leaf_hash, nat,
+                                           sum(nat::int) OVER (ORDER BY leaf_no) - nat::int AS run
+                                    FROM (SELECT leaf_no, n, leaf_hash, {list_break} AS nat
+                                          FROM {leaves}) a0) a) b) c) d
             GROUP BY list_no
             """
-        ).format(lists=lists, leaves=leaves, list_break=list_break)
+        ).format(
+            lists=lists, leaves=leaves, list_break=list_break, cap=sql.Literal(MAX_LIST_LEAVES)
+        )
     )
     rows = conn.execute(
         sql.SQL(
@@ -118,6 +146,81 @@ def build(
     if not rows:
         return [ListRef(EMPTY_LIST_HASH, 0)]
     return [ListRef(bytes(r["list_hash"]), int(r["row_count"])) for r in rows]
+
+
+def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
+    """One commit's lists, from sequences of lists built apart: one per import range (and,
+    for an append, the parent's lists first), cut as if all the rows had been built at once.
+
+    A segment's first leaves and list start where its range started, and its last ones end
+    where it ended, not where the content says; everything between is already content-cut.
+    So the lists that meet at each seam (the last of one segment, the first of the next, or
+    a whole one-list segment between two seams) are rebuilt from their rows as one run, and
+    the result is the same lists wherever the ranges were cut: an insertion before a seam
+    does not change the lists after it. Lists whose leaves carry ids of two kinds (a keyed
+    parent, unkeyed new rows) are kept as they are.
+    """
+    natural = _ends_naturally(conn, [x.list_hash for segment in segments for x in segment])
+    groups: list[list[ListRef]] = []
+    pending = False  # the last group is a seam's and must take the next list too
+    for segment in segments:
+        for n, ref in enumerate(x for x in segment if x.row_count):
+            if groups and (n == 0 or pending):  # n == 0: meets the last list at a seam
+                groups[-1].append(ref)
+                # a list the cap cut after a seam was counted from where its range started:
+                # the run goes on to the next natural cut
+                pending = not natural.get(ref.list_hash, True)
+            else:
+                groups.append([ref])
+                pending = False
+    lists: list[ListRef] = []
+    for group in groups:
+        lists.extend(_rebuild(conn, group) if len(group) > 1 else group)
+    return lists or [ListRef(EMPTY_LIST_HASH, 0)]
+
+
+def _ends_naturally(conn: db.Conn, hashes: list[bytes]) -> dict[bytes, bool]:
+    """Whether each list's last leaf is a natural list cut (not the cap, not a range's end)."""
+    last = "substring(leaf_hashes FROM (leaf_count - 1) * 32 + 1 FOR 32)"
+    rows = conn.execute(
+        "SELECT list_hash, " + LIST_BOUNDARY.format(h=last) + " AS nat FROM dsa_core.leaf_lists "
+        "WHERE list_hash = ANY(%s) AND leaf_count > 0",
+        (hashes,),
+    ).fetchall()
+    return {bytes(r["list_hash"]): bool(r["nat"]) for r in rows}
+
+
+def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef]:
+    """The lists of the rows of ``group``'s lists, in order, cut as one run."""
+    seam = sql.Identifier("sluiceway_seam")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(seam))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {seam} ON COMMIT DROP AS
+            SELECT row_number() OVER (ORDER BY g.n, j, i) AS pos,
+                   substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash,
+                   l.logical_ids[i] AS logical_id
+            FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n)
+            JOIN dsa_core.leaf_lists ll ON ll.list_hash = g.list_hash
+            CROSS JOIN LATERAL ({detoast}) m
+            CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
+            JOIN dsa_core.row_leaves l ON l.leaf_hash = substring(m.hs FROM (j - 1) * 32 + 1 FOR 32)
+            CROSS JOIN LATERAL generate_series(1, l.row_count) i
+            """
+        ).format(seam=seam, detoast=DETOAST_LIST),
+        ([ref.list_hash for ref in group],),
+    )
+    found = conn.execute(
+        sql.SQL("SELECT count(*) AS n, count(logical_id) AS ids FROM {}").format(seam)
+    ).fetchone()
+    assert found is not None
+    if found["n"] != sum(ref.row_count for ref in group):
+        raise RuntimeError(f"The stored lists {[r.list_hash.hex() for r in group]} are incomplete.")
+    mixed = 0 < found["ids"] < found["n"]  # some leaves keyed, some not: leave the seam be
+    lists = group if mixed else build(conn, seam, keyed=found["ids"] > 0)
+    conn.execute(sql.SQL("DROP TABLE {}").format(seam))
+    return lists
 
 
 def write_chunks(conn: db.Conn, commit_key: int, lists: list[ListRef]) -> int:

@@ -12,6 +12,7 @@ number otherwise. Rows whose content appears on both sides are unchanged even if
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -173,18 +174,25 @@ def merge_keyed(
             f"The dataset's current rows are not unique on {', '.join(key_columns)} "
             f"({listed}), so they cannot be matched by that key; nothing was imported."
         )
-    return tree.build(conn, merged, keyed=True, split_lists=True)
+    return tree.build(conn, merged, keyed=True)
 
 
 # -- diffs ----------------------------------------------------------------------------
 
 
-# A list's leaf hashes and ends are TOASTed: read them whole once per list (the OFFSET 0
-# keeps the subquery from being inlined), not one slice fetch per leaf.
-DETOAST_LIST_TEXT = (
-    "SELECT ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{}'::int[] AS ends OFFSET 0"
-)
-DETOAST_LIST = sql.SQL(DETOAST_LIST_TEXT.replace("{}", "{{}}"))
+class DiffWork(BaseModel):
+    """What a diff read: the lists both commits do not share, their leaves, and the rows of
+    the leaves that differ (both sides counted). It follows the difference, not the data."""
+
+    lists_read: int
+    leaves_read: int
+    rows_read: int
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    table: sql.Identifier
+    work: DiffWork
 
 
 def _chunks(commit_id: str | None) -> sql.Composable:
@@ -198,20 +206,20 @@ def _chunks(commit_id: str | None) -> sql.Composable:
     ).format(sql.Literal(commit_id))
 
 
-def compute_diff(
-    conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_diff"
-) -> sql.Identifier:
+def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_diff") -> DiffResult:
     """Fill a temporary table with the rows that differ between commits a and b.
 
     Columns: op, logical_row_id, before_hash, after_hash, before_row, after_row. Must run
     inside a transaction (the tables are dropped at its end). Each level (lists, leaves, rows)
     is a temporary table, analyzed, so the planner joins by hash at any size; a multiset
-    match pairs the n-th copy of a hash on one side with the n-th on the other.
+    match pairs the n-th copy of a hash on one side with the n-th on the other. Only the
+    lists one side has and the other has not are opened, so identical lists cost nothing
+    wherever they moved to (an insertion shifts row numbers, not lists).
     """
     out = sql.Identifier(name)
     lists, leaves, rows = (sql.Identifier(f"{name}_{x}") for x in ("lists", "leaves", "rows"))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}, {}").format(out, lists, leaves, rows))
-    conn.execute(
+    lists_read = conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {lists} ON COMMIT DROP AS
@@ -225,8 +233,8 @@ def compute_diff(
                 AND y.occ = x.occ)
             """
         ).format(lists=lists, ca=_chunks(a), cb=_chunks(b))
-    )
-    conn.execute(
+    ).rowcount
+    leaves_read = conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
@@ -237,10 +245,10 @@ def compute_diff(
                   CROSS JOIN LATERAL ({detoast}) m
                   CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j) x
             """
-        ).format(leaves=leaves, lists=lists, detoast=DETOAST_LIST)
-    )
+        ).format(leaves=leaves, lists=lists, detoast=tree.DETOAST_LIST)
+    ).rowcount
     _cancel_pairs(conn, leaves, "leaf_hash")
-    conn.execute(
+    rows_read = conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {rows} ON COMMIT DROP AS
@@ -252,7 +260,7 @@ def compute_diff(
                   CROSS JOIN LATERAL generate_series(1, l.row_count) i) y
             """
         ).format(rows=rows, leaves=leaves)
-    )
+    ).rowcount
     _cancel_pairs(conn, rows, "row_hash")
     conn.execute(sql.SQL("ANALYZE {}").format(rows))
     conn.execute(
@@ -272,7 +280,9 @@ def compute_diff(
         ).format(out=out, rows=rows)
     )
     conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(lists, leaves, rows))
-    return out
+    return DiffResult(
+        out, DiffWork(lists_read=lists_read, leaves_read=leaves_read, rows_read=rows_read)
+    )
 
 
 def _cancel_pairs(conn: db.Conn, table: sql.Identifier, key: str) -> None:
@@ -304,7 +314,7 @@ def record_stats(conn: db.Conn, parent: str | None, commit_id: str) -> dict[str,
         counts = {"added": int(row["row_count"]) if row else 0, "removed": 0, "changed": 0}
     else:
         with conn.transaction():
-            counts = diff_counts(conn, compute_diff(conn, parent, commit_id))
+            counts = diff_counts(conn, compute_diff(conn, parent, commit_id).table)
     conn.execute(
         "UPDATE dsa_core.commits SET stats = %s WHERE commit_id = %s",
         (Jsonb(counts), commit_id),
@@ -329,6 +339,7 @@ class Diff(BaseModel):
     changed: int
     rows: list[DiffRow]
     truncated: bool
+    work: DiffWork
 
 
 def diff(
@@ -343,7 +354,8 @@ def diff(
     if limit < 0:
         raise InvalidRequest("limit must be >= 0.")
     with conn.transaction():
-        table = compute_diff(conn, a, b)
+        result = compute_diff(conn, a, b)
+        table = result.table
         counts = diff_counts(conn, table)
         listed = conn.execute(
             sql.SQL(
@@ -370,6 +382,7 @@ def diff(
         to_commit=b,
         rows=[DiffRow.model_validate(r) for r in listed],
         truncated=total > len(listed),
+        work=result.work,
         **counts,
     )
 
@@ -459,8 +472,8 @@ def three_way(
     Rows both sides changed differently are conflicts: nothing is written and the error
     lists them. Exact for keyed datasets; for positional ones rows match by row number.
     """
-    theirs_diff = compute_diff(conn, base, theirs, "sluiceway_theirs")
-    ours_diff = compute_diff(conn, base, ours["commit_id"], "sluiceway_ours")
+    theirs_diff = compute_diff(conn, base, theirs, "sluiceway_theirs").table
+    ours_diff = compute_diff(conn, base, ours["commit_id"], "sluiceway_ours").table
     conflicts = conn.execute(
         sql.SQL(
             "SELECT t.logical_row_id, t.op AS theirs, o.op AS ours FROM {t} t "
@@ -509,7 +522,7 @@ def three_way(
             """
         ).format(res=result, order=order, ours=sql.Literal(ours["commit_id"]), t=theirs_diff)
     )
-    return tree.build(conn, result, keyed=keyed, split_lists=True), diff_counts(conn, theirs_diff)
+    return tree.build(conn, result, keyed=keyed), diff_counts(conn, theirs_diff)
 
 
 # -- what users call: refs, reset, revert, merge, gc ------------------------------------
@@ -739,7 +752,7 @@ def gc(
     return {"commits_dropped": len(dropped), **swept}
 
 
-GC_LOCK = 0x5C_6C_00_01  # pg_advisory lock: loads take it shared, the sweep exclusive
+GC_LOCK = tree.GC_LOCK  # loads and every tree.build take it shared, the sweep exclusive
 
 
 def sweep(conn: db.Conn) -> dict[str, int]:
@@ -752,7 +765,8 @@ def sweep(conn: db.Conn) -> dict[str, int]:
           AND NOT EXISTS (SELECT 1 FROM dsa_core.commit_chunks k WHERE k.list_hash = ll.list_hash)
           AND NOT EXISTS (SELECT 1 FROM dsa_jobs.import_chunks i
                           JOIN dsa_jobs.analysis_runs a ON a.id = i.job_id
-                          WHERE i.list_hash = ll.list_hash AND a.status IN ('pending', 'running'))
+                          WHERE ll.list_hash = ANY(i.list_hashes)
+                            AND a.status IN ('pending', 'running'))
         """
     ).rowcount
     conn.execute("DROP TABLE IF EXISTS sluiceway_live")
@@ -761,7 +775,7 @@ def sweep(conn: db.Conn) -> dict[str, int]:
         CREATE TEMP TABLE sluiceway_live ON COMMIT DROP AS
         SELECT DISTINCT substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash
         FROM dsa_core.leaf_lists ll CROSS JOIN LATERAL ("""
-        + DETOAST_LIST_TEXT
+        + tree.DETOAST_LIST_TEXT
         + """) m
         CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
         """
