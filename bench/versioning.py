@@ -1,7 +1,7 @@
 """Storage that grows with the change, and diffs that cost what the difference costs.
 
 Usage: python bench/versioning.py [--rows 200000,1000000] [--block 1000] [--repeat 3]
-                                  [--chunk-size BYTES]
+                                  [--chunk-size BYTES] [--scale-lists 1400,14000,140000]
 
 Starts one fresh embedded stack. For each size N (a dataset of its own) it imports, in order:
   1. the base file (N rows x 8 columns, as bench/import_vs_copy.py); its diff against nothing
@@ -18,6 +18,13 @@ and their indexes). Each diff goes through the API (limit 100) --repeat times; t
 printed, with what the diff read (lists and leaves expanded) when the API reports it.
 The localized diffs should take about the same time at every N (the difference is the same
 size); the random ones grow with N, as any diff must when every part of the data changed.
+
+Last, the list level at sizes this machine cannot import in a benchmark's time: for each L in
+--scale-lists it makes (in a transaction it rolls back) two commits of L shared lists (stand-ins
+of ~7,000 rows each: L=140,000 is a 1,000,000,000-row commit's count) plus the one or two real
+lists in which the largest size's "edit block" commit differs from its base, and times
+versioning.compute_diff between them, beside the same call on the two real commits. That is
+what a diff of a localized change costs where the commit's own list of lists is long.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
+from sluiceway import tree, versioning
 from sluiceway.cli import run_import
 from sluiceway.client import Client
 from sluiceway.local.stack import LocalStack
@@ -61,6 +70,8 @@ class Step:
     bytes_added: int
     import_seconds: float
     unchanged: bool
+    commit_id: str | None = None
+    by_table: dict[str, int] = field(default_factory=dict)
     diff_seconds: float | None = None
     counts: dict[str, int] = field(default_factory=dict)
     work: dict[str, int] | None = None
@@ -96,6 +107,65 @@ def timed_diff(
     return statistics.median(seconds), answer
 
 
+def list_level(
+    url: str, base: str | None, edited: str | None, scales: list[int], repeat: int
+) -> list[tuple[int, float, versioning.DiffWork]]:
+    """(lists a commit, median compute_diff seconds, what it read): 0 is the real commits."""
+    assert base is not None
+    assert edited is not None
+    out: list[tuple[int, float, versioning.DiffWork]] = []
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+
+        def timed(a: str, b: str) -> tuple[float, versioning.DiffWork]:
+            seconds, work = [], None
+            for _ in range(repeat):
+                with conn.transaction():
+                    started = time.perf_counter()
+                    work = versioning.compute_diff(conn, a, b, "bench_diff").work
+                    seconds.append(time.perf_counter() - started)
+            assert work is not None
+            return statistics.median(seconds), work
+
+        out.append((0, *timed(base, edited)))
+        la, lb = tree.commit_lists(conn, base), tree.commit_lists(conn, edited)
+        only_a = [x for x in la if x not in lb]
+        only_b = [x for x in lb if x not in la]
+        for lists in scales:
+            with conn.transaction(force_rollback=True):
+                fake = [
+                    tree.ListRef(bytes(r["h"]), 7_000)
+                    for r in conn.execute(
+                        "INSERT INTO dsa_core.leaf_lists "
+                        "(list_hash, leaf_count, row_count, leaf_hashes, leaf_ends) "
+                        "SELECT sha256(convert_to('bench stand-in list ' || g, 'UTF8')), 0, 0, "
+                        "''::bytea, '{}' FROM generate_series(1, %s) g RETURNING list_hash AS h",
+                        (lists,),
+                    ).fetchall()
+                ]
+                ds = conn.execute(
+                    "INSERT INTO dsa_core.datasets (owner, name, columns) "
+                    "VALUES ('bench-scale', %s, '[]') RETURNING id",
+                    (f"scale-{lists}",),
+                ).fetchone()
+                assert ds is not None
+                ids = []
+                for side, real in (("a", only_a), ("b", only_b)):
+                    row = conn.execute(
+                        "INSERT INTO dsa_core.commits (commit_id, dataset_id, message, author, "
+                        "authored_at, row_count, columns) VALUES (%s, %s, 'scale', 'bench', now(), "
+                        "0, '[]') RETURNING commit_key",
+                        (f"scale-{lists}-{side}", ds["id"]),
+                    ).fetchone()
+                    assert row is not None
+                    half = len(fake) // 2  # the changed list in the middle of the commit
+                    tree.write_chunks(
+                        conn, int(row["commit_key"]), fake[:half] + real + fake[half:]
+                    )
+                    ids.append(f"scale-{lists}-{side}")
+                out.append((lists, *timed(ids[0], ids[1])))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,6 +174,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1000, help="rows a localized change touches")
     parser.add_argument("--repeat", type=int, default=3, help="times each diff is run")
     parser.add_argument("--chunk-size", type=int, default=None, help="bytes per import range")
+    parser.add_argument(
+        "--scale-lists", default="1400,14000,140000", help="list counts for the list-level run"
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.rows.split(",")]
 
@@ -119,8 +192,19 @@ def main() -> None:
                 result = run_import(client, path, dataset, args.chunk_size, None, False)
                 if result["status"] != "completed":
                     raise SystemExit(f"{size:,} rows, {label}: import failed: {result['error']}")
-                added = sum(table_bytes(stack.database_url)[t] - before[t] for t in TABLES)
-                step = Step(size, label, kind, added, result["seconds"], result["unchanged"])
+                after = table_bytes(stack.database_url)
+                by_table = {t: after[t] - before[t] for t in TABLES}
+                step = Step(
+                    size,
+                    label,
+                    kind,
+                    sum(by_table.values()),
+                    result["seconds"],
+                    result["unchanged"],
+                    commit_id=result["commit_id"],
+                    by_table=by_table,
+                )
+                added = step.bytes_added
                 if base is None:
                     base = result["commit_id"]
                     step.diff_seconds, answer = timed_diff(client, dataset, None, base, args.repeat)
@@ -141,6 +225,18 @@ def main() -> None:
                     ),
                     flush=True,
                 )
+                print(
+                    "   by table (kB): "
+                    + ", ".join(f"{t} {b / 1e3:,.0f}" for t, b in by_table.items())
+                )
+        largest = [s for s in steps if s.size == sizes[-1]]
+        scale = list_level(
+            stack.database_url,
+            largest[0].commit_id,
+            largest[1].commit_id,
+            [int(x) for x in args.scale_lists.split(",") if x],
+            args.repeat,
+        )
 
     print()
     print(f"tables: {', '.join(TABLES)}; diff = median of {args.repeat} API calls (limit 100)")
@@ -165,6 +261,20 @@ def main() -> None:
                 f"{s.bytes_added / first.bytes_added:6.1%} of the first; import "
                 f"{s.import_seconds:6.2f} s; {diff}{read}"
             )
+    print(
+        f"-- the list level: a localized diff (compute_diff, median of {args.repeat}) where each "
+        "commit has L lists"
+    )
+    for lists, seconds, work in scale:
+        what = (
+            f"the real commits at {sizes[-1]:,} rows"
+            if lists == 0
+            else f"L = {lists:,} (~{lists * 7_000:,} rows)"
+        )
+        print(
+            f"{what:40s} {seconds:7.3f} s; read {work.lists_read} lists, "
+            f"{work.leaves_read} leaves, {work.rows_read} rows"
+        )
     if len(sizes) > 1:
         small, large = sizes[0], sizes[-1]
         print(f"-- diff time at {large:,} rows / at {small:,} rows (same change)")

@@ -195,15 +195,20 @@ class DiffResult:
     work: DiffWork
 
 
-def _chunks(commit_id: str | None) -> sql.Composable:
-    if commit_id is None:
-        return sql.SQL(
-            "SELECT NULL::bytea AS list_hash, 0::bigint AS row_offset, 0 AS chunk_no WHERE false"
-        )
+def _chunks(conn: db.Conn, commit_id: str | None) -> sql.Composable:
+    """SELECT list_hash, row_offset, chunk_no of a commit, by its key: the planner then reads
+    only that commit's rows of commit_chunks (its primary key), whatever else is stored."""
+    key = None
+    if commit_id is not None:
+        row = conn.execute(
+            "SELECT commit_key FROM dsa_core.commits WHERE commit_id = %s", (commit_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"No commit {commit_id!r}.")
+        key = int(row["commit_key"])
     return sql.SQL(
-        "SELECT k.list_hash, k.row_offset, k.chunk_no FROM dsa_core.commit_chunks k "
-        "JOIN dsa_core.commits c ON c.commit_key = k.commit_key WHERE c.commit_id = {}"
-    ).format(sql.Literal(commit_id))
+        "SELECT list_hash, row_offset, chunk_no FROM dsa_core.commit_chunks WHERE commit_key = {}"
+    ).format(sql.Literal(key))
 
 
 def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_diff") -> DiffResult:
@@ -223,16 +228,21 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
         sql.SQL(
             """
             CREATE TEMP TABLE {lists} ON COMMIT DROP AS
-            WITH l AS (
-                SELECT side, list_hash, row_offset,
-                       row_number() OVER (PARTITION BY side, list_hash ORDER BY chunk_no) AS occ
-                FROM (SELECT 'a' AS side, * FROM ({ca}) x
-                      UNION ALL SELECT 'b', * FROM ({cb}) y) z)
-            SELECT * FROM l x WHERE NOT EXISTS (
-                SELECT 1 FROM l y WHERE y.side <> x.side AND y.list_hash = x.list_hash
-                AND y.occ = x.occ)
+            WITH u AS (SELECT 'a' AS side, * FROM ({ca}) x UNION ALL SELECT 'b', * FROM ({cb}) y),
+            -- one hash aggregate finds the lists whose copies differ in number; only those
+            -- are sorted and paired (n-th copy with n-th), the excess copies are read
+            d AS (SELECT list_hash, count(*) FILTER (WHERE side = 'a') AS na,
+                         count(*) FILTER (WHERE side = 'b') AS nb
+                  FROM u GROUP BY list_hash
+                  HAVING count(*) FILTER (WHERE side = 'a') <> count(*) FILTER (WHERE side = 'b'))
+            SELECT side, list_hash, row_offset, occ
+            FROM (SELECT u.side, u.list_hash, u.row_offset, d.na, d.nb,
+                         row_number() OVER (PARTITION BY u.side, u.list_hash ORDER BY u.chunk_no)
+                             AS occ
+                  FROM u JOIN d USING (list_hash)) x
+            WHERE occ > CASE WHEN side = 'a' THEN nb ELSE na END
             """
-        ).format(lists=lists, ca=_chunks(a), cb=_chunks(b))
+        ).format(lists=lists, ca=_chunks(conn, a), cb=_chunks(conn, b))
     ).rowcount
     leaves_read = conn.execute(
         sql.SQL(

@@ -43,3 +43,15 @@ def test_formats_bench_runs_end_to_end_on_small_files(tmp_path: Path) -> None:
     out = _run(tmp_path, "formats.py", "--rows", "300", "--xlsx-rows", "50")
     assert "x CSV" in out
     assert "xlsx:" in out
+
+
+def test_versioning_bench_runs_end_to_end_on_small_files(tmp_path: Path) -> None:
+    out = _run(
+        tmp_path,
+        "versioning.py",
+        *("--rows", "3000,6000", "--block", "50", "--repeat", "1", "--scale-lists", "100"),
+    )
+    assert "delete block (50 rows)" in out
+    assert "0% changed (10% file again)" in out
+    assert "L = 100 (~700,000 rows)" in out
+    assert "diff time at 6,000 rows / at 3,000 rows (same change)" in out
