@@ -48,7 +48,6 @@ GC_LOCK = 0x5C_6C_00_01  # pg_advisory lock: writers of leaves take it shared, g
 DETOAST_LIST_TEXT = (
     "SELECT ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{}'::int[] AS ends OFFSET 0"
 )
-DETOAST_LIST = sql.SQL(DETOAST_LIST_TEXT.replace("{}", "{{}}"))
 
 
 @dataclass(frozen=True)
@@ -198,17 +197,18 @@ def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef]:
         sql.SQL(
             """
             CREATE TEMP TABLE {seam} ON COMMIT DROP AS
-            SELECT row_number() OVER (ORDER BY g.n, j, i) AS pos,
+            SELECT row_number() OVER (ORDER BY m.n, j, i) AS pos,
                    substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash,
                    l.logical_ids[i] AS logical_id
-            FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n)
-            JOIN dsa_core.leaf_lists ll ON ll.list_hash = g.list_hash
-            CROSS JOIN LATERAL ({detoast}) m
-            CROSS JOIN LATERAL generate_series(1, ll.leaf_count) j
+            -- each list read whole once, after the join (see versioning.compute_diff)
+            FROM (SELECT g.n, ll.leaf_count, ll.leaf_hashes || ''::bytea AS hs
+                  FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n)
+                  JOIN dsa_core.leaf_lists ll ON ll.list_hash = g.list_hash OFFSET 0) m
+            CROSS JOIN LATERAL generate_series(1, m.leaf_count) j
             JOIN dsa_core.row_leaves l ON l.leaf_hash = substring(m.hs FROM (j - 1) * 32 + 1 FOR 32)
             CROSS JOIN LATERAL generate_series(1, l.row_count) i
             """
-        ).format(seam=seam, detoast=DETOAST_LIST),
+        ).format(seam=seam),
         ([ref.list_hash for ref in group],),
     )
     found = conn.execute(
