@@ -1,7 +1,7 @@
 """Storage that grows with the change, and diffs that cost what the difference costs.
 
 Usage: python bench/versioning.py [--rows 200000,1000000] [--block 1000] [--repeat 3]
-                                  [--chunk-size BYTES] [--scale-lists 1400,14000,140000]
+                                  [--chunk-size BYTES] [--scale-lists 5600,56000,560000]
 
 Starts one fresh embedded stack. For each size N (a dataset of its own) it imports, in order:
   1. the base file (N rows x 8 columns, as bench/import_vs_copy.py); its diff against nothing
@@ -21,7 +21,7 @@ size); the random ones grow with N, as any diff must when every part of the data
 
 Last, the list level at sizes this machine cannot import in a benchmark's time: for each L in
 --scale-lists it makes (in a transaction it rolls back) two commits of L shared lists (stand-ins
-of ~7,000 rows each: L=140,000 is a 1,000,000,000-row commit's count) plus the one or two real
+of ~1,800 rows each: L=560,000 is a 1,000,000,000-row commit's count) plus the few real
 lists in which the largest size's "edit block" commit differs from its base, and times
 versioning.compute_diff between them, beside the same call on the two real commits. That is
 what a diff of a localized change costs where the commit's own list of lists is long.
@@ -48,6 +48,7 @@ from sluiceway.sample import write_csv
 from sluiceway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
+LIST_ROWS = 7 << tree.LIST_BITS  # rows a list holds on average (7 a leaf)
 TABLES = ("row_store", "row_leaves", "leaf_lists", "commit_chunks", "commits", "column_sets")
 
 
@@ -133,7 +134,7 @@ def list_level(
         for lists in scales:
             with conn.transaction(force_rollback=True):
                 fake = [
-                    tree.ListRef(bytes(r["h"]), 7_000)
+                    tree.ListRef(bytes(r["h"]), LIST_ROWS)
                     for r in conn.execute(
                         "INSERT INTO dsa_core.leaf_lists "
                         "(list_hash, leaf_count, row_count, leaf_hashes, leaf_ends) "
@@ -175,7 +176,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="times each diff is run")
     parser.add_argument("--chunk-size", type=int, default=None, help="bytes per import range")
     parser.add_argument(
-        "--scale-lists", default="1400,14000,140000", help="list counts for the list-level run"
+        "--scale-lists", default="5600,56000,560000", help="list counts for the list-level run"
     )
     args = parser.parse_args()
     sizes = [int(x) for x in args.rows.split(",")]
@@ -269,7 +270,7 @@ def main() -> None:
         what = (
             f"the real commits at {sizes[-1]:,} rows"
             if lists == 0
-            else f"L = {lists:,} (~{lists * 7_000:,} rows)"
+            else f"L = {lists:,} (~{lists * LIST_ROWS:,} rows)"
         )
         print(
             f"{what:40s} {seconds:7.3f} s; read {work.lists_read} lists, "

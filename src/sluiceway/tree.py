@@ -4,8 +4,8 @@ A commit is ``commit_chunks -> leaf_lists -> row_leaves -> row_store`` (see migr
 Rows are cut into leaves where a row's hash ends in three zero bits (and after 16 rows without
 such a cut), so a leaf boundary depends only on the rows around it: editing a row changes its
 leaf, inserting one changes one leaf, and every other leaf is the same bytes as before and is
-stored once. Leaves are cut into lists the same way one level up, by leaf hash (about 1,024
-leaves, 7,000 rows, a list), for every commit, keyed or not; the ranges of one import are
+stored once. Leaves are cut into lists the same way one level up, by leaf hash (about 256
+leaves, 1,800 rows, a list), for every commit, keyed or not; the ranges of one import are
 built apart and their seams stitched (:func:`stitch`), so where a list starts and ends
 depends on the content only, never on where a range happened to start. A change then
 rewrites, and a diff then reads, only the lists around it.
@@ -30,12 +30,14 @@ from . import db
 NATURAL_CUT = "(get_byte({h}, 31) & 7) = 0"
 MAX_LEAF_ROWS = 16
 # A leaf ends its list when the low LIST_BITS bits of its hash's last two bytes are zero:
-# 2**LIST_BITS leaves a list on average. A diff reads whole lists (both sides of each one that
-# differs), a commit writes one commit_chunks row per list: smaller lists make a localized
-# diff cheaper, more lists make every commit's own row longer (see docs/architecture.md).
-# As with leaves, a cap (4x the mean) bounds what one changed list costs; a list cut by the
-# cap is content-defined from the last natural cut on, and stitch() knows the difference.
-LIST_BITS = 10
+# 2**LIST_BITS leaves (256, about 1,800 rows) a list on average. A diff reads whole lists (both
+# sides of each one that differs), a commit writes one commit_chunks row per list: smaller
+# lists make a localized diff cheaper, more lists make every commit's list of lists longer.
+# At 1M rows a 1,000-row edit read 1,500 leaves in 75 ms with 8 bits, 5,400 in 160 ms with 10
+# (bench/versioning.py, docs/architecture.md). As with leaves, a cap (4x the mean) bounds what
+# one changed list costs; a list cut by the cap is content-defined from the last natural cut
+# on, and stitch() knows the difference.
+LIST_BITS = 8
 MAX_LIST_LEAVES = 4 << LIST_BITS
 LIST_BOUNDARY = (
     "(((get_byte({h}, 30) << 8) | get_byte({h}, 31)) & " + str((1 << LIST_BITS) - 1) + " = 0)"

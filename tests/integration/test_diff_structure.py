@@ -70,14 +70,14 @@ def _only_in(a: list[bytes], b: list[bytes]) -> list[bytes]:
 
 def _expect_only_changed_lists_read(db: Conn, d: dict[str, Any], a: str, b: str) -> None:
     """The diff a -> b opened exactly the lists one side has and the other has not, and
-    their leaves; at most two lists a side, of the ten and more each commit has."""
+    their leaves; at most three lists a side, of the fifty and more each commit has."""
     la, lb = _lists(db, a), _lists(db, b)
     gone, new = _only_in(la, lb), _only_in(lb, la)
-    assert 1 <= len(gone) <= 2
-    assert 1 <= len(new) <= 2
+    assert 1 <= len(gone) <= 3
+    assert 1 <= len(new) <= 3
     assert d["work"]["lists_read"] == len(gone) + len(new)
     assert d["work"]["leaves_read"] == _leaves(db, gone + new)
-    assert d["work"]["leaves_read"] <= 4 * tree.MAX_LIST_LEAVES  # whatever the dataset's size
+    assert d["work"]["leaves_read"] <= 6 * tree.MAX_LIST_LEAVES  # whatever the dataset's size
 
 
 def _readable_rows(db: Conn, commit_id: str) -> int:
@@ -144,7 +144,7 @@ def test_a_localized_change_is_diffed_by_reading_only_the_lists_it_touched(
     base_lines = _lines(dataset_name)
     base = _ok(import_bytes(client, tmp_path, _csv(base_lines), dataset_name, chunk_bytes=600_000))
     lists = _lists(db, base["commit_id"])
-    assert len(lists) >= 10
+    assert len(lists) >= 50
 
     def diff(to: str) -> dict[str, Any]:
         answer: dict[str, Any] = client.call(
@@ -160,7 +160,7 @@ def test_a_localized_change_is_diffed_by_reading_only_the_lists_it_touched(
     ]
     commit = _ok(import_bytes(client, tmp_path, _csv(edited), dataset_name, chunk_bytes=600_000))
     d = diff(commit["commit_id"])
-    # Then the diff finds exactly those rows, opening one or two lists a side, not all, and
+    # Then the diff finds exactly those rows, opening a list or a few a side, not all, and
     # of their leaves only the rows of those that differ
     assert (d["added"], d["removed"], d["changed"]) == (0, 0, BLOCK)
     _expect_only_changed_lists_read(db, d, base["commit_id"], commit["commit_id"])
