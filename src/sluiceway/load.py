@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
-from smart_open import open as smart_open
 
 from . import csvsplit, db, faults, formats, jobs, readers, storage, tree, versioning
-from .errors import MalformedFile
+from .errors import MalformedFile, StorageUnavailable
 from .plan import ChunkItem, _read, chunk_task, source_object
 from .settings import MiB, Settings
 
@@ -241,7 +241,8 @@ _INSERT_NEW_ROWS = (
 PLAIN_INSERT_ATTEMPTS = 3
 # Without these the planner answers NOT EXISTS with a hash (or merge) anti join that reads all
 # of row_store, every dataset's rows, once per range: a range's cost would grow with everything
-# ever stored (3.3M stored rows: 6.1 s against 2.5 s for index probes, bench/README.md).
+# ever stored (one range into 3.3M stored rows: 5-9 s against 2.5-3 s probing the index,
+# bench/README.md).
 # Probing the primary key costs O(range x log(store)). SET LOCAL: undone with the savepoint
 # or at the range's end; RESET afterwards so the rest of the range plans as usual.
 _PROBE_BY_INDEX = ("SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off")
@@ -273,25 +274,32 @@ def _insert_plain_first(conn: db.Conn, hashed_table: sql.Identifier, column_set_
 def _stream_range(
     copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings
 ) -> None:
-    """Stream bytes [start, end) of the object into COPY without holding the range in memory."""
+    """Stream bytes [start, end) of the object into COPY without holding the range in memory.
+
+    One GET of exactly the range: an open-ended ``bytes=start-`` (what a seekable reader
+    sends) makes the store send on to the end of the object until the reader hangs up, and
+    moto's local S3 copies all of it first (bench/README.md: the stack process's CPU).
+    """
     if end <= start:
         return
-    with smart_open(
-        f"s3://{bucket}/{key}",
-        "rb",
-        compression="disable",  # never by the name: a .gz upload was inflated when planned
-        transport_params=storage.smart_open_params(settings),
-    ) as f:
-        f.seek(start)
+    try:
+        body = storage.s3_client(settings).get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+        )["Body"]
         remaining = end - start
-        while remaining:
-            piece = f.read(min(READ_BYTES, remaining))
-            if not piece:
-                raise MalformedFile(
-                    f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
-                )
-            copy.write(piece)
-            remaining -= len(piece)
+        for piece in body.iter_chunks(READ_BYTES):
+            copy.write(piece[:remaining])
+            remaining -= min(len(piece), remaining)
+            if not remaining:
+                break
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable(
+            f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}"
+        ) from exc
+    if remaining:
+        raise MalformedFile(
+            f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
+        )
 
 
 def _explain(
