@@ -72,8 +72,8 @@ EMBEDDED_TUNING = {
 # These take a restart. row_store's primary key takes random (hash) keys, so every range's
 # inserts touch pages all over it: with the default 128 MB of shared buffers a store of a few
 # million rows no longer fits and each insert reads its page back (bench/README.md: a 166,000-
-# row range into 3.3M stored rows, 6.1 s -> 2.5 s). 4 MB of WAL buffers filled ~5,000 times
-# per such range. Pages are only allocated when used, so a small dataset costs nothing more.
+# row range into 3.3M stored rows, 3.8-6.2 s -> 2.5-3.0 s). 4 MB of WAL buffers filled ~4,800
+# times per such range. Pages are only allocated when used, so a small dataset costs nothing more.
 EMBEDDED_RESTART_TUNING = {"shared_buffers": "2GB", "wal_buffers": "64MB"}
 
 
