@@ -96,3 +96,11 @@ def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> Non
     assert "Load ranges in parallel" in out
     assert "INSERT INTO dsa_core.row_store" in out
     assert out.strip().splitlines()[-1].startswith("RESULT upload")
+
+
+def test_the_range_statements_bench_compares_the_two_insert_plans(tmp_path: Path) -> None:
+    out = _run(tmp_path, "range_statements.py", "--range-rows", "2000", "--store-rows", "6000")
+    assert "row_store holds 6,000 rows" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("RESULT insert of one range into 6,000 rows: planner's")
+    assert "probes" in last
