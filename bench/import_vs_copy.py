@@ -7,7 +7,9 @@ fresh embedded stack, then in the same run:
   1. baseline: COPY ... FROM STDIN (FORMAT csv) into an UNLOGGED table with no index;
   2. sluiceway: upload through presigned URLs -> object-created event -> state machine ->
      plan, scan, Map of COPY loads -> commit (timed from the first upload byte to the job's end);
-  3. the export of the commit to CSV vs COPY ... TO STDOUT.
+  3. the export of the commit to CSV vs COPY ... TO STDOUT;
+  4. a re-import into the same dataset of the file with 1% of its rows changed (every 100th
+     row's amount; --changed-every), timed the same way, against the first import.
 Peak resident memory is sampled for every process: the stack (API, moto, interpreter), each
 worker process, and each PostgreSQL backend. The last lines are the figures and ratios.
 """
@@ -112,6 +114,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk-size", default="16MiB")
+    parser.add_argument("--changed-every", type=int, default=100, help="0: no re-import")
     args = parser.parse_args()
 
     path = DATA / f"bench_{args.rows}.csv"
@@ -119,6 +122,9 @@ def main() -> None:
         write_csv(path, args.rows)
     size = path.stat().st_size
     print(f"file: {path} ({size:,} bytes, {args.rows:,} rows x {len(COLUMNS)} columns)")
+    changed = DATA / f"bench_{args.rows}_every{args.changed_every}.csv"
+    if args.changed_every and not changed.exists():
+        write_csv(changed, args.rows, changed_every=args.changed_every)
 
     with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
         client = Client(stack.api_url, token=stack.local_token)
@@ -139,6 +145,13 @@ def main() -> None:
             client.download_export(urls, f)
         export_seconds = time.perf_counter() - export_started
         copy_out_seconds = copy_out_baseline(stack.database_url, path, Path(home) / "copy_out.csv")
+        again = None
+        if args.changed_every:
+            again = run_import(
+                client, changed, "bench", parse_size(args.chunk_size), None, show_progress=False
+            )
+            if again["status"] != "completed":
+                raise SystemExit(f"re-import failed: {again['error']}")
         with psycopg.connect(stack.database_url) as conn:
             sizes = conn.execute(
                 "SELECT pg_total_relation_size('dsa_core.row_store'), "
@@ -164,6 +177,16 @@ def main() -> None:
     print(f"import rows/s: {result['rows'] / import_seconds:,.0f}")
     print(f"RATIO import / COPY: {import_seconds / copy_seconds:.1f}x")
     print(f"RATIO export / COPY TO: {export_seconds / copy_out_seconds:.1f}x")
+    if again is not None:
+        share = 1 / args.changed_every
+        print(
+            f"re-import with {share:.0%} of rows changed: {again['seconds']:.2f} s "
+            f"({again['changes']})"
+        )
+        print(
+            f"RATIO re-import ({share:.0%} changed) / first import: "
+            f"{again['seconds'] / import_seconds:.2f}x"
+        )
 
 
 if __name__ == "__main__":

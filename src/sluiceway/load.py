@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
-from smart_open import open as smart_open
 
 from . import csvsplit, db, faults, formats, jobs, readers, storage, tree, versioning
-from .errors import MalformedFile
+from .errors import MalformedFile, StorageUnavailable
 from .plan import ChunkItem, _read, chunk_task, source_object
 from .settings import MiB, Settings
 
@@ -237,16 +237,33 @@ def _load_chunk(
 # than random inserts. A plain INSERT costs about half of ON CONFLICT's speculative one, so
 # it goes first; if a concurrent range commits one of the same new rows first, the unique
 # violation rolls back just this statement and it runs again, now seeing that row.
+# The range is sorted (and deduplicated) before the probe, so it probes the index in key order.
 _INSERT_NEW_ROWS = (
     "INSERT INTO dsa_core.row_store (row_hash, column_set_id, vals) "
-    "SELECT DISTINCT ON (h.row_hash) h.row_hash, %s, h.vals FROM {} h "
-    "WHERE NOT EXISTS (SELECT 1 FROM dsa_core.row_store r WHERE r.row_hash = h.row_hash) "
-    "ORDER BY h.row_hash"
+    "SELECT h.row_hash, %s, h.vals "
+    "FROM (SELECT DISTINCT ON (row_hash) row_hash, vals FROM {} ORDER BY row_hash) h "
+    "WHERE NOT EXISTS (SELECT 1 FROM dsa_core.row_store r WHERE r.row_hash = h.row_hash)"
 )
 PLAIN_INSERT_ATTEMPTS = 3
+# Without these the planner answers NOT EXISTS with a hash (or merge) anti join that reads all
+# of row_store, every dataset's rows, once per range: a range's cost would grow with everything
+# ever stored (one range into 3.3M stored rows: 5-9 s against 2.5-3 s probing the index,
+# bench/README.md).
+# Probing the primary key costs O(range x log(store)). SET LOCAL: undone with the savepoint
+# or at the range's end; RESET afterwards so the rest of the range plans as usual.
+_PROBE_BY_INDEX = ("SET LOCAL enable_hashjoin = off", "SET LOCAL enable_mergejoin = off")
+_PLAN_AS_USUAL = ("RESET enable_hashjoin", "RESET enable_mergejoin")
 
 
 def _insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
+    for statement in _PROBE_BY_INDEX:
+        conn.execute(statement)
+    _insert_plain_first(conn, hashed_table, column_set_id)
+    for statement in _PLAN_AS_USUAL:  # an error instead rolls the range back, settings too
+        conn.execute(statement)
+
+
+def _insert_plain_first(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
     for _ in range(PLAIN_INSERT_ATTEMPTS):
         try:
             with conn.transaction():  # a savepoint: only this statement is undone
@@ -263,25 +280,32 @@ def _insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id:
 def _stream_range(
     copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings
 ) -> None:
-    """Stream bytes [start, end) of the object into COPY without holding the range in memory."""
+    """Stream bytes [start, end) of the object into COPY without holding the range in memory.
+
+    One GET of exactly the range: an open-ended ``bytes=start-`` (what a seekable reader
+    sends) makes the store send on to the end of the object until the reader hangs up, and
+    moto's local S3 copies all of it first (bench/README.md: the stack process's CPU).
+    """
     if end <= start:
         return
-    with smart_open(
-        f"s3://{bucket}/{key}",
-        "rb",
-        compression="disable",  # never by the name: a .gz upload was inflated when planned
-        transport_params=storage.smart_open_params(settings),
-    ) as f:
-        f.seek(start)
+    try:
+        body = storage.s3_client(settings).get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+        )["Body"]
         remaining = end - start
-        while remaining:
-            piece = f.read(min(READ_BYTES, remaining))
-            if not piece:
-                raise MalformedFile(
-                    f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
-                )
-            copy.write(piece)
-            remaining -= len(piece)
+        for piece in body.iter_chunks(READ_BYTES):
+            copy.write(piece[:remaining])
+            remaining -= min(len(piece), remaining)
+            if not remaining:
+                break
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable(
+            f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}"
+        ) from exc
+    if remaining:
+        raise MalformedFile(
+            f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
+        )
 
 
 def _explain(

@@ -261,7 +261,11 @@ def _source(
 
 def _csv_layout(src: Located, filename: str, settings: Settings) -> Layout:
     limit = settings.imports.max_record_bytes
-    first = _read(src.bucket, src.key, 0, min(src.size, limit + 4), settings)
+    # The first bytes already read almost always hold the header; reading up to the record
+    # limit (16 MiB) only when they do not keeps planning a few small GETs.
+    first = src.first[: limit + 4]
+    if len(first) < src.size and csvsplit.first_record_end(first, _bom_length(first)) is None:
+        first = _read(src.bucket, src.key, 0, min(src.size, limit + 4), settings)
     header = csvsplit.parse_header(
         first,
         at_eof=len(first) == src.size,
@@ -281,6 +285,10 @@ def _csv_layout(src: Located, filename: str, settings: Settings) -> Layout:
         )
     lines = first[: header.data_start].count(b"\n")
     return Layout(header.columns, header.data_start, data_end, lines)
+
+
+def _bom_length(first: bytes) -> int:
+    return len(csvsplit.UTF8_BOM) if first.startswith(csvsplit.UTF8_BOM) else 0
 
 
 def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:

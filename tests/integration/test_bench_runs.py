@@ -23,7 +23,9 @@ def _run(tmp_path: Path, script: str, *args: str) -> str:
 
 
 def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
-    assert "RATIO import / COPY:" in _run(tmp_path, "import_vs_copy.py", "--rows", "2000")
+    out = _run(tmp_path, "import_vs_copy.py", "--rows", "2000")
+    assert "RATIO import / COPY:" in out
+    assert out.strip().splitlines()[-1].startswith("RATIO re-import (1% changed) / first import:")
 
 
 def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
@@ -55,3 +57,62 @@ def test_versioning_bench_runs_end_to_end_on_small_files(tmp_path: Path) -> None
     assert "0% changed (10% file again)" in out
     assert "L = 100 (~" in out
     assert "diff time at 6,000 rows / at 3,000 rows (same change)" in out
+
+
+def test_the_planner_bench_plans_a_large_synthetic_object_reading_few_bytes(
+    tmp_path: Path,
+) -> None:
+    out = _run(tmp_path, "plan_big_object.py", "--size", "1GB", "--chunk-size", "64MiB")
+    last = out.strip().splitlines()
+    assert last[-2].startswith("RESULT plan seconds:")
+    assert "16 raw ranges" in out
+    read = int(last[-1].split("bytes read: ")[1].split(" ")[0].replace(",", ""))
+    assert 0 < read < 10**9 // 100  # under 1% of the object
+
+
+def test_the_1tb_simulation_plans_within_the_state_machine_limits(tmp_path: Path) -> None:
+    # small: 20 GB in 256 MiB ranges runs the same planner, scans, fold and checks
+    out = _run(tmp_path, "simulate_1tb.py", "--size", "20GB", "--map-concurrency", "8")
+    assert "BROKEN" not in out
+    assert out.strip().splitlines()[-1] == "RESULT within limits: True"
+
+
+def test_the_1tb_simulation_says_when_a_limit_is_broken(tmp_path: Path) -> None:
+    # 20 GB in 1 MiB ranges: ~19,000 ranges, whose gathered Map results exceed 256 KiB
+    done = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "simulate_1tb.py")),
+            *("--size", "20GB", "--chunk-size", "1MiB", "--map-concurrency", "8"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "check: load results, if gathered, < 256 KiB: BROKEN" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "RESULT within limits: False"
+
+
+def test_the_scale_bench_runs_two_sizes(tmp_path: Path) -> None:
+    out = _run(tmp_path, "import_scale.py", "--rows", "2000,4000", "--chunk-size", "64KiB")
+    last = out.strip().splitlines()
+    assert last[-2].startswith("RESULT 2,000 rows:")
+    assert last[-1].startswith("RESULT 4,000 rows:")
+    assert "x the 2,000-row import's" in last[-1]
+
+
+def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> None:
+    out = _run(tmp_path, "profile_import.py", "--rows", "2000", "--chunk-size", "64KiB")
+    assert "Load ranges in parallel" in out
+    assert "INSERT INTO dsa_core.row_store" in out
+    assert out.strip().splitlines()[-1].startswith("RESULT upload")
+
+
+def test_the_range_statements_bench_compares_the_two_insert_plans(tmp_path: Path) -> None:
+    out = _run(tmp_path, "range_statements.py", "--range-rows", "2000", "--store-rows", "6000")
+    assert "row_store holds 6,000 rows" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("RESULT insert of one range into 6,000 rows: planner's")
+    assert "probes" in last

@@ -79,6 +79,12 @@ def _worker_init(settings: Settings) -> None:
     configure(settings)
 
 
+def _warm_up() -> None:
+    """Import the worker functions' handlers (and with them sluiceway, psycopg, boto3)."""
+    for name in WORKER_FUNCTIONS:
+        _handler_module(name)
+
+
 class LambdaRuntime:
     """Routes moto's Lambda invocations to our handlers."""
 
@@ -90,6 +96,11 @@ class LambdaRuntime:
             initializer=_worker_init,
             initargs=(settings,),
         )
+        # Start every worker now, while the stack starts, not in the first import's first Map:
+        # spawning a worker and importing the handlers costs it about 2 s of CPU
+        # (bench/README.md). Not waited for: the futures only make the processes exist.
+        for _ in range(workers):
+            self.pool.submit(_warm_up)
 
     def run(self, name: str, payload: Any) -> tuple[bool, Any]:
         if name not in WORKER_FUNCTIONS:
