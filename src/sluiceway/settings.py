@@ -45,6 +45,13 @@ class StorageSettings(BaseModel):
     min_part_bytes: int = 8 * MiB
     max_object_bytes: int = 5 * 1024 * 1024 * MiB
     max_document_bytes: int = 1024 * 1024 * MiB
+    # Multipart uploads sluiceway opened itself (export parts, an import's staged copy, a
+    # record session's assembly) and left open, because the job that opened them ended without
+    # completing them (a killed stack, a lost function), are aborted once this old: by the
+    # local stack's sweep every ``sweep_seconds``, or by `sluiceway cleanup`. On AWS the
+    # bucket's AbortIncompleteUploads lifecycle rule aborts every upload after 2 days.
+    stale_upload_hours: float = Field(default=24.0, ge=0)
+    sweep_seconds: float = Field(default=600.0, gt=0)
     # What the API itself answers with (a Lambda response is at most 6 MB, base64 included);
     # anything bigger is a redirect to a presigned GET URL, which S3 serves with ranges.
     max_api_download_bytes: int = Field(default=4 * MiB, ge=1)
