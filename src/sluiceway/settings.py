@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # PostgreSQL advisory lock on it while it runs, so the next stack on the same database can
     # tell the jobs of a stack that died (the lock is gone) from those of one still running.
     local_runtime_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # The local stack's API runs in this many processes of its own, one request at a time in
+    # each (as Lambda runs one invocation per container); 0: in the stack's own process.
+    local_api_workers: int = Field(default=2, ge=0, le=64)
     log_level: str = "INFO"
     # Tests only: honour the `faults` an import asks for (see sluiceway.faults).
     allow_fault_injection: bool = False

@@ -46,7 +46,7 @@ from ..names import (
 )
 from ..settings import Settings, configure, get_settings
 from ..storage import s3_client
-from .httpapi import LocalApiServer
+from .httpapi import ApiWorkers, LocalApiServer
 from .lambdas import LambdaRuntime, install
 
 log = logging.getLogger("sluiceway.local")
@@ -171,6 +171,7 @@ class LocalStack:
         self._moto: Any = None
         self._runtime: LambdaRuntime | None = None
         self._api: LocalApiServer | None = None
+        self._api_workers: ApiWorkers | None = None
         self._relay: threading.Thread | None = None
         self._scheduler: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
@@ -273,8 +274,13 @@ class LocalStack:
             target=self._sweep_uploads, name="sluiceway-sweep", daemon=True
         )
         self._sweeper.start()
+        if self.settings.local_api_workers:
+            self._api_workers = ApiWorkers(self.settings, self.settings.local_api_workers)
         self._api = LocalApiServer(
-            port=self.api_port, page_token=self.local_token, throttle=self.settings.throttle
+            port=self.api_port,
+            page_token=self.local_token,
+            throttle=self.settings.throttle,
+            invoke=self._api_workers,
         ).start()
 
     def stop(self) -> None:
@@ -286,6 +292,8 @@ class LocalStack:
                 thread.join(timeout=5)
         if self._api is not None:
             self._api.stop()
+        if self._api_workers is not None:
+            self._api_workers.close()
         if self._runtime is not None:
             self._runtime.close()
             install(None)
