@@ -1,7 +1,7 @@
 """A bounded load run against `sluiceway up`: concurrent clients create uploads, sign parts
 and poll jobs for a fixed time, on loopback only.
 
-Usage: python bench/load.py [--clients 50] [--seconds 60]
+Usage: python bench/load.py [--clients 50] [--seconds 60] [--client-rate 0]
 
 Starts `sluiceway up` in a process of its own (a fresh SLUICEWAY_HOME, so the API is not
 sharing this process's interpreter), gives every client a token of its own (the local
@@ -166,6 +166,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
+        "--client-rate",
+        type=float,
+        default=0.0,
+        help="requests/s each client sends (paced, as an uploader between batches of parts); "
+        "0: the next request the moment the last is answered (saturation)",
+    )
+    parser.add_argument(
         "--baseline-seconds", type=float, default=None, help="default: 10, or --seconds if less"
     )
     parser.add_argument(
@@ -189,7 +196,11 @@ def main() -> None:
             rec = Recorder()
             stop = threading.Event()
             threads = [
-                threading.Thread(target=client_loop, args=(api, t, stop, rec, n), daemon=True)
+                threading.Thread(
+                    target=client_loop,
+                    args=(api, t, stop, rec, n, 1.0 / args.client_rate if args.client_rate else 0),
+                    daemon=True,
+                )
                 for n, t in enumerate(tokens)
             ]
             meter = CpuMeter(proc.pid, Path(home))
@@ -211,7 +222,8 @@ def main() -> None:
     errors_5xx = sum(n for s in rec.status.values() for code, n in s.items() if code >= 500)
     unanswered = sum(s.get(0, 0) for s in rec.status.values())
     throttled = sum(s.get(429, 0) for s in rec.status.values())
-    print(f"clients: {args.clients}; seconds: {elapsed:.1f}; requests: {total:,}")
+    pacing = f"{args.client_rate:g} requests/s each" if args.client_rate else "closed loop"
+    print(f"clients: {args.clients} ({pacing}); seconds: {elapsed:.1f}; requests: {total:,}")
     for name, r in (("baseline", base), ("load", rec)):
         for op, values in r.latency.items():
             codes = ", ".join(f"{c}: {n}" for c, n in sorted(r.status[op].items()))
