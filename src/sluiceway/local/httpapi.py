@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -66,19 +67,34 @@ class ApiWorkers:
     parallel, outside the stack's own process (moto, the HTTP server) and its GIL."""
 
     def __init__(self, settings: Settings, count: int) -> None:
-        self.pool = ProcessPoolExecutor(
-            max_workers=count,
+        self.settings, self.count = settings, count
+        self._lock = threading.Lock()
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            max_workers=self.count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_api_worker_init,
-            initargs=(settings,),
+            initargs=(self.settings,),
         )
         # start them now, and be ready when the stack says so: spawning a process and
         # importing the API take a second or more, which the first requests would wait out
-        for started in [self.pool.submit(int) for _ in range(count)]:
+        for started in [pool.submit(int) for _ in range(self.count)]:
             started.result()
+        return pool
 
     def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
-        return self.pool.submit(invoke_api, event).result()
+        pool = self.pool
+        try:
+            return pool.submit(invoke_api, event).result()
+        except BrokenProcessPool:
+            # a worker died (killed, out of memory): this request fails (502, which clients
+            # retry), and the next ones run in new workers, as Lambda replaces a container
+            with self._lock:
+                if self.pool is pool:
+                    self.pool = self._start()
+            raise
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
