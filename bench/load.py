@@ -1,21 +1,28 @@
 """A bounded load run against `sluiceway up`: concurrent clients create uploads, sign parts
 and poll jobs for a fixed time, on loopback only.
 
-Usage: python bench/load.py [--clients 50] [--seconds 60]
+Usage: python bench/load.py [--clients 50] [--seconds 60] [--client-rate 0]
 
 Starts `sluiceway up` in a process of its own (a fresh SLUICEWAY_HOME, so the API is not
 sharing this process's interpreter), gives every client a token of its own (the local
 throttle counts per caller, as a usage plan per key would on AWS), then runs the clients as
 threads for the fixed time. Each client loops: POST /uploads (a 64 MiB file, 8 parts), POST
 /uploads/{id}/parts (presign all 8), GET /jobs/{job_id}. No bytes go to S3: this measures the
-API, its database work and the presigning. The baseline in the same run is GET /health
-(no token, no lookup beyond one SELECT 1 and one S3 HEAD) from one client.
-The last lines are requests per second, p50/p99 latency per operation, and error counts.
+API, its database work and the presigning. The baseline in the same run is the same loop
+from one client alone, with a token of its own and paced at --baseline-rate requests/s (under
+the throttle's 50/s, so none is a 429): what one request costs when nothing else runs.
+The last lines are requests per second, p50/p99 latency per operation, the ratio of the loaded
+p99 to the baseline's, and error counts.
+
+With N clients that each send their next request the moment the last is answered (a closed
+loop, as here), Little's law fixes the mean latency at N / throughput: 50 clients and a p99
+under 200 ms need well over 250 requests/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -27,6 +34,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
 import psycopg
 import urllib3
 from psycopg.rows import dict_row
@@ -61,6 +69,31 @@ def start_stack(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
             return proc, database_url
 
 
+def cpu_seconds(root: psutil.Process) -> float:
+    """User + system CPU seconds of a process and its children, as far as they still run."""
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by the stack, its PostgreSQL and this process (the clients)."""
+
+    def __init__(self, stack_pid: int, home: Path) -> None:
+        postmaster = int((home / "pg" / "postmaster.pid").read_text().split()[0])
+        self.roots = {
+            "stack": psutil.Process(stack_pid),
+            "postgres": psutil.Process(postmaster),
+            "clients": psutil.Process(),
+        }
+
+    def read(self) -> dict[str, float]:
+        return {name: cpu_seconds(p) for name, p in self.roots.items()}
+
+
 class Recorder:
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
@@ -88,28 +121,37 @@ class Recorder:
         return response
 
 
-def client_loop(api: str, token: str, stop: threading.Event, rec: Recorder, n: int) -> None:
+def client_loop(
+    api: str, token: str, stop: threading.Event, rec: Recorder, n: int, pace: float = 0.0
+) -> None:
+    """Create an upload, sign its 8 parts, poll its job; again until ``stop``. ``pace``:
+    seconds from the start of one request to the next (0: the next at once)."""
     http = urllib3.PoolManager(maxsize=1)
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     i = 0
+    due = time.perf_counter()
+
+    def call(op: str, method: str, url: str, **kw: object) -> urllib3.BaseHTTPResponse | None:
+        nonlocal due
+        if pace:
+            due += pace
+            time.sleep(max(0.0, due - time.perf_counter()))
+        return rec.call(http, op, method, url, headers=headers, **kw)
+
     while not stop.is_set():
         i += 1
         body = {"dataset": f"load-{n}", "filename": f"f{i}.csv", "size": 64 * MiB}
-        created = rec.call(
-            http, "create upload", "POST", f"{api}/uploads", json=body, headers=headers
-        )
+        created = call("create upload", "POST", f"{api}/uploads", json=body)
         if created is None or created.status != 201:
             continue
         upload = created.json()
-        rec.call(
-            http,
+        call(
             "sign 8 parts",
             "POST",
             f"{api}/uploads/{upload['upload_id']}/parts",
             json={"part_numbers": list(range(1, 9))},
-            headers=headers,
         )
-        rec.call(http, "poll job", "GET", f"{api}/jobs/{upload['job_id']}", headers=headers)
+        call("poll job", "GET", f"{api}/jobs/{upload['job_id']}")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -123,6 +165,19 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--client-rate",
+        type=float,
+        default=0.0,
+        help="requests/s each client sends (paced, as an uploader between batches of parts); "
+        "0: the next request the moment the last is answered (saturation)",
+    )
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=None, help="default: 10, or --seconds if less"
+    )
+    parser.add_argument(
+        "--baseline-rate", type=float, default=20.0, help="requests/s of the baseline client"
+    )
     args = parser.parse_args()
     port = free_port()
     api = f"http://127.0.0.1:{port}"
@@ -131,18 +186,25 @@ def main() -> None:
         try:
             with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
                 tokens = [auth.create_token(conn, f"load{n}") for n in range(args.clients)]
+                alone = auth.create_token(conn, "baseline")
             base = Recorder()
-            http = urllib3.PoolManager(maxsize=1)
-            deadline = time.perf_counter() + min(5.0, args.seconds)
-            while time.perf_counter() < deadline:
-                base.call(http, "health (baseline)", "GET", f"{api}/health")
+            stop = threading.Event()
+            timer = threading.Timer(args.baseline_seconds or min(10.0, args.seconds), stop.set)
+            timer.start()
+            client_loop(api, alone, stop, base, -1, pace=1.0 / args.baseline_rate)
 
             rec = Recorder()
             stop = threading.Event()
             threads = [
-                threading.Thread(target=client_loop, args=(api, t, stop, rec, n), daemon=True)
+                threading.Thread(
+                    target=client_loop,
+                    args=(api, t, stop, rec, n, 1.0 / args.client_rate if args.client_rate else 0),
+                    daemon=True,
+                )
                 for n, t in enumerate(tokens)
             ]
+            meter = CpuMeter(proc.pid, Path(home))
+            cpu_before = meter.read()
             started = time.perf_counter()
             for t in threads:
                 t.start()
@@ -151,6 +213,7 @@ def main() -> None:
             for t in threads:
                 t.join(timeout=60)
             elapsed = time.perf_counter() - started
+            cpu = {k: v - cpu_before[k] for k, v in meter.read().items()}
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
@@ -159,7 +222,8 @@ def main() -> None:
     errors_5xx = sum(n for s in rec.status.values() for code, n in s.items() if code >= 500)
     unanswered = sum(s.get(0, 0) for s in rec.status.values())
     throttled = sum(s.get(429, 0) for s in rec.status.values())
-    print(f"clients: {args.clients}; seconds: {elapsed:.1f}; requests: {total:,}")
+    pacing = f"{args.client_rate:g} requests/s each" if args.client_rate else "closed loop"
+    print(f"clients: {args.clients} ({pacing}); seconds: {elapsed:.1f}; requests: {total:,}")
     for name, r in (("baseline", base), ("load", rec)):
         for op, values in r.latency.items():
             codes = ", ".join(f"{c}: {n}" for c, n in sorted(r.status[op].items()))
@@ -170,8 +234,29 @@ def main() -> None:
     for op, body in rec.first_error.items():
         print(f"first 5xx of {op}: {body}")
     sign = rec.latency.get("sign 8 parts") or [0.0]
+    sign_alone = base.latency.get("sign 8 parts") or [0.0]
     print(f"RATE requests/s: {total / elapsed:.1f}")
+    print(
+        f"sign p99 under load / alone: {pct(sign, 0.99) / max(pct(sign_alone, 0.99), 1e-9):.1f}x "
+        f"({pct(sign, 0.99) * 1e3:.1f} ms / {pct(sign_alone, 0.99) * 1e3:.1f} ms)"
+    )
     print(f"5xx: {errors_5xx}; 429: {throttled}; no answer (connection errors): {unanswered}")
+    # What a request costs in CPU, and so the most requests/s the cores could serve at all;
+    # with the clients waiting for each answer, the mean latency is clients / throughput.
+    per_request = {k: 1e3 * v / max(total, 1) for k, v in cpu.items()}
+    cores = os.cpu_count() or 1
+    print(
+        "CPU ms per request: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in per_request.items())
+        + f"; total {sum(per_request.values()):.1f} -> at most "
+        f"{1e3 * cores / max(sum(per_request.values()), 1e-9):.0f} requests/s on {cores} cores"
+    )
+    print(
+        f"busy cores: {sum(cpu.values()) / elapsed:.2f} of {cores}; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        + f"; Little's law: {args.clients} clients / {total / elapsed:.1f} requests/s = "
+        f"{1e3 * args.clients / max(total / elapsed, 1e-9):.0f} ms mean latency"
+    )
     print(
         f"RESULT sign p99 {pct(sign, 0.99) * 1e3:.1f} ms (target < 200 ms); 5xx {errors_5xx} (target 0)"
     )

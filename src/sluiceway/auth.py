@@ -54,11 +54,19 @@ def owner_of(conn: Conn, authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX):
         raise Unauthorized("Malformed Authorization header: expected 'Bearer slw_...'.")
+    digest = _digest(token)
+    # A read on every request; the write only once a minute per token (last_used_at is to
+    # see which tokens are still in use, not an audit log): under load, an UPDATE per
+    # request was a sixth of the API's time.
     row = conn.execute(
-        "UPDATE dsa_core.api_tokens SET last_used_at = now() "
-        "WHERE token_hash = %s AND revoked_at IS NULL RETURNING owner",
-        (_digest(token),),
+        "SELECT owner, last_used_at IS NULL OR last_used_at < now() - interval '1 minute' "
+        "AS stale FROM dsa_core.api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+        (digest,),
     ).fetchone()
     if row is None:
         raise Unauthorized("Unknown or revoked token.")
+    if row["stale"]:
+        conn.execute(
+            "UPDATE dsa_core.api_tokens SET last_used_at = now() WHERE token_hash = %s", (digest,)
+        )
     return str(row["owner"])

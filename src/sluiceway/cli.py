@@ -643,6 +643,48 @@ def token_create(owner: str, name: str) -> None:
 
 
 @cli.command()
+@click.option(
+    "--older-than-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Abort uploads started this many hours ago or more "
+    "(default SLUICEWAY_STORAGE__STALE_UPLOAD_HOURS, 24).",
+)
+@_COMMON_OPTIONS[0]
+@click.pass_obj
+def cleanup(state: State, older_than_hours: float | None) -> None:
+    """Abort the multipart uploads jobs left open in S3 (export parts, staged copies, session
+    assemblies) once their job has ended; a user's upload in progress is never touched.
+
+    Talks to the database (DATABASE_URL, or the embedded PostgreSQL) and the S3 of the
+    settings itself, for every owner. `sluiceway up` does this every
+    SLUICEWAY_STORAGE__SWEEP_SECONDS; on AWS the bucket's lifecycle rule does it after 2 days.
+    """
+    from . import db, recovery
+    from .errors import StackError
+
+    settings = Settings()
+    if not settings.storage_endpoint() and not (
+        settings.database_url or settings.database_secret_arn
+    ):
+        raise StackError(
+            "The embedded S3 lives only inside `sluiceway up`, which sweeps it itself every "
+            "SLUICEWAY_STORAGE__SWEEP_SECONDS. To sweep it now, run this with "
+            "AWS_ENDPOINT_URL_S3 and DATABASE_URL set to the S3 and PostgreSQL URLs it printed."
+        )
+    settings = _database_settings()
+    with db.connect(settings, autocommit=True) as conn:
+        swept = recovery.sweep(conn, settings, older_than_hours)
+    hours = settings.storage.stale_upload_hours if older_than_hours is None else older_than_hours
+    _emit(
+        state,
+        {"aborted": [u.model_dump(mode="json") for u in swept], "older_than_hours": hours},
+        f"aborted {len(swept)} multipart upload(s) older than {hours:g} h"
+        + "".join(f"\n  {u.key}" for u in swept),
+    )
+
+
+@cli.command()
 def openapi() -> None:
     """Print the API's OpenAPI document (what docs/openapi.json holds)."""
     from .api import openapi_json

@@ -253,6 +253,8 @@ def create_job(
     }
     if idempotency_key is not None:
         parameters["idempotency_key"] = idempotency_key
+    if settings.local_runtime_id is not None:  # as jobs.create: a dead stack's are found
+        parameters["runtime"] = settings.local_runtime_id
     conn.execute(
         "INSERT INTO dsa_jobs.analysis_runs (id, run_type, owner, dataset_id, run_parameters) "
         "VALUES (%s, 'export', %s, %s, %s)",

@@ -106,36 +106,9 @@ def fail_export(state: dict[str, Any], settings: Settings | None = None) -> dict
         "SELECT run_parameters->>'prefix' AS prefix FROM dsa_jobs.analysis_runs WHERE id = %s",
         (job_id,),
     ).fetchone()
-    parts = conn.execute(
-        "SELECT part_no, object_key, s3_upload_id, error FROM dsa_jobs.export_parts "
-        "WHERE job_id = %s ORDER BY part_no",
-        (job_id,),
-    ).fetchall()
+    parts = _parts(conn, job_id)
     message = next((p["error"] for p in parts if p["error"]), None) or message
-    client = storage.s3_client(settings)
-    bucket = settings.storage.bucket
-    left_open = 0
-    for p in parts:
-        if p["s3_upload_id"] and not abort_upload(
-            client, bucket, p["object_key"], p["s3_upload_id"]
-        ):
-            left_open += 1
-    if row and row["prefix"]:
-        # Uploads opened but never recorded (a function stopped between the two), and parts
-        # already complete: a half export must not be mistaken for a whole one.
-        pages = client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=bucket, Prefix=row["prefix"]
-        )
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if not abort_upload(client, bucket, upload["Key"], upload["UploadId"]):
-                    left_open += 1
-        keys = [p["object_key"] for p in parts] + [f"{row['prefix']}manifest.json"]
-        for start in range(0, len(keys), 1000):
-            client.delete_objects(
-                Bucket=bucket,
-                Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
-            )
+    left_open = release_storage(conn, settings, job_id, row["prefix"] if row else None, parts)
     with conn.transaction():
         conn.execute(
             "UPDATE dsa_jobs.export_parts SET status = 'aborted', s3_upload_id = NULL, "
@@ -148,3 +121,51 @@ def fail_export(state: dict[str, Any], settings: Settings | None = None) -> dict
             f"{left_open} multipart upload(s) of export {job_id} could not be aborted yet."
         )
     return {"job_id": str(job_id), "error": message}
+
+
+def _parts(conn: db.Conn, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT part_no, object_key, s3_upload_id, error FROM dsa_jobs.export_parts "
+        "WHERE job_id = %s ORDER BY part_no",
+        (job_id,),
+    ).fetchall()
+
+
+def release_storage(
+    conn: db.Conn,
+    settings: Settings,
+    job_id: uuid.UUID,
+    prefix: str | None,
+    parts: list[dict[str, Any]] | None = None,
+) -> int:
+    """Abort every multipart upload an unfinished export opened and delete what it wrote
+    (parts, a manifest); returns how many uploads are still open (S3 refused to abort them).
+
+    Uploads are found twice: by the ids its parts recorded, and by listing its prefix, for
+    one opened but never recorded (a function stopped between the two). Completed parts go
+    too: a half export must not be mistaken for a whole one.
+    """
+    parts = _parts(conn, job_id) if parts is None else parts
+    client = storage.s3_client(settings)
+    bucket = settings.storage.bucket
+    left_open = 0
+    for p in parts:
+        if p["s3_upload_id"] and not abort_upload(
+            client, bucket, p["object_key"], p["s3_upload_id"]
+        ):
+            left_open += 1
+    if prefix:
+        pages = client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=bucket, Prefix=prefix
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if not abort_upload(client, bucket, upload["Key"], upload["UploadId"]):
+                    left_open += 1
+        keys = [p["object_key"] for p in parts] + [f"{prefix}manifest.json"]
+        for start in range(0, len(keys), 1000):
+            client.delete_objects(
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+            )
+    return left_open

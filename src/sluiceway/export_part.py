@@ -410,6 +410,12 @@ def write_part(event: dict[str, Any], settings: Settings | None = None) -> dict[
             sink.send_piece()
             sink._wait()
             raise faults.fail("part")
+        if faults.take(conn, item.job_id, "stall_part", settings):
+            # the multipart upload open and recorded, the object not complete: the moment a
+            # killed stack or a restarted database leaves the most behind in S3
+            sink.send_piece()
+            sink._wait()
+            faults.stall(conn, item.job_id, "part", settings, taken=True)
         etag = sink.finish()
     except Exception as exc:
         gone = sink.abort()

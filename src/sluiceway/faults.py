@@ -9,7 +9,8 @@ its most awkward moment, after its work and before its commit.
 
 A stall (``{"faults": {"stall_load": 1}}``) is the other kind: the step says so in the job's
 checkpoint and waits, so a test can kill the stack or restart the database at a known point
-without a sleep that hopes for a race.
+without a sleep that hopes for a race. An export's ``stall_part`` waits after its part's rows
+are written and its multipart upload is open (the upload id recorded), before it completes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from . import db
 from .errors import DatabaseUnavailable
 from .settings import Settings
 
-POINTS = ("scan", "load", "commit", "part", "stall_load")
+POINTS = ("scan", "load", "commit", "part", "stall_load", "stall_part")
 
 
 def take(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> bool:
@@ -46,11 +47,14 @@ def fail(point: str) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"Injected fault at {point!r} (a test asked for it).")
 
 
-def stall(conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings) -> None:
+def stall(
+    conn: db.Conn, job_id: uuid.UUID, point: str, settings: Settings, *, taken: bool = False
+) -> None:
     """If the job asked for a stall at ``point``: record ``checkpoint.stalled`` and wait,
     asking the database every 50 ms, until a test sets ``checkpoint.release`` (or kills the
-    stack, or restarts the database: the next question then fails, as any step's would)."""
-    if not take(conn, job_id, f"stall_{point}", settings):
+    stack, or restarts the database: the next question then fails, as any step's would).
+    ``taken``: the caller already took ``stall_<point>`` (to prepare the moment first)."""
+    if not taken and not take(conn, job_id, f"stall_{point}", settings):
         return
     conn.execute(
         "UPDATE dsa_jobs.analysis_runs SET checkpoint = coalesce(checkpoint, '{}'::jsonb) || "

@@ -190,7 +190,7 @@ def _finish(conn: db.Conn, job_id: uuid.UUID, summary: dict[str, Any], dataset_i
     jobs.complete(conn, job_id, summary, dataset_id)
 
 
-def _discard_rows(conn: db.Conn, job_id: uuid.UUID) -> None:
+def discard_rows(conn: db.Conn, job_id: uuid.UUID) -> None:
     """Drop a failed import's scratch rows. Leaves and lists it stored are content-addressed
     and unreferenced: harmless, and what ``sluiceway gc`` removes."""
     conn.execute("DELETE FROM dsa_jobs.import_keyed_rows WHERE job_id = %s", (job_id,))
@@ -240,30 +240,5 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         message = first_chunk_error(conn, job_id) or message
         with conn.transaction():
             jobs.fail(conn, job_id, message)
-            _discard_rows(conn, job_id)
+            discard_rows(conn, job_id)
     return {"job_id": str(job_id) if job_id else None, "error": message}
-
-
-def fail_abandoned(conn: db.Conn, *, uploads_lost: bool) -> list[uuid.UUID]:
-    """Fail the jobs of local stacks that died (killed, crashed) before those jobs ended.
-
-    Nothing of such a job is visible: a commit and its ref move happen in one transaction
-    that either happened (and the job is completed) or did not. What its ranges staged is
-    dropped here, as the state machine's failure path would have.
-    """
-    failed: list[uuid.UUID] = []
-    for job in jobs.abandoned(conn, uploads_lost=uploads_lost):
-        message = (
-            "The local stack running this job stopped before the job ended (killed or crashed)."
-        )
-        if job["run_type"] == "import":
-            message += " Nothing was committed and no ref moved. " + (
-                "Upload the file again: it was held by the stack's own S3, which went with it."
-                if uploads_lost
-                else f"Run it again with `sluiceway uploads retry {job['upload_id']}`."
-            )
-        with conn.transaction():
-            if jobs.fail(conn, job["job_id"], message):
-                _discard_rows(conn, job["job_id"])
-                failed.append(job["job_id"])
-    return failed

@@ -152,7 +152,8 @@ def abandoned(conn: Conn, *, uploads_lost: bool) -> list[dict[str, Any]]:
     """
     return conn.execute(
         """
-        SELECT r.id AS job_id, r.run_type::text AS run_type, u.upload_id
+        SELECT r.id AS job_id, r.run_type::text AS run_type, u.upload_id,
+               r.run_parameters->>'prefix' AS prefix
         FROM dsa_jobs.analysis_runs r
         LEFT JOIN dsa_jobs.uploads u ON u.job_id = r.id
         WHERE r.status IN ('pending', 'running') AND r.run_parameters ? 'runtime'

@@ -45,6 +45,13 @@ class StorageSettings(BaseModel):
     min_part_bytes: int = 8 * MiB
     max_object_bytes: int = 5 * 1024 * 1024 * MiB
     max_document_bytes: int = 1024 * 1024 * MiB
+    # Multipart uploads sluiceway opened itself (export parts, an import's staged copy, a
+    # record session's assembly) and left open, because the job that opened them ended without
+    # completing them (a killed stack, a lost function), are aborted once this old: by the
+    # local stack's sweep every ``sweep_seconds``, or by `sluiceway cleanup`. On AWS the
+    # bucket's AbortIncompleteUploads lifecycle rule aborts every upload after 2 days.
+    stale_upload_hours: float = Field(default=24.0, ge=0)
+    sweep_seconds: float = Field(default=600.0, gt=0)
     # What the API itself answers with (a Lambda response is at most 6 MB, base64 included);
     # anything bigger is a redirect to a presigned GET URL, which S3 serves with ranges.
     max_api_download_bytes: int = Field(default=4 * MiB, ge=1)
@@ -149,6 +156,9 @@ class Settings(BaseSettings):
     # PostgreSQL advisory lock on it while it runs, so the next stack on the same database can
     # tell the jobs of a stack that died (the lock is gone) from those of one still running.
     local_runtime_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # The local stack's API runs in this many processes of its own, one request at a time in
+    # each (as Lambda runs one invocation per container); 0: in the stack's own process.
+    local_api_workers: int = Field(default=2, ge=0, le=64)
     log_level: str = "INFO"
     # Tests only: honour the `faults` an import asks for (see sluiceway.faults).
     allow_fault_injection: bool = False

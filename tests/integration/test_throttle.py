@@ -1,5 +1,6 @@
-"""The local API throttles each caller as API Gateway's stage does on AWS: 429 JSON with
-Retry-After, and the client waits and sends the request again."""
+"""The local API's front door: it throttles each caller as API Gateway's stage does on AWS
+(429 JSON with Retry-After, and the client waits and sends the request again), and replaces
+an API worker process that died, as Lambda replaces a container."""
 
 from __future__ import annotations
 
@@ -106,3 +107,22 @@ def test_the_client_waits_out_a_429_and_sends_the_request_again(
 
     assert created["upload_id"]
     client.call("DELETE", f"/uploads/{created['upload_id']}")
+
+
+def test_a_killed_api_worker_is_replaced_and_requests_go_on(stack: Any) -> None:
+    import os
+    import signal
+
+    workers = stack._api_workers
+    if workers is None:
+        pytest.skip("the stack runs its API in its own process")
+    client = Client(stack.api_url, token=stack.local_token)
+    assert client.call("GET", "/datasets") is not None
+    # Given an API worker process that dies (killed, out of memory)
+    pid = next(iter(workers.pool._processes))
+    os.kill(pid, signal.SIGKILL)
+    # Then the requests after it are answered by new workers (one may get a 502, which the
+    # client retries), and the dead one is not among them
+    for _ in range(5):
+        assert "datasets" in client.call("GET", "/datasets")
+    assert pid not in workers.pool._processes

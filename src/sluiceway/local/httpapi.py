@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import multiprocessing
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,15 +24,82 @@ from urllib.parse import parse_qs, urlsplit
 from .. import db
 from ..api import COOKIE
 from ..names import REPO_ROOT
-from ..settings import ThrottleSettings
+from ..settings import Settings, ThrottleSettings, configure
 from .lambdas import LocalContext, _handler_module
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
-# One request at a time through the API handler, as one Lambda container runs one invocation
-# at a time. Powertools' resolver keeps the current event on its class (BaseRouter) and the
-# route's context on the app: two requests at once in one process saw each other's (a
-# KeyError at best, the other caller's principal at worst).
+# One request at a time through the API handler in any one process, as one Lambda container
+# runs one invocation at a time. Powertools' resolver keeps the current event on its class
+# (BaseRouter) and the route's context on the app: two requests at once in one process saw
+# each other's (a KeyError at best, the other caller's principal at worst). Requests run in
+# parallel only in processes of their own (:class:`ApiWorkers`), like Lambda's containers.
 _ONE_INVOCATION = threading.Lock()
+
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def invoke_api(event: dict[str, Any]) -> dict[str, Any]:
+    """Run the API's Lambda handler on one event, in this process, one request at a time."""
+    try:
+        with _ONE_INVOCATION:
+            result: dict[str, Any] = _handler_module("api").handler(
+                event, LocalContext(function_name="api")
+            )
+        return result
+    finally:
+        db.release_thread()  # a thread per client connection: give its database one back
+
+
+def _api_worker_init(settings: Settings) -> None:
+    from .. import storage
+
+    configure(settings)
+    # imported and made before the first request, not during it
+    _handler_module("api")
+    storage.s3_client(settings)
+
+
+class ApiWorkers:
+    """The API handler in ``count`` processes of its own, as Lambda runs it in containers:
+    each process runs one request at a time (a process pool's worker takes one task at a
+    time, and :func:`invoke_api` holds the lock besides), so no request ever shares the
+    resolver's class-level state with another; requests in different processes run in
+    parallel, outside the stack's own process (moto, the HTTP server) and its GIL."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings, self.count = settings, count
+        self._lock = threading.Lock()
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            max_workers=self.count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_api_worker_init,
+            initargs=(self.settings,),
+        )
+        # start them now, and be ready when the stack says so: spawning a process and
+        # importing the API take a second or more, which the first requests would wait out
+        for started in [pool.submit(int) for _ in range(self.count)]:
+            started.result()
+        return pool
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        pool = self.pool
+        try:
+            return pool.submit(invoke_api, event).result()
+        except BrokenProcessPool:
+            # a worker died (killed, out of memory): this request fails (502, which clients
+            # retry), and the next ones run in new workers, as Lambda replaces a container
+            with self._lock:
+                if self.pool is pool:
+                    self.pool = self._start()
+            raise
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 WEB_DIST = REPO_ROOT / "web" / "dist"
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -180,15 +250,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         event = to_event(self.command, self.path, headers, body, self.client_address[0])
+        server: _Server = self.server  # type: ignore[assignment]
         try:
-            with _ONE_INVOCATION:
-                result = _handler_module("api").handler(event, LocalContext(function_name="api"))
+            result = server.invoke(event)
         except Exception as exc:  # API Gateway answers 502 when a Lambda fails
             failure = {"error": "internal_error", "message": f"The API failed: {exc}"}
             self._reply(502, {"content-type": "application/json"}, json.dumps(failure).encode())
             return
-        finally:
-            db.release_thread()  # a thread per client connection: give its database one back
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         out_headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
@@ -218,6 +286,7 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default backlog is 5: the sixth client connecting at once was reset
     request_queue_size = 128
     buckets: TokenBuckets
+    invoke: Invoke = staticmethod(invoke_api)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a browser that reloads or closes mid-response is not an error worth a traceback
@@ -235,9 +304,12 @@ class LocalApiServer:
         port: int = 0,
         page_token: str = "",
         throttle: ThrottleSettings | None = None,
+        invoke: Invoke | None = None,
     ) -> None:
         self.httpd = _Server((host, port), _Handler)
         self.httpd.page_token = page_token
+        if invoke is not None:
+            self.httpd.invoke = invoke
         self.httpd.buckets = TokenBuckets(throttle or ThrottleSettings())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(

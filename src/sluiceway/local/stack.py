@@ -34,7 +34,7 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from .. import auth, db, finalize, jobs, schedules
+from .. import auth, db, jobs, recovery, schedules
 from ..errors import StackError
 from ..names import (
     EXPORT_STATE_MACHINE,
@@ -46,7 +46,7 @@ from ..names import (
 )
 from ..settings import Settings, configure, get_settings
 from ..storage import s3_client
-from .httpapi import LocalApiServer
+from .httpapi import ApiWorkers, LocalApiServer
 from .lambdas import LambdaRuntime, install
 
 log = logging.getLogger("sluiceway.local")
@@ -199,8 +199,10 @@ class LocalStack:
         self._moto: Any = None
         self._runtime: LambdaRuntime | None = None
         self._api: LocalApiServer | None = None
+        self._api_workers: ApiWorkers | None = None
         self._relay: threading.Thread | None = None
         self._scheduler: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self._runtime_lock: psycopg.Connection[Any] | None = None
         self.moto_url = ""
@@ -273,7 +275,9 @@ class LocalStack:
             # the CLI that started this stack, or a user of `sluiceway up`, calls as this owner
             self.local_token = auth.create_token(conn, LOCAL_OWNER, "local stack")
             # a stack that was killed left its jobs running forever: end them, say why
-            self.recovered = finalize.fail_abandoned(conn, uploads_lost=not req.s3_endpoint_url)
+            self.recovered = recovery.fail_abandoned(
+                conn, self.settings, uploads_lost=not req.s3_endpoint_url
+            )
         self._create_aws_resources()
         self.settings = self.settings.model_copy(
             update={
@@ -294,18 +298,30 @@ class LocalStack:
             target=self._run_schedules, name="sluiceway-schedules", daemon=True
         )
         self._scheduler.start()
+        self._sweeper = threading.Thread(
+            target=self._sweep_uploads, name="sluiceway-sweep", daemon=True
+        )
+        self._sweeper.start()
+        if self.settings.local_api_workers:
+            self._api_workers = ApiWorkers(self.settings, self.settings.local_api_workers)
         self._api = LocalApiServer(
-            port=self.api_port, page_token=self.local_token, throttle=self.settings.throttle
+            port=self.api_port,
+            page_token=self.local_token,
+            throttle=self.settings.throttle,
+            invoke=self._api_workers,
         ).start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._relay is not None:
             self._relay.join(timeout=5)
-        if self._scheduler is not None:
-            self._scheduler.join(timeout=5)
+        for thread in (self._scheduler, self._sweeper):
+            if thread is not None:
+                thread.join(timeout=5)
         if self._api is not None:
             self._api.stop()
+        if self._api_workers is not None:
+            self._api_workers.close()
         if self._runtime is not None:
             self._runtime.close()
             install(None)
@@ -487,6 +503,19 @@ class LocalStack:
                     log.exception("export schedules: tick failed")
         if conn is not None:
             conn.close()
+
+    def _sweep_uploads(self) -> None:
+        """Abort, every ``storage.sweep_seconds``, the multipart uploads that jobs which ended
+        without completing them left open (see :func:`recovery.sweep`)."""
+        every = self.settings.storage.sweep_seconds
+        while not self._stopping.wait(every):
+            try:
+                with db.connect(self.settings, autocommit=True) as conn:
+                    for upload in recovery.sweep(conn, self.settings):
+                        log.info("aborted a stale multipart upload of %s", upload.key)
+            except Exception:
+                if not self._stopping.is_set():
+                    log.exception("upload sweep failed")
 
 
 def _execution_name(event: dict[str, Any]) -> str:
