@@ -52,6 +52,16 @@ def _asl_map_states() -> dict[str, dict[str, object]]:
     return {n: s for n, s in asl["States"].items() if s.get("Type") == "Map"}
 
 
+def _child_outputs(map_state: dict[str, object], returned: list[dict[str, int]]) -> list[object]:
+    """The child executions' outputs a Map gathers: {} when its one task's OutputPath is null."""
+    processor = map_state["ItemProcessor"]
+    assert isinstance(processor, dict)
+    (task,) = processor["States"].values()
+    if "OutputPath" in task and task["OutputPath"] is None:
+        return [{} for _ in returned]
+    return list(returned)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,16 +128,18 @@ def main() -> None:
     items = json.loads(loads_json)
     rows_per_load = [obj.newlines(a, b) for _, a, b in loads]
     covered = sum(b - a for _, a, b in loads)
-    # What each Map would gather if its results were kept: the tasks' return values.
-    scan_results = json.dumps([{"chunk_no": n, "quotes": s.quote_count} for n, s in scans]).encode()
-    load_results = json.dumps(
-        [{"chunk_no": n, "rows": r} for (n, _, _), r in zip(loads, rows_per_load, strict=True)]
-    ).encode()
+    # What each Map would gather if its results were kept: what its child task outputs. The
+    # ASL's child tasks have OutputPath null, so each child's output is {}; with "$.Payload"
+    # it would be the task's return value.
+    maps = _asl_map_states()
+    scan_out = [{"chunk_no": n, "quotes": s.quote_count} for n, s in scans]
+    load_out = [{"chunk_no": n, "rows": r} for (n, _, _), r in zip(loads, rows_per_load, strict=True)]
+    scan_results = json.dumps(_child_outputs(maps["Count quotes in each range"], scan_out)).encode()
+    load_results = json.dumps(_child_outputs(maps["Load ranges in parallel"], load_out)).encode()
     biggest_item = max(len(json.dumps(i).encode()) for i in items)
     range_bytes = max(b - a for _, a, b in loads)
     load_minutes = range_bytes / 2**20 / args.load_mib_s / 60
     scan_minutes = range_bytes / 2**20 / args.scan_mib_s / 60
-    maps = _asl_map_states()
     modes = {n: s["ItemProcessor"]["ProcessorConfig"]["Mode"] for n, s in maps.items()}  # type: ignore[index]
     readers = {n: "ItemReader" in s for n, s in maps.items()}
     checks = {
