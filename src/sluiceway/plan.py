@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from . import csvsplit, db, faults, formats, jobs, jsonsplit, storage, unpack, xlsx
+from . import csvsplit, db, faults, formats, jobs, jsonsplit, rules, storage, unpack, xlsx
 from .errors import (
     InvalidRequest,
     MalformedFile,
@@ -96,7 +96,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     bucket, key = created.detail.bucket.name, created.detail.object.key
     conn = db.shared_connection(settings)
     upload = conn.execute(
-        "SELECT upload_id, job_id, options, filename FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
+        "SELECT upload_id, job_id, options, filename, owner, dataset_name FROM dsa_jobs.uploads "
+        "WHERE bucket = %s AND object_key = %s",
         (bucket, key),
     ).fetchone()
     if upload is None:
@@ -122,6 +123,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         raise type(exc)(f"{filename}: {exc.message}", **exc.details) from exc
     header = layout
     data_end = layout.data_end
+    effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
+    sampled = _check_rules(effective, src, layout, size, filename, conn, settings)
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
     if layout.sheets is not None:  # one item per sheet: a zip is not cut by byte range
@@ -165,6 +168,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "source_bucket": src.bucket,
                 "source_key": src.key,
                 "sheets": layout.sheets,
+                "rules": effective.model_dump(exclude_none=True),
+                "sampled_records": sampled,
             },
         )
     work_bucket = settings.storage.bucket
@@ -181,6 +186,49 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ranges_key=ranges_key,
         max_concurrency=settings.imports.map_concurrency,
     ).model_dump()
+
+
+def _check_rules(
+    effective: rules.Rules,
+    src: Located,
+    layout: Layout,
+    size: int,
+    filename: str,
+    conn: db.Conn,
+    settings: Settings,
+) -> int:
+    """The rules a file's size, format, header and first records can be checked against, so
+    the wrong file fails here, before any range loads. Returns the records sampled."""
+    rules.check_upload(effective, size=size, fmt=src.source.format, filename=filename)
+    rules.check_columns(effective, layout.columns, filename)
+    rules.check_unique_key(effective, layout.columns, filename)
+    wanted = effective.sample_records
+    if wanted is None:
+        wanted = rules.DEFAULT_SAMPLE_RECORDS
+    if not wanted or not effective.checked_columns() or src.source.format == "xlsx":
+        return 0
+    fmt = src.source.format
+    # a JSON array's sample is read from its first byte, like its columns were
+    start = 0 if fmt == "json" else layout.data_start
+    end = src.size if fmt == "json" else layout.data_end
+    stop = min(end, start + SAMPLE_BYTES)
+    buf = _read(src.bucket, src.key, start, stop, settings)
+    sampled = rules.sample_records(
+        fmt,
+        buf,
+        columns=layout.columns,
+        start=start,
+        first_line=layout.header_lines + 1,
+        complete=stop == end,
+        limit=wanted,
+        delimiter=src.source.delimiter,
+        encoding=src.source.encoding,
+    )
+    return rules.check_sample(conn, effective, layout.columns, sampled, filename)
+
+
+# The first records are looked for in this many bytes (a long record may make them fewer).
+SAMPLE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)

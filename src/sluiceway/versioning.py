@@ -39,7 +39,7 @@ def ref_target(conn: db.Conn, dataset_id: int, ref: str, *, lock: bool) -> str |
 def commit_info(conn: db.Conn, commit_id: str) -> dict[str, Any]:
     row = conn.execute(
         "SELECT commit_id, commit_key, dataset_id, parent_commit_id, row_count, columns, "
-        "key_columns, committed_at FROM dsa_core.commits WHERE commit_id = %s",
+        "key_columns, committed_at, schema FROM dsa_core.commits WHERE commit_id = %s",
         (commit_id,),
     ).fetchone()
     if row is None:
