@@ -145,7 +145,18 @@ def _load_chunk(
             else:  # rows parsed here, written in COPY's text format
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(raw_table, cols)
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                if fmt == "jsonl":
+                if fmt == "jsonl" and rejects.tolerant(checkpoint):
+                    filtered = rejects.copy_jsonl(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        start=start,
+                        end=end,
+                        first_line=chunk["first_line"],
+                        columns=columns,
+                        settings=settings,
+                    )
+                elif fmt == "jsonl":
                     readers.copy_jsonl(
                         copy,
                         bucket=bucket,

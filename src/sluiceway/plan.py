@@ -8,6 +8,7 @@ records. The range lists travel through S3 (the Map's ItemReader), never in the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -114,16 +115,19 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
 
     filename = upload["filename"]
+    effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
     try:
         src = _source(bucket, key, size, job_id, filename, upload["options"], settings)
-        layout = _LAYOUTS[src.source.format](src, filename, settings)
+        if src.source.format == "jsonl":  # its columns: the keys of the lines that parse
+            layout = _jsonl_layout(src, filename, settings, tolerant=effective.tolerant())
+        else:
+            layout = _LAYOUTS[src.source.format](src, filename, settings)
     except (MalformedFile, PayloadTooLarge, UnsupportedFormat) as exc:
         if exc.message.startswith(filename):
             raise
         raise type(exc)(f"{filename}: {exc.message}", **exc.details) from exc
     header = layout
     data_end = layout.data_end
-    effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
     sampled = _check_rules(effective, src, layout, size, filename, conn, settings)
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
@@ -331,7 +335,10 @@ def _csv_layout(src: Located, filename: str, settings: Settings) -> Layout:
     return Layout(header.columns, header.data_start, data_end, lines)
 
 
-def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:
+def _jsonl_layout(
+    src: Located, filename: str, settings: Settings, *, tolerant: bool = False
+) -> Layout:
+    """``tolerant``: a sampled line that does not parse is left out (the load rejects it)."""
     sample = _read(
         src.bucket, src.key, 0, min(src.size, settings.imports.json_sample_bytes), settings
     )
@@ -340,12 +347,23 @@ def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:
     lines = sample[data_start:].split(b"\n")
     if not complete:
         lines = lines[:-1]  # the sample cut it
-    records = [
-        record
-        for _, _, record in jsonsplit.jsonl_records(
-            (line + b"\n" for line in lines), first_line=1, start=data_start
-        )
-    ]
+    if tolerant:
+        records = []
+        offset = data_start
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                with contextlib.suppress(MalformedFile):
+                    record = jsonsplit.parse_line(line + b"\n", n, offset)
+                    if isinstance(record, dict):
+                        records.append(record)
+            offset += len(line) + 1
+    else:
+        records = [
+            record
+            for _, _, record in jsonsplit.jsonl_records(
+                (line + b"\n" for line in lines), first_line=1, start=data_start
+            )
+        ]
     if not records and not complete:
         raise PayloadTooLarge(
             f"{filename}: the first line is longer than {settings.imports.json_sample_bytes:,} "

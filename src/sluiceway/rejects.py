@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ import psycopg
 from psycopg import sql
 from smart_open import open as smart_open
 
-from . import csvsplit, db, storage
+from . import csvsplit, db, jsonsplit, readers, storage
+from .errors import MalformedFile
 from .plan import ChunkItem, _read, source_object
 from .rules import Rules, strip_where, violations_query
 from .settings import Settings
@@ -81,38 +83,43 @@ def csv_records(
 ) -> list[Record]:
     """The records of a CSV range (file bytes from ``base_offset``), each checked if ``check``
     (the checks that explain a failed COPY: encoding, NUL, field count, an unclosed quote,
-    a line ending unlike the first record's)."""
-    out: list[Record] = []
+    and a line ending other than the range's usual one, which COPY would refuse)."""
+    spans: list[tuple[int, int, bytes]] = []
     pos, line = 0, first_line
-    ending: bytes | None = None
     while pos < len(buf):
         end = csvsplit.first_record_end(buf, pos)
         raw = buf[pos:] if end is None else buf[pos : end + 1]
-        problem: str | None = None
-        if check:
-            found = csvsplit.find_bad_record(
-                raw,
-                base_offset=base_offset + pos,
-                first_line=line,
-                column_count=column_count,
-                delimiter=delimiter,
-                encoding=encoding,
-            )
-            this = b"\r\n" if raw.endswith(b"\r\n") else b"\n" if raw.endswith(b"\n") else None
-            if found is not None:
-                problem = found.message
-            elif this is not None and ending is not None and this != ending:
-                names = {b"\r\n": "CR LF", b"\n": "LF"}
-                problem = (
-                    f"line {line:,} (byte {base_offset + pos:,}) ends with {names[this]} but the "
-                    f"lines before it with {names[ending]}"
-                )
-            if problem is None and ending is None and this is not None:
-                ending = this
-        out.append(Record(line, base_offset + pos, raw, problem))
+        spans.append((line, pos, raw))
         line += raw.count(b"\n")
         pos += len(raw)
+    if not check:
+        return [Record(n, base_offset + p, raw, None) for n, p, raw in spans]
+    endings = Counter(_ending(raw) for _, _, raw in spans)
+    endings.pop(None, None)
+    usual = endings.most_common(1)[0][0] if endings else None
+    names = {b"\r\n": "CR LF", b"\n": "LF"}
+    out: list[Record] = []
+    for n, p, raw in spans:
+        found = csvsplit.find_bad_record(
+            raw,
+            base_offset=base_offset + p,
+            first_line=n,
+            column_count=column_count,
+            delimiter=delimiter,
+            encoding=encoding,
+        )
+        problem = found.message if found is not None else None
+        this = _ending(raw)
+        if problem is None and this is not None and usual is not None and this != usual:
+            problem = f"ends with {names[this]} but the other lines with {names[usual]}"
+        out.append(Record(n, base_offset + p, raw, problem))
     return out
+
+
+def _ending(raw: bytes) -> bytes | None:
+    if raw.endswith(b"\r\n"):
+        return b"\r\n"
+    return b"\n" if raw.endswith(b"\n") else None
 
 
 def split_csv_range(job: dict[str, Any], chunk: dict[str, Any], settings: Settings) -> Filtered:
@@ -131,6 +138,35 @@ def split_csv_range(job: dict[str, Any], chunk: dict[str, Any], settings: Settin
         check=True,
     ):
         (filtered.bad if record.problem else filtered.good).append(record)
+    return filtered
+
+
+def copy_jsonl(
+    copy: psycopg.Copy,
+    *,
+    bucket: str,
+    key: str,
+    start: int,
+    end: int,
+    first_line: int,
+    columns: list[str],
+    settings: Settings,
+) -> Filtered:
+    """Write the JSON Lines records of bytes [start, end) to COPY, setting aside (not raising
+    on) each line that is not a JSON object of the file's columns: a tolerant import's reader."""
+    index = {c: i for i, c in enumerate(columns)}
+    filtered = Filtered()
+    offset = start
+    for n, line in enumerate(
+        readers._lines(readers._blocks(bucket, key, start, end, settings)), first_line
+    ):
+        if line.strip():
+            try:
+                record = jsonsplit.parse_line(line, n, offset)
+                copy.write_row(jsonsplit.record_values(record, index))
+            except MalformedFile as exc:
+                filtered.bad.append(Record(n, offset, line.rstrip(b"\r\n"), exc.message))
+        offset += len(line)
     return filtered
 
 
@@ -245,8 +281,9 @@ def _rule_lines(
         bucket, key = source_object(job)
         buf = _read(bucket, key, start, end, settings)
         offset, line, n = start, chunk["first_line"], 0
+        skipped = {r.offset for r in filtered.bad} if filtered else set()
         for text in buf.split(b"\n"):
-            if text.strip():
+            if text.strip() and offset not in skipped:
                 n += 1
                 if n in wanted:
                     where[n] = {

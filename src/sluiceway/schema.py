@@ -196,7 +196,9 @@ def merged(
     out = []
     for name in order:
         a, b = before.get(name), now.get(name)
-        if a is None or b is None:
+        if a is None and b is None:
+            out.append(Column(name, None, True))
+        elif a is None or b is None:
             one = a or b
             assert one is not None
             out.append(Column(name, one.type, one.nullable or parent is not None))
@@ -302,3 +304,18 @@ def commit_schema(
     if has_parent and parent is None:
         return None
     return merged(order, parent, file)
+
+
+def union(
+    order: Sequence[str], stored: Sequence[list[dict[str, Any]] | None]
+) -> list[Column] | None:
+    """The schema of a commit whose rows come from commits of these schemas (a merge, a
+    revert); None if any of them is unknown."""
+    if not stored or any(s is None for s in stored):
+        return None
+    out: list[Column] | None = None
+    for one in stored:
+        columns = loaded(one)
+        assert columns is not None
+        out = merged(order, out, columns) if out is not None else merged(order, None, columns)
+    return out

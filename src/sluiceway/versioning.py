@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from . import datasets, db, tree
+from . import datasets, db, schema, tree
 from .errors import Conflict, InvalidRequest, MalformedFile, MergeConflict, NotFound
 from .names import MAIN_REF
 
@@ -390,14 +390,19 @@ def make_commit(
     kind: str,
     key_columns: list[str] | None,
     merge_parent: str | None = None,
+    rows_from: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Insert a commit over ``lists``, count its changes, and move ``ref`` from ``parent``."""
+    """Insert a commit over ``lists``, count its changes, and move ``ref`` from ``parent``.
+
+    ``rows_from``: the commits its rows come from; its schema is their schemas' union."""
+    sources = rows_from or [parent, *([merge_parent] if merge_parent else [])]
+    found = schema.union(columns, [commit_info(conn, c).get("schema") for c in sources])
     row = conn.execute(
         """
         INSERT INTO dsa_core.commits (commit_id, dataset_id, parent_commit_id, merge_parent_id,
-            message, author, authored_at, row_count, columns, kind, key_columns)
+            message, author, authored_at, row_count, columns, kind, key_columns, schema)
         VALUES (md5(random()::text || clock_timestamp()::text), %s, %s, %s, %s, %s, now(), %s,
-                %s, %s, %s)
+                %s, %s, %s, %s)
         RETURNING commit_id, commit_key
         """,
         (
@@ -410,6 +415,7 @@ def make_commit(
             Jsonb(columns),
             kind,
             key_columns,
+            Jsonb(schema.store(found)) if found is not None else None,
         ),
     ).fetchone()
     assert row is not None
@@ -637,6 +643,7 @@ def revert(
             author=owner,
             kind="revert",
             key_columns=ours.get("key_columns"),
+            rows_from=[head, undone.parent_commit_id],
         )
 
 

@@ -188,3 +188,23 @@ def test_the_cli_shows_the_schema_and_sets_rules(
     assert set_["rules"] == rules
     assert client.call("GET", f"/datasets/{dataset_name}")["rules"] == rules
     assert json.loads(run("rules", dataset_name, "--clear", "--json").stdout)["rules"] == {}
+
+
+def test_a_merge_commit_has_the_union_of_both_sides_schemas(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    def upsert(data: bytes, **more: Any) -> None:
+        _completed(
+            import_bytes(client, tmp_path, data, dataset_name, mode="upsert", key=["id"], **more)
+        )
+
+    upsert(b"id,score\n1,10\n2,20\n")
+    client.call("POST", f"/datasets/{dataset_name}/refs", {"name": "dev"})
+    upsert(b"id,score\n1,10.5\n", branch="dev")  # dev: a fractional score
+    upsert(b"id,score\n3,30\n")  # main: another integer
+    merged = client.call("POST", f"/datasets/{dataset_name}/merge", {"source": "dev"})
+    assert merged["result"] == "merged"
+    assert _schema(client, dataset_name) == [
+        {"name": "id", "type": "integer", "nullable": False},
+        {"name": "score", "type": "number", "nullable": False},
+    ]

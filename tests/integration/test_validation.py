@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from test_import_failures import BAD_FILES
 from tests.conftest import import_bytes
 
 from sluiceway.client import ApiError, Client
@@ -281,3 +282,89 @@ def test_the_sample_check_honours_the_tolerance(
     job = import_bytes(client, tmp_path, data, dataset_name, rules=rules)
     assert job["status"] == "completed", job["error_message"]
     assert job["output_summary"]["rejected_rows"] == 1
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 7])
+def test_json_lines_that_cannot_be_read_are_rejected_when_tolerated(
+    client: Client, tmp_path: Path, dataset_name: str, chunk_bytes: int | None
+) -> None:
+    # line 2 is not JSON, line 4 is not an object; line 5 breaks the type rule
+    data = b'{"id": 1}\n{"id": 2,\n{"id": 3}\n[4]\n{"id": "v"}\n{"id": 6}\n'
+    rules = {**ID_INTEGER, "max_errors": 3, **LOAD_ONLY}
+    job = import_bytes(
+        client,
+        tmp_path,
+        data,
+        dataset_name,
+        filename="d.jsonl",
+        chunk_bytes=chunk_bytes,
+        rules=rules,
+    )
+    assert job["status"] == "completed", job["error_message"]
+    assert sorted(r["id"] for r in _rows(client, dataset_name)) == ["1", "3", "6"]
+    _, *lines = _report(client, job)
+    assert [(x["line"], x["byte_offset"], x["column"]) for x in lines] == [
+        (2, 10, None),
+        (4, 30, None),
+        (5, 34, "id"),
+    ]
+    assert lines[0]["reason"].startswith("is not valid JSON")
+    assert "the record is a JSON array, not an object" in lines[1]["reason"]
+    assert lines[1]["raw"] == "[4]"
+    # without a tolerance the same file fails as it always did
+    strict = import_bytes(client, tmp_path, data, dataset_name, filename="d.jsonl")
+    assert strict["status"] == "failed"
+    assert "d.jsonl: line 2 (byte 10) is not valid JSON" in strict["error_message"]
+
+
+def test_a_workbook_row_that_breaks_a_rule_is_reported_by_sheet_and_row(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = "Orders"
+    for row in (["id", "name"], [1, "a"], ["two", "b"], [3, "c"]):
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    rules = {**ID_INTEGER, "max_errors": 1}
+    job = import_bytes(
+        client, tmp_path, out.getvalue(), dataset_name, filename="o.xlsx", rules=rules
+    )
+    assert job["status"] == "completed", job["error_message"]
+    _, line = _report(client, job)
+    assert (line["row_id"], line["column"]) == ("Orders:3", "id")
+    assert json.loads(line["raw"]) == {"id": "two", "name": "b"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_every_malformed_record_becomes_a_rejected_row_when_tolerated(
+    client: Client, tmp_path: Path, dataset_name: str, case: str
+) -> None:
+    # the files that fail an import without a tolerance (test_import_failures.py)
+    data, line, _, reason = BAD_FILES[case]
+    job = import_bytes(client, tmp_path, data, dataset_name, rules={"max_errors": 1})
+    assert job["status"] == "completed", job["error_message"]
+    assert job["output_summary"]["rejected_rows"] == 1
+    _, rejected = _report(client, job)
+    assert rejected["line"] == line
+    assert rejected["column"] is None
+    assert reason in rejected["reason"]
+    assert _rows(client, dataset_name)[0]["id"] == "1"
+
+
+def test_a_line_ending_unlike_the_others_is_rejected_when_tolerated(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    data = b"id,name\n1,a\n2,b\r\n3,c\n4,d\n"
+    job = import_bytes(client, tmp_path, data, dataset_name, rules={"max_errors": 1})
+    assert job["status"] == "completed", job["error_message"]
+    assert [r["id"] for r in _rows(client, dataset_name)] == ["1", "3", "4"]
+    _, rejected = _report(client, job)
+    assert (rejected["line"], rejected["byte_offset"]) == (3, 12)
+    assert rejected["reason"] == "ends with CR LF but the other lines with LF"
