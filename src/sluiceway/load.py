@@ -314,11 +314,9 @@ def _profile_range(
 ) -> None:
     """Record, set-wise over the range's raw text columns, each column's empty values and the
     types all its values fit (:mod:`.schema`); the commit folds the ranges' profiles."""
-    row = conn.execute(schema.profile_query(raw_table, len(columns))).fetchone()
-    assert row is not None
     conn.execute(
         "UPDATE dsa_jobs.import_chunks SET profile = %s WHERE job_id = %s AND chunk_no = %s",
-        (Jsonb(schema.profile_of(row, columns)), item.job_id, item.chunk_no),
+        (Jsonb(schema.profile(conn, raw_table, columns)), item.job_id, item.chunk_no),
     )
 
 

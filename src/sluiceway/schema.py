@@ -25,13 +25,6 @@ TYPES: tuple[ColumnType, ...] = ("integer", "number", "boolean", "date", "timest
 BITS: dict[str, int] = {"integer": 1, "number": 2, "boolean": 4, "date": 8, "timestamp": 16}
 ALL_BITS = 31
 
-_INT = r"^\s*[-+]?[0-9]+\s*$"
-_NUM = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
-_DATE = r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"
-_TIMESTAMP = (
-    r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
-    r"\s*(Z|[-+][0-9]{2}(:?[0-9]{2})?)?\s*$"
-)
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 
@@ -41,65 +34,128 @@ def is_empty(value: sql.Composable) -> sql.Composable:
     return sql.SQL("({v} IS NULL OR {v} = '')").format(v=value)
 
 
+def _date_shape(v: sql.Composable) -> sql.Composable:
+    return sql.SQL("{} LIKE '____-__-__'").format(v)
+
+
+def _timestamp_shape(v: sql.Composable) -> sql.Composable:
+    # no '%' in the pattern: the query may also carry %s parameters
+    return sql.SQL(
+        "(left({v}, 14) LIKE '____-__-__T__:' OR left({v}, 14) LIKE '____-__-__ __:')"
+    ).format(v=v)
+
+
 def fit_mask(value: sql.Composable) -> sql.Composable:
     """SQL: the types a (non-empty) text value fits, as a bit mask (see ``BITS``).
 
-    The shape is checked with a regular expression first, so ``pg_input_is_valid`` runs only on
-    values that look like the type (and PostgreSQL's liberal inputs such as ``1_000``,
-    ``0x1F``, ``today`` or ``Jan 2`` are not mistaken for numbers or dates); it then decides
-    what the shape cannot: a bigint's range, a double's range, a real calendar date. One value
-    is tested against the shapes in turn and stops at the first that matches.
+    ``pg_input_is_valid`` decides whether a value is a bigint, a double, a date or a
+    timestamptz (ranges, real calendar days), and a shape check keeps out PostgreSQL's liberal
+    inputs, so ``1_000``, ``0x1F``, ``NaN``, ``Infinity``, ``today``, ``epoch`` or ``Jan 2``
+    are text. Dates and timestamps are ISO 8601 (``YYYY-MM-DD``, then ``T`` or a space and
+    ``hh:mm``, then anything timestamptz accepts: seconds, fractions, ``Z``, an offset or a
+    zone name), with no space around them. A value is tested against the shapes in turn
+    (dates first: they are digits and dashes too) and stops at the first.
     """
     v = value
-    words = sql.SQL(", ").join(sql.Literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))
+    words = sql.SQL(", ").join(sql.Literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS) if w.isalpha())
     return sql.SQL(
-        "CASE WHEN {v} ~ {int} THEN "
+        "CASE "
+        "WHEN {date_shape} THEN CASE WHEN pg_input_is_valid({v}, 'date') THEN 24 ELSE 0 END "
+        "WHEN {ts_shape} THEN CASE WHEN pg_input_is_valid({v}, 'timestamptz') THEN 16 ELSE 0 END "
+        "WHEN translate({v}, '0123456789+- ', '') = '' THEN "
         "(CASE WHEN pg_input_is_valid({v}, 'bigint') THEN 1 ELSE 0 END"
         " | CASE WHEN pg_input_is_valid({v}, 'double precision') THEN 2 ELSE 0 END"
         " | CASE WHEN btrim({v}) IN ('0', '1') THEN 4 ELSE 0 END) "
-        "WHEN {v} ~ {num} THEN CASE WHEN pg_input_is_valid({v}, 'double precision') THEN 2 "
-        "ELSE 0 END "
+        "WHEN translate(lower({v}), '0123456789+-. e', '') = '' THEN "
+        "CASE WHEN pg_input_is_valid({v}, 'double precision') THEN 2 ELSE 0 END "
         "WHEN lower(btrim({v})) IN ({words}) THEN 4 "
-        "WHEN {v} ~ {date} THEN CASE WHEN pg_input_is_valid({v}, 'date') THEN 24 ELSE 0 END "
-        "WHEN {v} ~ {ts} THEN CASE WHEN pg_input_is_valid({v}, 'timestamptz') THEN 16 "
-        "ELSE 0 END "
         "ELSE 0 END"
-    ).format(
-        v=v,
-        int=sql.Literal(_INT),
-        num=sql.Literal(_NUM),
-        words=words,
-        date=sql.Literal(_DATE),
-        ts=sql.Literal(_TIMESTAMP),
-    )
+    ).format(v=v, date_shape=_date_shape(v), ts_shape=_timestamp_shape(v), words=words)
+
+
+def _checks(value: sql.Composable) -> dict[int, sql.Composable]:
+    """SQL, per mask a column's values can share: a cheap test that a value fits every type of
+    that mask, true for most values of a column of those types (each implies what
+    :func:`fit_mask` says; a value that fails it is given its full mask)."""
+    v = value
+    cased = [w for t in (*TRUE_WORDS, *FALSE_WORDS) for w in {t, t.upper(), t.capitalize()}]
+    return {
+        # canonical digits: int8out gives the same text back
+        3: sql.SQL("(pg_input_is_valid({v}, 'bigint') AND {v}::bigint::text = {v})").format(v=v),
+        2: sql.SQL("(pg_input_is_valid({v}, 'double precision') AND {v} !~ '[^0-9eE.+ -]')").format(
+            v=v
+        ),
+        4: sql.SQL("{v} IN ({words})").format(
+            v=v, words=sql.SQL(", ").join(map(sql.Literal, sorted(set(cased))))
+        ),
+        7: sql.SQL("{} IN ('0', '1')").format(v),
+        24: sql.SQL("({} AND pg_input_is_valid({}, 'date'))").format(_date_shape(v), v),
+        16: sql.SQL("({} AND pg_input_is_valid({}, 'timestamptz'))").format(_timestamp_shape(v), v),
+    }
+
+
+_TYPE_MASKS = {"integer": 3, "number": 2, "boolean": 4, "date": 24, "timestamp": 16}
 
 
 def fits(value: sql.Composable, type_: str) -> sql.Composable:
-    """SQL: the non-empty text value is a valid ``type_``."""
+    """SQL: the non-empty text value is a valid ``type_`` (the cheap test first)."""
     if type_ == "text":
         return sql.SQL("true")
-    return sql.SQL("(({}) & {}) <> 0").format(fit_mask(value), sql.Literal(BITS[type_]))
-
-
-def profile_query(table: sql.Identifier, count: int) -> sql.Composed:
-    """SELECT, over a range's raw table of text columns c1..cN: its row count, and per column
-    the empty values and the AND of every non-empty value's mask (NULL: no such value)."""
-    idents = [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
-    nulls = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {})").format(is_empty(c)) for c in idents
+    return sql.SQL("({fast} OR (({mask}) & {bit}) <> 0)").format(
+        fast=_checks(value)[_TYPE_MASKS[type_]],
+        mask=fit_mask(value),
+        bit=sql.Literal(BITS[type_]),
     )
-    masks = sql.SQL(", ").join(
-        sql.SQL("bit_and({}) FILTER (WHERE NOT {})").format(fit_mask(c), is_empty(c))
-        for c in idents
+
+
+# Rows whose full masks choose each column's candidate types; every row is then tested
+# against those.
+SAMPLE_ROWS = 1000
+
+
+def _masks(table: sql.Identifier, count: int, sample: list[int | None] | None) -> sql.Composed:
+    """SELECT the row count and, per column, its empty values and the AND of its non-empty
+    values' masks. With ``sample`` (each column's mask over the first rows) a value that passes
+    the cheap test of the sample's mask gets that mask, and only the others the full one: a
+    text column costs nothing more, a typed one about one test a value. Without it: the full
+    masks of the first ``SAMPLE_ROWS`` rows."""
+    idents = [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
+    nulls = [sql.SQL("count(*) FILTER (WHERE {})").format(is_empty(c)) for c in idents]
+    masks: list[sql.Composable] = []
+    for n, c in enumerate(idents):
+        known = sample[n] if sample is not None else None
+        checks = _checks(c)
+        if known == 0:
+            mask: sql.Composable = sql.SQL("0")  # text already: an AND never gains a bit
+        elif known is not None and known in checks:
+            mask = sql.SQL("CASE WHEN {fast} THEN {known} ELSE ({full}) & {known} END").format(
+                fast=checks[known], known=sql.Literal(known), full=fit_mask(c)
+            )
+        else:
+            mask = fit_mask(c)
+        masks.append(sql.SQL("bit_and({}) FILTER (WHERE NOT {})").format(mask, is_empty(c)))
+    where = (
+        sql.SQL(" WHERE ord <= {}").format(sql.Literal(SAMPLE_ROWS))
+        if sample is None
+        else sql.SQL("")
     )
     return sql.SQL(
         "SELECT count(*) AS row_count, ARRAY[{nulls}]::bigint[] AS nulls, "
-        "ARRAY[{masks}]::int[] AS masks FROM {t}"
+        "ARRAY[{masks}]::int[] AS masks FROM {t}{where}"
     ).format(
-        nulls=nulls if idents else sql.SQL(""),
-        masks=masks if idents else sql.SQL(""),
+        nulls=sql.SQL(", ").join(nulls) if idents else sql.SQL(""),
+        masks=sql.SQL(", ").join(masks) if idents else sql.SQL(""),
         t=table,
+        where=where,
     )
+
+
+def profile(conn: Any, table: sql.Identifier, columns: Sequence[str]) -> dict[str, Any]:
+    """A range's profile, set-wise over its raw table (ord, c1..cN of text): per column its
+    empty values and the AND of its values' masks (see :func:`_masks`)."""
+    first = conn.execute(_masks(table, len(columns), None)).fetchone()
+    row = conn.execute(_masks(table, len(columns), list(first["masks"] or []))).fetchone()
+    return profile_of(row, columns)
 
 
 def profile_of(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:

@@ -208,3 +208,27 @@ def test_a_merge_commit_has_the_union_of_both_sides_schemas(
         {"name": "id", "type": "integer", "nullable": False},
         {"name": "score", "type": "number", "nullable": False},
     ]
+
+
+MASKS = {
+    "1": 7, "0": 7, "12": 3, "-5": 3, "+7": 3, " 8 ": 3,
+    "9223372036854775807": 3, "9223372036854775808": 2, "12345678901234567890": 2,
+    "1.5": 2, ".5": 2, "-1e3": 2, "1e400": 0, "1" * 400: 0, "1_000": 0, "0x1F": 0,
+    "NaN": 0, "Infinity": 0, "true": 4, "N": 4, "Yes": 4, "maybe": 0,
+    "2024-02-29": 24, "2023-02-29": 0, "2024-13-01": 0, "0000-01-01": 0, "2024-01-31": 24,
+    "2024-04-31": 0, "2024-01-02T03:04:05Z": 16, "2024-01-02 03:04": 16,
+    "2024-01-02T03:04:05.123456789+05:30": 16, "2024-01-02T25:00": 0, "2023-02-29T00:00": 0,
+    "today": 0, "epoch": 0, "Jan 2 2024": 0,
+}  # fmt: skip
+
+
+def test_what_each_value_fits(db: Conn) -> None:
+    from psycopg import sql
+
+    from sluiceway import schema
+
+    query = sql.SQL("SELECT v, {} AS mask FROM unnest(%s::text[]) AS t(v)").format(
+        schema.fit_mask(sql.Identifier("v"))
+    )
+    found = {r["v"]: r["mask"] for r in db.execute(query, (list(MASKS),)).fetchall()}
+    assert found == MASKS
