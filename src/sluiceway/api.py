@@ -510,7 +510,10 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
         options["header"] = False
     if metadata.get("rules"):  # an object, or its JSON text (Uppy's metadata are strings)
         given = metadata["rules"]
-        options["rules"] = json.loads(given) if isinstance(given, str) else given
+        try:
+            options["rules"] = json.loads(given) if isinstance(given, str) else given
+        except ValueError as exc:
+            raise InvalidRequest(f"metadata.rules is not JSON: {exc}") from exc
     if metadata.get("key"):
         key = metadata["key"]  # a list, or comma-separated column names
         options["key"] = key if isinstance(key, list) else str(key).split(",")

@@ -368,3 +368,58 @@ def test_a_line_ending_unlike_the_others_is_rejected_when_tolerated(
     _, rejected = _report(client, job)
     assert (rejected["line"], rejected["byte_offset"]) == (3, 12)
     assert rejected["reason"] == "ends with CR LF but the other lines with LF"
+
+
+def test_uppy_metadata_carries_rules(client: Client, dataset_name: str) -> None:
+    metadata = {"dataset": dataset_name, "size": "100", "rules": '{"max_file_bytes": 10}'}
+    with pytest.raises(ApiError) as refused:
+        client.call("POST", "/uploads/s3/multipart", {"filename": "a.csv", "metadata": metadata})
+    assert refused.value.http_status == 413
+    assert "max_file_bytes" in refused.value.message
+    with pytest.raises(ApiError) as bad:
+        client.call(
+            "POST",
+            "/uploads/s3/multipart",
+            {"filename": "a.csv", "metadata": {"dataset": dataset_name, "rules": "{nope"}},
+        )
+    assert bad.value.http_status == 400
+    assert "metadata.rules is not JSON" in bad.value.message
+
+
+def test_rules_are_checked_when_set(client: Client, dataset_name: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        client.call(
+            "PUT",
+            f"/datasets/{dataset_name}/rules",
+            {"columns": {"id": {"type": "uuid"}}, "allowed_formats": ["csv", "doc"]},
+        )
+    assert refused.value.http_status == 422
+    assert "columns.id.type" in refused.value.message
+    assert "unknown format(s) doc" in refused.value.message
+    with pytest.raises(ApiError) as missing:
+        client.call("GET", f"/datasets/{dataset_name}/rules")
+    assert missing.value.http_status == 404
+
+
+def test_the_cli_imports_with_rules_and_points_at_the_report(
+    stack: Any, tmp_path: Path, dataset_name: str
+) -> None:
+    from click.testing import CliRunner
+
+    from sluiceway.cli import cli
+
+    src = tmp_path / "people.csv"
+    src.write_bytes(b"id,name\n1,a\nx,b\n3,c\n")
+    rules = json.dumps({**ID_INTEGER, **LOAD_ONLY})
+    base = ["--api", stack.api_url, "--token", stack.local_token, "import", str(src)]
+    done = CliRunner().invoke(
+        cli, [*base, "-d", dataset_name, "--rules", rules, "--max-errors", "1", "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert (result["rows"], result["accepted_rows"], result["rejected_rows"]) == (2, 2, 1)
+    assert result["report_key"].endswith(".jsonl")
+    # over the tolerance (none given): the command fails and says why
+    failed = CliRunner().invoke(cli, [*base, "-d", dataset_name, "--rules", rules])
+    assert failed.exit_code == 1
+    assert "1 of 3 records were rejected (tolerated: 0)" in failed.output
