@@ -133,7 +133,9 @@ def main() -> None:
     # it would be the task's return value.
     maps = _asl_map_states()
     scan_out = [{"chunk_no": n, "quotes": s.quote_count} for n, s in scans]
-    load_out = [{"chunk_no": n, "rows": r} for (n, _, _), r in zip(loads, rows_per_load, strict=True)]
+    load_out = [
+        {"chunk_no": n, "rows": r} for (n, _, _), r in zip(loads, rows_per_load, strict=True)
+    ]
     scan_results = json.dumps(_child_outputs(maps["Count quotes in each range"], scan_out)).encode()
     load_results = json.dumps(_child_outputs(maps["Load ranges in parallel"], load_out)).encode()
     biggest_item = max(len(json.dumps(i).encode()) for i in items)

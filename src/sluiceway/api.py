@@ -30,6 +30,8 @@ from . import (
     documents,
     export,
     jobs,
+    rejects,
+    rules,
     schedules,
     sessions,
     staging,
@@ -259,7 +261,11 @@ def list_jobs(
 
 @app.get("/jobs/<job_id>")
 def get_job(job_id: str) -> dict[str, Any]:
-    return jobs.get(db.shared_connection(), job_id, owner()).model_dump(mode="json")
+    """A job; an import that rejected rows links its report (``report_url``, presigned)."""
+    job = jobs.get(db.shared_connection(), job_id, owner())
+    if job.progress.get("report_key"):
+        job.report_url = rejects.presigned_url(job.progress["report_key"], get_settings())
+    return job.model_dump(mode="json")
 
 
 @app.get("/datasets")
@@ -271,6 +277,29 @@ def list_datasets() -> dict[str, Any]:
 @app.get("/datasets/<name>")
 def get_dataset(name: str) -> dict[str, Any]:
     return datasets.get(db.shared_connection(), owner(), name).model_dump(mode="json")
+
+
+@app.get("/datasets/<name>/rules")
+def get_rules(name: str) -> dict[str, Any]:
+    """The validation rules every import into the dataset is checked against."""
+    found = rules.get_dataset_rules(db.shared_connection(), owner(), name)
+    return {"dataset": name, "rules": found.model_dump(exclude_none=True)}
+
+
+@app.put("/datasets/<name>/rules")
+def set_rules(name: str, body: rules.Rules) -> dict[str, Any]:
+    """Set the dataset's validation rules (a dataset not imported yet is created empty); an
+    import's own ``options.rules`` win over them field by field."""
+    rules.set_dataset_rules(db.shared_connection(), owner(), name, body)
+    return {"dataset": name, "rules": body.model_dump(exclude_none=True)}
+
+
+@app.delete("/datasets/<name>/rules")
+def delete_rules(name: str) -> dict[str, Any]:
+    conn = db.shared_connection()
+    rules.get_dataset_rules(conn, owner(), name)  # 404 for a dataset that does not exist
+    rules.set_dataset_rules(conn, owner(), name, None)
+    return {"dataset": name, "rules": {}}
 
 
 @app.get("/datasets/<name>/commits")
@@ -479,6 +508,12 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
             options[name] = str(metadata[name])
     if str(metadata.get("header", "")).lower() in ("false", "0", "no"):
         options["header"] = False
+    if metadata.get("rules"):  # an object, or its JSON text (Uppy's metadata are strings)
+        given = metadata["rules"]
+        try:
+            options["rules"] = json.loads(given) if isinstance(given, str) else given
+        except ValueError as exc:
+            raise InvalidRequest(f"metadata.rules is not JSON: {exc}") from exc
     if metadata.get("key"):
         key = metadata["key"]  # a list, or comma-separated column names
         options["key"] = key if isinstance(key, list) else str(key).split(",")

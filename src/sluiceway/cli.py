@@ -224,6 +224,10 @@ def run_import(
         "bytes": size,
         "seconds": round(time.perf_counter() - started, 3),
         "error": job.get("error_message"),
+        "accepted_rows": job.get("progress", {}).get("accepted_rows"),
+        "rejected_rows": job.get("progress", {}).get("rejected_rows"),
+        "report_key": job.get("progress", {}).get("report_key"),
+        "report_url": job.get("report_url"),
     }
 
 
@@ -254,6 +258,13 @@ def run_import(
     "--key", "keys", multiple=True, help="Key column(s) for upsert/delete (repeat, or a,b)."
 )
 @click.option("--branch", help="Commit to this ref (created from main if new).")
+@click.option(
+    "--rules",
+    "rules_json",
+    help="Validation rules of this import: JSON, or @FILE holding it (see `sluiceway rules`).",
+)
+@click.option("--max-errors", type=int, help="Rejected records tolerated (default 0).")
+@click.option("--max-error-percent", type=float, help="Rejected records tolerated, in %.")
 @common
 @click.pass_obj
 def import_(
@@ -269,12 +280,15 @@ def import_(
     mode: str,
     keys: tuple[str, ...],
     branch: str | None,
+    rules_json: str | None,
+    max_errors: int | None,
+    max_error_percent: float | None,
 ) -> None:
     """Import FILE (CSV, TSV, JSON Lines or a JSON array; may be .gz/.zst) into a dataset as
     a new commit on main (or --branch)."""
     chunk = parse_size(chunk_size) if chunk_size else None
     key = [k.strip() for part in keys for k in part.split(",") if k.strip()]
-    extra = {
+    extra: dict[str, Any] = {
         "format": fmt,
         "delimiter": delimiter,
         "header": False if no_header else None,
@@ -283,6 +297,12 @@ def import_(
         "key": key or None,
         "branch": branch,
     }
+    given = parse_rules(rules_json) if rules_json else {}
+    if max_errors is not None:
+        given["max_errors"] = max_errors
+    if max_error_percent is not None:
+        given["max_error_percent"] = max_error_percent
+    extra["rules"] = given or None
     with state.client() as client:
         result = run_import(
             client, file, dataset, chunk, message, show_progress=not state.json, extra_options=extra
@@ -297,9 +317,62 @@ def import_(
             f"[bold]{dataset}[/bold] in {result['seconds']:.2f} s\n"
             f"commit {result['commit_id']} (parent {result['parent_commit_id'] or 'none'}), job {result['job_id']}"
         )
+    if result.get("rejected_rows"):
+        err.print(
+            f"[yellow]{result['rejected_rows']:,} rejected row(s)[/yellow]; report: "
+            f"{result.get('report_url') or result.get('report_key')}"
+        )
     if result["status"] != "completed":
         err.print(f"[red]import failed[/red]: {result['error']}")
         sys.exit(1)
+
+
+def parse_rules(text: str) -> dict[str, Any]:
+    """Rules given as JSON text, or as ``@FILE`` holding it."""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"the rules are not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise click.BadParameter('the rules are a JSON object, e.g. {"min_records": 1}')
+    return value
+
+
+@cli.command("schema")
+@click.argument("dataset")
+@common
+@click.pass_obj
+def schema_(state: State, dataset: str) -> None:
+    """The columns of DATASET's main commit with their inferred types."""
+    with state.client() as client:
+        found = client.call("GET", f"/datasets/{dataset}")
+    columns = found.get("schema") or []
+    table = Table("column", "type", "nullable")
+    for c in columns:
+        table.add_row(c["name"], c["type"], "yes" if c["nullable"] else "no")
+    _emit(state, {"dataset": dataset, "schema": found.get("schema")}, table)
+
+
+@cli.command("rules")
+@click.argument("dataset")
+@click.option("--set", "new_rules", help="Replace the rules: JSON, or @FILE holding it.")
+@click.option("--clear", is_flag=True, help="Drop every rule of the dataset.")
+@common
+@click.pass_obj
+def rules_(state: State, dataset: str, new_rules: str | None, clear: bool) -> None:
+    """Show or set DATASET's validation rules, e.g. --set '{"required_columns": ["id"],
+    "columns": {"id": {"type": "integer", "nullable": false}}, "max_error_percent": 1,
+    "schema_changes": "add_columns"}'."""
+    with state.client() as client:
+        if clear:
+            answer = client.call("DELETE", f"/datasets/{dataset}/rules")
+        elif new_rules:
+            answer = client.call("PUT", f"/datasets/{dataset}/rules", parse_rules(new_rules))
+        else:
+            answer = client.call("GET", f"/datasets/{dataset}/rules")
+    _emit(state, answer, json.dumps(answer["rules"], indent=2))
 
 
 def parse_where(conditions: tuple[str, ...]) -> dict[str, Any] | None:

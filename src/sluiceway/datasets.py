@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidRequest, NotFound
 from .names import MAIN_REF
@@ -27,7 +27,20 @@ def check_name(name: str) -> str:
     return name
 
 
+class ColumnSchema(BaseModel):
+    """One column of a commit: its name, the type all its values fit, and whether any is empty."""
+
+    name: str
+    type: str
+    nullable: bool
+
+
 class Dataset(BaseModel):
+    # "schema" is also a (deprecated) BaseModel method: the field is schema_, named "schema"
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
     dataset_id: int
     name: str
     owner: str
@@ -36,6 +49,15 @@ class Dataset(BaseModel):
     head_commit_id: str | None
     row_count: int | None
     created_at: datetime
+    schema_: list[ColumnSchema] | None = Field(
+        default=None,
+        alias="schema",
+        description="main's columns with their inferred types (None before the first import, "
+        "or for a commit made before types were recorded).",
+    )
+    rules: dict[str, Any] = Field(
+        default_factory=dict, description="The validation rules every import is checked against."
+    )
 
 
 class Commit(BaseModel):
@@ -56,7 +78,7 @@ class Commit(BaseModel):
 
 _DATASETS = """
 SELECT d.id AS dataset_id, d.name, d.owner, d.description, d.columns,
-       r.commit_id AS head_commit_id, c.row_count, d.created_at
+       r.commit_id AS head_commit_id, c.row_count, d.created_at, c.schema, d.rules
 FROM dsa_core.datasets d
 LEFT JOIN dsa_core.refs r ON r.dataset_id = d.id AND r.name = %s
 LEFT JOIN dsa_core.commits c ON c.commit_id = r.commit_id

@@ -97,3 +97,18 @@ class StackError(SluicewayError):
 
     code = "stack_error"
     http_status = 500
+
+
+class SchemaMismatch(SluicewayError):
+    """The file's columns differ from the dataset's schema in a way its rules do not accept."""
+
+    code = "schema_mismatch"
+    http_status = 422
+
+
+class RulesBroken(SluicewayError):
+    """The file breaks the import's validation rules (too many rejected rows, too few records,
+    a duplicate unique key): nothing was committed."""
+
+    code = "rules_broken"
+    http_status = 422

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from pydantic import BaseModel
 
-from . import db, export, faults, storage
+from . import db, export, faults, schema, storage
 from .errors import DatabaseUnavailable, NotFound, SluicewayError, StorageUnavailable
 from .settings import Settings, get_settings
 
@@ -212,6 +212,25 @@ class RowQuery:
             )
         )
 
+    def typed_value(self, column: str, type_: str | None) -> sql.Composable:
+        """The column's value as its schema's type (text if it has none): what Parquet gets.
+        Every value of the commit fits its column's type (:mod:`.schema`), so casts succeed."""
+        value = self.value(column)
+        if type_ in (None, "text"):
+            return value
+        if type_ == "boolean":
+            return sql.SQL(
+                "CASE WHEN {v} IS NULL OR {v} = '' THEN NULL "
+                "ELSE lower(btrim({v})) IN ({words}) END"
+            ).format(v=value, words=sql.SQL(", ").join(map(sql.Literal, schema.TRUE_WORDS)))
+        cast = {
+            "integer": "bigint",
+            "number": "double precision",
+            "date": "date",
+            "timestamp": "timestamptz",
+        }[type_]
+        return sql.SQL("NULLIF({}, '')::{}").format(value, sql.SQL(cast))
+
     def select(
         self,
         columns: Sequence[str],
@@ -219,6 +238,7 @@ class RowQuery:
         commit_id: str,
         from_row: int,
         to_row: int,
+        types: dict[str, str] | None = None,
     ) -> tuple[sql.Composed, list[Any]]:
         params: list[Any] = [commit_id, from_row, to_row]
         conditions: list[sql.Composable] = []
@@ -246,7 +266,9 @@ class RowQuery:
                 "WHERE s.row_hash = r.row_hash OFFSET 0) s{where} ORDER BY r.row_number"
             )
         query = sql.SQL(shape).format(
-            fields=sql.SQL(", ").join(self.value(c) for c in columns) if columns else sql.SQL("1"),
+            fields=sql.SQL(", ").join(self.typed_value(c, (types or {}).get(c)) for c in columns)
+            if columns
+            else sql.SQL("1"),
             where=where,
         )
         return query, params
@@ -351,12 +373,22 @@ def write_parquet(
     compression: str,
     batch_rows: int,
     progress: Callable[[int], None],
+    types: dict[str, str] | None = None,
 ) -> int:
-    """Parquet, one row group per batch. Columns are strings: datasets store no types yet."""
+    """Parquet, one row group per batch; each column of the type its schema says (``types``:
+    integer int64, number float64, boolean, date date32, timestamp in UTC), else a string."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([pa.field(c, pa.string()) for c in columns])
+    arrow = {
+        "integer": pa.int64(),
+        "number": pa.float64(),
+        "boolean": pa.bool_(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    fields = [pa.field(c, arrow.get((types or {}).get(c) or "text", pa.string())) for c in columns]
+    schema = pa.schema(fields)
     rows = 0
     with pq.ParquetWriter(
         pa.PythonFile(out, mode="w"),
@@ -364,7 +396,10 @@ def write_parquet(
         compression="gzip" if compression == "gzip" else "none",
     ) as writer:
         for batch in _batches(conn, query, params, batch_rows):
-            arrays = [pa.array(col, type=pa.string()) for col in zip(*batch, strict=True)]
+            arrays = [
+                pa.array(col, type=f.type)
+                for col, f in zip(zip(*batch, strict=True), fields, strict=True)
+            ]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
             rows += len(batch)
             progress(rows)
@@ -459,17 +494,25 @@ def _write_rows(
     fmt, compression = params["format"], params["compression"]
     columns: list[str] = params["columns"]
     commit = conn.execute(
-        "SELECT columns FROM dsa_core.commits WHERE commit_id = %s", (params["commit_id"],)
+        "SELECT columns, schema FROM dsa_core.commits WHERE commit_id = %s",
+        (params["commit_id"],),
     ).fetchone()
     if commit is None:
         raise NotFound(f"Commit {params['commit_id']} is gone (collected by gc?).")
     rows_query = RowQuery(conn, commit["columns"])
+    # Parquet columns carry the commit's types (CSV and JSON stay as the text imported)
+    types = (
+        {c["name"]: c["type"] for c in commit["schema"]}
+        if fmt == "parquet" and commit["schema"]
+        else None
+    )
     query, values = rows_query.select(
         columns,
         params["options"].get("filter"),
         params["commit_id"],
         part["from_row"],
         part["to_row"],
+        types,
     )
     span = part["to_row"] - part["from_row"]
     batch = settings.exports.batch_rows
@@ -481,6 +524,7 @@ def _write_rows(
     # updates back, and a part is one Lambda invocation anyway.
     with db.connect(settings) as read:
         read.execute("SET TRANSACTION READ ONLY")
+        read.execute("SET TIME ZONE 'UTC'")  # a timestamp without a zone is read as UTC
         text_out: Any = sink
         zipped = None
         if compression == "gzip" and fmt != "parquet":
@@ -497,6 +541,7 @@ def _write_rows(
                 compression=compression,
                 batch_rows=batch,
                 progress=progress,
+                types=types,
             )
         else:
             rows = write_json(

@@ -9,17 +9,21 @@ all become visible together, or none of them does. "Refresh the search summary" 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from . import db, export, faults, jobs, tree, versioning
-from .errors import MalformedFile
+from . import db, export, faults, jobs, rejects, rules, schema, tree, versioning
+from .errors import MalformedFile, RulesBroken
 from .names import MAIN_REF
-from .plan import first_chunk_error, job_of_state
+from .plan import first_chunk_error, job_of_state, job_source
 from .settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 
 def commit_import(state: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -43,9 +47,11 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     key_columns: list[str] | None = checkpoint.get("key_columns")
 
     inject = faults.take(conn, job_id, "commit", settings)
+    outcome = _settle_rejects(conn, job_id, params, checkpoint, settings)
     with conn.transaction():
         chunks = conn.execute(
-            "SELECT chunk_no, status, row_count, list_hashes, list_rows FROM dsa_jobs.import_chunks "
+            "SELECT chunk_no, status, row_count, list_hashes, list_rows, profile, "
+            "rejected_count, rejected_key FROM dsa_jobs.import_chunks "
             "WHERE job_id = %s AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
@@ -83,6 +89,16 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             ]
             for c in chunks
         ]
+        _check_unique(conn, job_id, checkpoint, mode, parent_commit, filename)
+        commit_schema = _schema_of_commit(
+            checkpoint,
+            chunks,
+            mode,
+            new_columns if mode != "replace" else columns,
+            parent_commit,
+            params["dataset"],
+            filename,
+        )
         if mode == "replace":
             lists = tree.stitch(conn, ranges)
             new_columns = columns
@@ -110,6 +126,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 "columns": parent_columns,
                 "mode": mode,
                 "unchanged": True,
+                **outcome,
                 "message": f"{filename} changes nothing in {ref!r}; no commit was made.",
             }
             if created_ref:
@@ -131,8 +148,9 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         conn.execute(
             """
             INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
-                message, author, authored_at, row_count, columns, job_id, kind, key_columns)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                message, author, authored_at, row_count, columns, job_id, kind, key_columns,
+                schema)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             (
                 commit_key,
@@ -147,6 +165,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 job_id,
                 mode,
                 key_columns,
+                Jsonb(schema.store(commit_schema)) if commit_schema is not None else None,
             ),
         )
         tree.write_chunks(conn, commit_key, lists)
@@ -171,8 +190,10 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "rows": total,
             "bytes": params.get("size_bytes"),
             "columns": new_columns,
+            "schema": schema.store(commit_schema) if commit_schema is not None else None,
             "mode": mode,
             "changes": stats,
+            **outcome,
         }
         _finish(conn, job_id, summary, dataset_id)
         if inject:  # the commit, the ref and the job are all written: all must roll back
@@ -182,6 +203,122 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     if exports:
         jobs.update(conn, job_id, progress={"commit_exports": exports})
     return {**plan.model_dump(), "commit": summary}
+
+
+def _settle_rejects(
+    conn: db.Conn,
+    job_id: uuid.UUID,
+    params: dict[str, Any],
+    checkpoint: dict[str, Any],
+    settings: Settings,
+) -> dict[str, Any]:
+    """Count the ranges' accepted and rejected rows against the tolerated errors and
+    ``min_records``; join the rejected rows' report. Raises :class:`RulesBroken` (the failure
+    path then writes the report, saying why) when the rules are broken."""
+    found = rejects.totals(conn, job_id)
+    effective = rules.Rules.model_validate(checkpoint.get("rules") or {})
+    filename = params.get("filename", params["key"])
+    records = found.accepted + found.rejected
+    tolerated = effective.tolerance(records)
+    if found.rejected > tolerated:
+        first = rejects.describe(rejects.first_line(found.keys, settings))
+        raise RulesBroken(
+            f"{filename}: {found.rejected:,} of {records:,} records were rejected (tolerated: "
+            f"{tolerated:,}); the first: {first}. Nothing was committed; every rejected row is "
+            "in the job's report.",
+            file=filename,
+        )
+    if effective.min_records is not None and found.accepted < effective.min_records:
+        raise RulesBroken(
+            f"{filename}: {found.accepted:,} records were accepted; the rules ask for at least "
+            f"{effective.min_records:,} (min_records). Nothing was committed.",
+            file=filename,
+        )
+    outcome: dict[str, Any] = {"accepted_rows": found.accepted, "rejected_rows": found.rejected}
+    if found.rejected:
+        outcome["report_key"] = rejects.write_report(
+            job_id,
+            params,
+            found,
+            {
+                "job_id": str(job_id),
+                "file": filename,
+                "dataset": params["dataset"],
+                "outcome": "committed",
+                "records": records,
+                "accepted": found.accepted,
+                "rejected": found.rejected,
+                "tolerated": tolerated,
+            },
+            settings,
+        )
+    jobs.update(conn, job_id, progress=outcome)
+    return outcome
+
+
+def _check_unique(
+    conn: db.Conn,
+    job_id: uuid.UUID,
+    checkpoint: dict[str, Any],
+    mode: str,
+    parent_commit: dict[str, Any] | None,
+    filename: str,
+) -> None:
+    """The rules' ``unique_key``: no two rows of the new commit share its values (the file's
+    rows, and for an append the parent's too). Empty keys are not compared."""
+    unique: list[str] | None = (checkpoint.get("rules") or {}).get("unique_key")
+    if not unique or mode not in ("replace", "append"):
+        return
+    parent_rows = (
+        versioning.keyed_rows(parent_commit, unique)
+        if mode == "append" and parent_commit
+        else sql.SQL("SELECT NULL::text AS logical_id WHERE false")
+    )
+    dups = conn.execute(
+        sql.SQL(
+            "SELECT logical_id, count(*) AS n FROM ("
+            "SELECT logical_id FROM dsa_jobs.import_keyed_rows WHERE job_id = {job} "
+            "UNION ALL SELECT logical_id FROM ({parent}) p) u "
+            "WHERE logical_id IS NOT NULL GROUP BY logical_id HAVING count(*) > 1 "
+            "ORDER BY n DESC, logical_id LIMIT 3"
+        ).format(job=sql.Literal(str(job_id)), parent=parent_rows)
+    ).fetchall()
+    if dups:
+        listed = ", ".join(f"{d['logical_id']!r} ({d['n']} times)" for d in dups)
+        raise RulesBroken(
+            f"{filename}: the unique key {', '.join(unique)} is not unique: {listed}. Nothing "
+            "was committed.",
+            file=filename,
+        )
+
+
+def _schema_of_commit(
+    checkpoint: dict[str, Any],
+    chunks: list[dict[str, Any]],
+    mode: str,
+    order: list[str],
+    parent_commit: dict[str, Any] | None,
+    dataset: str,
+    filename: str,
+) -> list[schema.Column] | None:
+    """Fold the ranges' profiles into the file's schema, check it against the parent commit's
+    by the dataset's ``schema_changes`` rule, and give the new commit's schema."""
+    columns: list[str] = checkpoint["columns"]
+    effective = rules.Rules.model_validate(checkpoint.get("rules") or {})
+    declared = {n: (r.type, r.nullable) for n, r in (effective.columns or {}).items()}
+    file_schema = schema.with_declared(
+        schema.infer(columns, [c["profile"] for c in chunks]), declared
+    )
+    return schema.commit_schema(
+        mode=mode,
+        policy=effective.schema_changes or "allow",
+        order=order,
+        parent=schema.loaded(parent_commit.get("schema")) if parent_commit else None,
+        has_parent=parent_commit is not None,
+        file=file_schema,
+        filename=filename,
+        dataset=dataset,
+    )
 
 
 def _finish(conn: db.Conn, job_id: uuid.UUID, summary: dict[str, Any], dataset_id: int) -> None:
@@ -238,7 +375,45 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         job_id = row["job_id"] if row else None
     if job_id is not None:
         message = first_chunk_error(conn, job_id) or message
+        # the report first: whoever sees the job failed can already read it
+        report = _report_failure(conn, job_id, message, settings)
         with conn.transaction():
-            jobs.fail(conn, job_id, message)
+            if jobs.fail(conn, job_id, message) and report:
+                jobs.update(conn, job_id, progress=report)
             discard_rows(conn, job_id)
     return {"job_id": str(job_id) if job_id else None, "error": message}
+
+
+def _report_failure(
+    conn: db.Conn, job_id: uuid.UUID, message: str, settings: Settings
+) -> dict[str, Any] | None:
+    """A failed import that rejected rows still gets its report, which says why it failed;
+    returns what the job's progress should say of it."""
+    job = job_source(conn, job_id)
+    if job["status"] not in ("pending", "running"):
+        return None  # already ended: its report, if any, is written
+    found = rejects.totals(conn, job_id)
+    if not found.rejected:
+        return None
+    params = job["run_parameters"]
+    try:
+        key = rejects.write_report(
+            job_id,
+            params,
+            found,
+            {
+                "job_id": str(job_id),
+                "file": params.get("filename", params["key"]),
+                "dataset": params["dataset"],
+                "outcome": "failed",
+                "reason": message,
+                "records": found.accepted + found.rejected,
+                "accepted": found.accepted,
+                "rejected": found.rejected,
+            },
+            settings,
+        )
+    except Exception:  # the failure is recorded; a missing report must not hide it
+        logger.exception("the rejected-rows report of failed job %s was not written", job_id)
+        return None
+    return {"report_key": key, "accepted_rows": found.accepted, "rejected_rows": found.rejected}

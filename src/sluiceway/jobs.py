@@ -39,6 +39,7 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    report_url: str | None = None  # the rejected-rows report (presigned GET), if there is one
 
 
 _SELECT = """
@@ -102,6 +103,15 @@ def add_progress(
         WHERE id = %(id)s
         """,
         {"b": bytes_done, "r": rows_done, "c": chunks_done, "id": job_id},
+    )
+
+
+def add_counter(conn: Conn, job_id: uuid.UUID, name: str, amount: int) -> None:
+    """Add to one more counter of the job's progress (atomic, like :func:`add_progress`)."""
+    conn.execute(
+        "UPDATE dsa_jobs.analysis_runs SET progress = progress || jsonb_build_object("
+        "%(name)s::text, coalesce((progress->>%(name)s)::bigint, 0) + %(n)s) WHERE id = %(id)s",
+        {"name": name, "n": amount, "id": job_id},
     )
 
 

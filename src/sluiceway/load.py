@@ -13,8 +13,21 @@ from typing import Any
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from . import csvsplit, db, faults, formats, jobs, readers, storage, tree, versioning
+from . import (
+    csvsplit,
+    db,
+    faults,
+    formats,
+    jobs,
+    readers,
+    rejects,
+    schema,
+    storage,
+    tree,
+    versioning,
+)
 from .errors import MalformedFile, StorageUnavailable
 from .plan import ChunkItem, _read, chunk_task, source_object
 from .settings import MiB, Settings
@@ -82,7 +95,9 @@ def _load_chunk(
     job: dict[str, Any],
     chunk: dict[str, Any],
     settings: Settings,
+    filtered: rejects.Filtered | None = None,
 ) -> dict[str, Any]:
+    """``filtered``: a CSV range COPY refused, re-read with its bad records set aside."""
     if chunk["status"] == "loaded":  # a retry after a lost response: already done
         return {"chunk_no": item.chunk_no, "rows": chunk["row_count"]}
     params, checkpoint = job["run_parameters"], job["checkpoint"]
@@ -130,7 +145,18 @@ def _load_chunk(
             else:  # rows parsed here, written in COPY's text format
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(raw_table, cols)
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                if fmt == "jsonl":
+                if fmt == "jsonl" and rejects.tolerant(checkpoint):
+                    filtered = rejects.copy_jsonl(
+                        copy,
+                        bucket=bucket,
+                        key=key,
+                        start=start,
+                        end=end,
+                        first_line=chunk["first_line"],
+                        columns=columns,
+                        settings=settings,
+                    )
+                elif fmt == "jsonl":
                     readers.copy_jsonl(
                         copy,
                         bucket=bucket,
@@ -163,8 +189,24 @@ def _load_chunk(
                         filename=filename,
                         settings=settings,
                     )
+                elif filtered is not None:
+                    filtered.write_good(copy)
                 else:
                     _stream_range(copy, bucket, key, start, end, settings)
+            rejected = rejects.record_range(
+                conn,
+                raw_table,
+                item=item,
+                job=job,
+                chunk=chunk,
+                start=start,
+                end=end,
+                filtered=filtered,
+                settings=settings,
+            )
+            mode = params.get("options", {}).get("mode", "replace")
+            if mode != "delete":  # a delete file lists keys: its values say nothing of types
+                _profile_range(conn, raw_table, columns, item)
             # Canonical content: sorted column names, then the values in that order.
             order = sorted(range(len(columns)), key=lambda i: columns[i])
             vals = sql.SQL("ARRAY[{}]").format(
@@ -189,7 +231,6 @@ def _load_chunk(
                 )
             )
             conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
-            mode = params.get("options", {}).get("mode", "replace")
             if key_columns:
                 rows = _stage_keyed_rows(conn, hashed_table, item, chunk, params, key_columns)
             else:
@@ -197,6 +238,7 @@ def _load_chunk(
             if mode != "delete":  # a delete file lists keys; its rows are not data
                 _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
             if not key_columns:
+                _stage_unique_keys(conn, hashed_table, item, columns, checkpoint)
                 # The range's own leaves and lists; the commit stitches the seams between
                 # ranges (tree.stitch) and points at them.
                 refs = tree.build(conn, hashed_table, keyed=bool(rid))
@@ -219,9 +261,16 @@ def _load_chunk(
             jobs.add_progress(
                 conn, item.job_id, bytes_done=end - start, rows_done=rows, chunks_done=1
             )
+            if rejected:
+                jobs.add_counter(conn, item.job_id, "rejected_rows", rejected)
             if inject:  # everything done but the commit: all of it must roll back
                 raise faults.fail("load")
     except psycopg.DataError as exc:
+        if fmt in ("csv", "tsv") and filtered is None and rejects.tolerant(checkpoint):
+            # bad records are tolerated: load the range's good ones, report the others
+            return _load_chunk(
+                conn, item, job, chunk, settings, rejects.split_csv_range(job, chunk, settings)
+            )
         if fmt not in ("csv", "tsv"):
             raise MalformedFile(
                 f"{filename}: the records in bytes {start:,}-{end:,} could not be loaded: "
@@ -231,6 +280,49 @@ def _load_chunk(
             ) from exc
         raise _explain(exc, job, chunk, len(columns), settings) from exc
     return {"chunk_no": item.chunk_no, "rows": rows}
+
+
+def _stage_unique_keys(
+    conn: db.Conn,
+    hashed_table: sql.Identifier,
+    item: ChunkItem,
+    columns: list[str],
+    checkpoint: dict[str, Any],
+) -> None:
+    """Keep the range's values of the rules' ``unique_key`` for the commit to check across
+    ranges (the same text as a keyed commit's key, from the sorted values)."""
+    unique: list[str] | None = (checkpoint.get("rules") or {}).get("unique_key")
+    if not unique:
+        return
+    names = sorted(columns)
+    parts = [sql.SQL("vals[{}]").format(sql.Literal(names.index(c) + 1)) for c in unique]
+    key = (
+        parts[0]
+        if len(parts) == 1
+        else sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(parts))
+    )
+    conn.execute(
+        "DELETE FROM dsa_jobs.import_keyed_rows WHERE job_id = %s AND chunk_no = %s",
+        (item.job_id, item.chunk_no),
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO dsa_jobs.import_keyed_rows (job_id, chunk_no, ord, logical_id, row_hash) "
+            "SELECT %s, %s, pos, {key}, row_hash FROM {h}"
+        ).format(key=key, h=hashed_table),
+        (item.job_id, item.chunk_no),
+    )
+
+
+def _profile_range(
+    conn: db.Conn, raw_table: sql.Identifier, columns: list[str], item: ChunkItem
+) -> None:
+    """Record, set-wise over the range's raw text columns, each column's empty values and the
+    types all its values fit (:mod:`.schema`); the commit folds the ranges' profiles."""
+    conn.execute(
+        "UPDATE dsa_jobs.import_chunks SET profile = %s WHERE job_id = %s AND chunk_no = %s",
+        (Jsonb(schema.profile(conn, raw_table, columns)), item.job_id, item.chunk_no),
+    )
 
 
 # Sorted by hash, new rows reach the row_hash index in key order: far fewer pages touched

@@ -8,6 +8,7 @@ records. The range lists travel through S3 (the Map's ItemReader), never in the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
-from . import csvsplit, db, faults, formats, jobs, jsonsplit, storage, unpack, xlsx
+from . import csvsplit, db, faults, formats, jobs, jsonsplit, rules, storage, unpack, xlsx
 from .errors import (
     InvalidRequest,
     MalformedFile,
@@ -96,7 +97,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     bucket, key = created.detail.bucket.name, created.detail.object.key
     conn = db.shared_connection(settings)
     upload = conn.execute(
-        "SELECT upload_id, job_id, options, filename FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
+        "SELECT upload_id, job_id, options, filename, owner, dataset_name FROM dsa_jobs.uploads "
+        "WHERE bucket = %s AND object_key = %s",
         (bucket, key),
     ).fetchone()
     if upload is None:
@@ -113,15 +115,20 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
 
     filename = upload["filename"]
+    effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
     try:
         src = _source(bucket, key, size, job_id, filename, upload["options"], settings)
-        layout = _LAYOUTS[src.source.format](src, filename, settings)
+        if src.source.format == "jsonl":  # its columns: the keys of the lines that parse
+            layout = _jsonl_layout(src, filename, settings, tolerant=effective.tolerant())
+        else:
+            layout = _LAYOUTS[src.source.format](src, filename, settings)
     except (MalformedFile, PayloadTooLarge, UnsupportedFormat) as exc:
         if exc.message.startswith(filename):
             raise
         raise type(exc)(f"{filename}: {exc.message}", **exc.details) from exc
     header = layout
     data_end = layout.data_end
+    sampled = _check_rules(effective, src, layout, size, filename, conn, settings)
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
     if layout.sheets is not None:  # one item per sheet: a zip is not cut by byte range
@@ -165,6 +172,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "source_bucket": src.bucket,
                 "source_key": src.key,
                 "sheets": layout.sheets,
+                "rules": effective.model_dump(exclude_none=True),
+                "sampled_records": sampled,
             },
         )
     work_bucket = settings.storage.bucket
@@ -181,6 +190,49 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
         ranges_key=ranges_key,
         max_concurrency=settings.imports.map_concurrency,
     ).model_dump()
+
+
+def _check_rules(
+    effective: rules.Rules,
+    src: Located,
+    layout: Layout,
+    size: int,
+    filename: str,
+    conn: db.Conn,
+    settings: Settings,
+) -> int:
+    """The rules a file's size, format, header and first records can be checked against, so
+    the wrong file fails here, before any range loads. Returns the records sampled."""
+    rules.check_upload(effective, size=size, fmt=src.source.format, filename=filename)
+    rules.check_columns(effective, layout.columns, filename)
+    rules.check_unique_key(effective, layout.columns, filename)
+    wanted = effective.sample_records
+    if wanted is None:
+        wanted = rules.DEFAULT_SAMPLE_RECORDS
+    if not wanted or not effective.checked_columns() or src.source.format == "xlsx":
+        return 0
+    fmt = src.source.format
+    # a JSON array's sample is read from its first byte, like its columns were
+    start = 0 if fmt == "json" else layout.data_start
+    end = src.size if fmt == "json" else layout.data_end
+    stop = min(end, start + SAMPLE_BYTES)
+    buf = _read(src.bucket, src.key, start, stop, settings)
+    sampled = rules.sample_records(
+        fmt,
+        buf,
+        columns=layout.columns,
+        start=start,
+        first_line=layout.header_lines + 1,
+        complete=stop == end,
+        limit=wanted,
+        delimiter=src.source.delimiter,
+        encoding=src.source.encoding,
+    )
+    return rules.check_sample(conn, effective, layout.columns, sampled, filename)
+
+
+# The first records are looked for in this many bytes (a long record may make them fewer).
+SAMPLE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -291,7 +343,10 @@ def _bom_length(first: bytes) -> int:
     return len(csvsplit.UTF8_BOM) if first.startswith(csvsplit.UTF8_BOM) else 0
 
 
-def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:
+def _jsonl_layout(
+    src: Located, filename: str, settings: Settings, *, tolerant: bool = False
+) -> Layout:
+    """``tolerant``: a sampled line that does not parse is left out (the load rejects it)."""
     sample = _read(
         src.bucket, src.key, 0, min(src.size, settings.imports.json_sample_bytes), settings
     )
@@ -300,12 +355,23 @@ def _jsonl_layout(src: Located, filename: str, settings: Settings) -> Layout:
     lines = sample[data_start:].split(b"\n")
     if not complete:
         lines = lines[:-1]  # the sample cut it
-    records = [
-        record
-        for _, _, record in jsonsplit.jsonl_records(
-            (line + b"\n" for line in lines), first_line=1, start=data_start
-        )
-    ]
+    if tolerant:
+        records = []
+        offset = data_start
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                with contextlib.suppress(MalformedFile):
+                    record = jsonsplit.parse_line(line + b"\n", n, offset)
+                    if isinstance(record, dict):
+                        records.append(record)
+            offset += len(line) + 1
+    else:
+        records = [
+            record
+            for _, _, record in jsonsplit.jsonl_records(
+                (line + b"\n" for line in lines), first_line=1, start=data_start
+            )
+        ]
     if not records and not complete:
         raise PayloadTooLarge(
             f"{filename}: the first line is longer than {settings.imports.json_sample_bytes:,} "

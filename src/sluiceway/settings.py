@@ -40,6 +40,9 @@ class StorageSettings(BaseModel):
     documents_prefix: str = "documents/"
     # chunks of record sessions until their commit assembles them under uploads_prefix
     sessions_prefix: str = "sessions/"
+    # rejected-rows reports, beside their upload's path (not under uploads_prefix: an object
+    # there starts an import)
+    reports_prefix: str = "reports/"
     presign_expiry_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # S3's own limits: parts of at least 5 MiB (but the last), at most 10,000 of them.
     min_part_bytes: int = 8 * MiB

@@ -18,9 +18,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from . import datasets, formats, jobs, storage
+from . import datasets, formats, jobs, rules, storage
 from .db import Conn
 from .errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
+from .rules import Rules
 from .settings import MiB, Settings, get_settings
 
 MAX_PARTS = 10_000
@@ -73,6 +74,10 @@ class ImportOptions(BaseModel):
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="The ref the import commits to (default main; created from main if new).",
+    )
+    rules: Rules | None = Field(
+        default=None,
+        description="Validation rules of this import, over the dataset's own (field by field).",
     )
     faults: dict[str, int] | None = Field(
         default=None, description="Tests only: steps to fail on purpose (ignored unless enabled)."
@@ -177,6 +182,12 @@ def create_upload(
         raise PayloadTooLarge(
             f"The file is {request.size:,} bytes; the limit is {settings.storage.max_object_bytes:,}."
         )
+    effective = rules.effective(
+        conn, owner, request.dataset, request.options.model_dump(exclude_none=True)
+    )
+    rules.check_upload(
+        effective, size=request.size, fmt=request.options.format, filename=request.filename
+    )
     upload_id = uuid.uuid4()
     key = f"{settings.storage.uploads_prefix}{owner}/{upload_id}/{safe_filename(request.filename)}"
     bucket = settings.storage.bucket

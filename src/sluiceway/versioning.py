@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from . import datasets, db, tree
+from . import datasets, db, schema, tree
 from .errors import Conflict, InvalidRequest, MalformedFile, MergeConflict, NotFound
 from .names import MAIN_REF
 
@@ -41,7 +41,7 @@ def ref_target(conn: db.Conn, dataset_id: int, ref: str, *, lock: bool) -> str |
 def commit_info(conn: db.Conn, commit_id: str) -> dict[str, Any]:
     row = conn.execute(
         "SELECT commit_id, commit_key, dataset_id, parent_commit_id, row_count, columns, "
-        "key_columns, committed_at FROM dsa_core.commits WHERE commit_id = %s",
+        "key_columns, committed_at, schema FROM dsa_core.commits WHERE commit_id = %s",
         (commit_id,),
     ).fetchone()
     if row is None:
@@ -419,14 +419,19 @@ def make_commit(
     kind: str,
     key_columns: list[str] | None,
     merge_parent: str | None = None,
+    rows_from: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Insert a commit over ``lists``, count its changes, and move ``ref`` from ``parent``."""
+    """Insert a commit over ``lists``, count its changes, and move ``ref`` from ``parent``.
+
+    ``rows_from``: the commits its rows come from; its schema is their schemas' union."""
+    sources = rows_from or [parent, *([merge_parent] if merge_parent else [])]
+    found = schema.union(columns, [commit_info(conn, c).get("schema") for c in sources])
     row = conn.execute(
         """
         INSERT INTO dsa_core.commits (commit_id, dataset_id, parent_commit_id, merge_parent_id,
-            message, author, authored_at, row_count, columns, kind, key_columns)
+            message, author, authored_at, row_count, columns, kind, key_columns, schema)
         VALUES (md5(random()::text || clock_timestamp()::text), %s, %s, %s, %s, %s, now(), %s,
-                %s, %s, %s)
+                %s, %s, %s, %s)
         RETURNING commit_id, commit_key
         """,
         (
@@ -439,6 +444,7 @@ def make_commit(
             Jsonb(columns),
             kind,
             key_columns,
+            Jsonb(schema.store(found)) if found is not None else None,
         ),
     ).fetchone()
     assert row is not None
@@ -666,6 +672,7 @@ def revert(
             author=owner,
             kind="revert",
             key_columns=ours.get("key_columns"),
+            rows_from=[head, undone.parent_commit_id],
         )
 
 

@@ -72,3 +72,29 @@ def commit_records(client: Client, dataset: str, commit: str) -> list[dict[str, 
         out.extend(r["data"] for r in page["rows"])
         if len(page["rows"]) < 10000:
             return out
+
+
+def typed(
+    records: list[dict[str, Any]], schema: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The records as a typed Parquet export gives them: each value of the type its column's
+    schema says (an empty value None), independently of the export's own SQL casts."""
+    from datetime import UTC, date, datetime
+
+    def convert(value: Any, kind: str) -> Any:
+        if value is None or value == "" or kind == "text":
+            return None if value is None or (value == "" and kind != "text") else value
+        text = str(value).strip()
+        if kind == "integer":
+            return int(text)
+        if kind == "number":
+            return float(text)
+        if kind == "boolean":
+            return text.lower() in ("true", "t", "yes", "y", "1")
+        if kind == "date":
+            return date.fromisoformat(text)
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+    kinds = {c["name"]: c["type"] for c in schema or []}
+    return [{k: convert(v, kinds.get(k, "text")) for k, v in r.items()} for r in records]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_support import commit_records, exported_records, fetch, run_export
+from export_support import commit_records, exported_records, fetch, run_export, typed
 from tests.conftest import import_bytes
 
 from sluiceway.client import ApiError, Client
@@ -46,7 +46,12 @@ def dataset(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     )
     assert job["status"] == "completed", job
     commit = job["output_summary"]["commit_id"]
-    return {"name": name, "commit": commit, "records": commit_records(client, name, commit)}
+    return {
+        "name": name,
+        "commit": commit,
+        "records": commit_records(client, name, commit),
+        "schema": job["output_summary"]["schema"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,6 +85,10 @@ def test_every_format_at_several_part_sizes_reads_back_to_the_commit(
     records = exported_records(status)
     if fmt == "csv":
         assert records == _as_text(dataset["records"])
+    elif fmt == "parquet":  # typed from the commit's schema: id and value are integers
+        assert [c["type"] for c in dataset["schema"]] == ["integer", "text", "integer", "text"]
+        assert records == typed(dataset["records"], dataset["schema"])
+        assert isinstance(records[0]["id"], int)
     else:
         assert records == dataset["records"]
     # keys in the dataset's column order
@@ -116,7 +125,11 @@ def test_gzip_parts_decompress_to_the_same_records(
     assert status["status"] == "completed", status
     assert all(p["key"].endswith(".gz") for p in status["urls"]["parts"]) == (fmt != "parquet")
     records = exported_records(status)
-    assert records == (_as_text(dataset["records"]) if fmt == "csv" else dataset["records"])
+    expected = {
+        "csv": _as_text(dataset["records"]),
+        "parquet": typed(dataset["records"], dataset["schema"]),
+    }
+    assert records == expected.get(fmt, dataset["records"])
 
 
 def test_columns_come_out_in_the_order_asked(client: Client, dataset: dict[str, Any]) -> None:

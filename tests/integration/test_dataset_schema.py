@@ -1,0 +1,234 @@
+"""Schema inference and evolution: an import records its columns' types; a later import whose
+columns differ is accepted as evolution or refused, as the dataset's rule says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from tests.conftest import import_bytes
+
+from sluiceway.cli import cli
+from sluiceway.client import Client
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+TYPED = (
+    b"id,price,ok,day,at,name,maybe,big\n"
+    b"1,2.5,true,2024-01-02,2024-01-02T03:04:05Z,Ann,7,12345678901234567890123\n"
+    b"2,-3,false,2024-02-29,2024-01-02 03:04,Bob,,1\n"
+    b'3,1e3,yes,2023-12-31,2024-01-02,"C, y",9,2\n'
+)
+EXPECTED = [
+    {"name": "id", "type": "integer", "nullable": False},
+    {"name": "price", "type": "number", "nullable": False},
+    {"name": "ok", "type": "boolean", "nullable": False},
+    {"name": "day", "type": "date", "nullable": False},
+    {"name": "at", "type": "timestamp", "nullable": False},
+    {"name": "name", "type": "text", "nullable": False},
+    {"name": "maybe", "type": "integer", "nullable": True},
+    {"name": "big", "type": "number", "nullable": False},  # beyond bigint, still a double
+]
+
+
+def _schema(client: Client, dataset: str) -> Any:
+    return client.call("GET", f"/datasets/{dataset}")["schema"]
+
+
+def _completed(job: dict[str, Any]) -> dict[str, Any]:
+    assert job["status"] == "completed", job["error_message"]
+    return job
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 40])
+def test_an_import_records_its_columns_and_their_types(
+    client: Client, tmp_path: Path, dataset_name: str, chunk_bytes: int | None
+) -> None:
+    # When a CSV of typed columns is imported, whole or cut into many ranges
+    job = _completed(import_bytes(client, tmp_path, TYPED, dataset_name, chunk_bytes=chunk_bytes))
+    # Then the dataset (and the job's summary) show each column's type and nullability
+    assert _schema(client, dataset_name) == EXPECTED
+    assert job["output_summary"]["schema"] == EXPECTED
+
+
+def test_values_that_only_look_typed_stay_text(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # PostgreSQL's own inputs accept these, the shapes do not: they are not numbers or dates
+    data = b"a,b,c,d\n1_000,today,0x1F,2024-02-30\n2,2024-01-01,3,2024-01-01\n"
+    _completed(import_bytes(client, tmp_path, data, dataset_name))
+    assert [c["type"] for c in _schema(client, dataset_name)] == ["text"] * 4
+
+
+def test_json_lines_keep_numbers_and_booleans_typed(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    data = b'{"n": 1, "x": 1.5, "b": true, "s": "z"}\n{"n": 2, "x": 2, "b": false, "s": null}\n'
+    _completed(import_bytes(client, tmp_path, data, dataset_name, filename="d.jsonl"))
+    assert _schema(client, dataset_name) == [
+        {"name": "n", "type": "integer", "nullable": False},
+        {"name": "x", "type": "number", "nullable": False},
+        {"name": "b", "type": "boolean", "nullable": False},
+        {"name": "s", "type": "text", "nullable": True},
+    ]
+
+
+def test_append_widens_types_and_a_column_only_one_side_has_is_nullable(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    _completed(import_bytes(client, tmp_path, b"id,v\n1,2\n", dataset_name))
+    _completed(import_bytes(client, tmp_path, b"id,v,w\n2,2.5,x\n", dataset_name, mode="append"))
+    assert _schema(client, dataset_name) == [
+        {"name": "id", "type": "integer", "nullable": False},
+        {"name": "v", "type": "number", "nullable": False},
+        {"name": "w", "type": "text", "nullable": True},
+    ]
+
+
+def _set_rules(client: Client, dataset: str, rules: dict[str, Any]) -> None:
+    client.call("PUT", f"/datasets/{dataset}/rules", rules)
+
+
+def _head(db: Conn, dataset: str) -> str | None:
+    row = db.execute(
+        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
+        "WHERE d.name = %s AND r.name = 'main'",
+        (dataset,),
+    ).fetchone()
+    return row["commit_id"] if row else None
+
+
+def test_add_columns_accepts_a_new_column_as_nullable(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a dataset whose rule accepts new columns
+    _completed(import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name))
+    _set_rules(client, dataset_name, {"schema_changes": "add_columns"})
+    # When a file with one more column replaces its rows
+    _completed(import_bytes(client, tmp_path, b"id,name,email\n3,c,c@x\n", dataset_name))
+    # Then the new column is in the schema, nullable (the older rows have no value there)
+    assert _schema(client, dataset_name) == [
+        {"name": "id", "type": "integer", "nullable": False},
+        {"name": "name", "type": "text", "nullable": False},
+        {"name": "email", "type": "text", "nullable": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "data", "said"),
+    [
+        ("add_columns", b"id\n3\n", "removed column(s) 'name'"),
+        ("add_columns", b"id,name\nx,c\n", "type change(s): 'id' is text in the file, integer in"),
+        ("add_columns", b"id,name\n3,\n", "empty values in column(s) that had none: 'name'"),
+        ("reject", b"id,name,email\n3,c,c@x\n", "added column(s) 'email' (text)"),
+    ],
+)
+def test_a_schema_change_the_rule_refuses_fails_and_main_stays(
+    client: Client,
+    db: Conn,
+    tmp_path: Path,
+    dataset_name: str,
+    policy: str,
+    data: bytes,
+    said: str,
+) -> None:
+    _completed(import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name))
+    before = _head(db, dataset_name)
+    _set_rules(client, dataset_name, {"schema_changes": policy})
+
+    job = import_bytes(client, tmp_path, data, dataset_name, filename="next.csv")
+
+    assert job["status"] == "failed"
+    message = job["error_message"]
+    assert message.startswith("next.csv: its columns differ from the schema of dataset"), message
+    assert f"(schema_changes: {policy})" in message
+    assert said in message, message
+    assert _head(db, dataset_name) == before
+
+
+def test_a_narrower_type_fits_and_an_import_rule_overrides_the_dataset_rule(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    _completed(import_bytes(client, tmp_path, b"id,v\n1,2.5\n", dataset_name))
+    _set_rules(client, dataset_name, {"schema_changes": "reject"})
+    # integers fit a number column: no difference
+    _completed(import_bytes(client, tmp_path, b"id,v\n2,3\n", dataset_name))
+    assert _schema(client, dataset_name)[1] == {"name": "v", "type": "number", "nullable": False}
+    # the import's own rule wins over the dataset's
+    _completed(
+        import_bytes(
+            client, tmp_path, b"id,w\n3,x\n", dataset_name, rules={"schema_changes": "allow"}
+        )
+    )
+    assert [c["name"] for c in _schema(client, dataset_name)] == ["id", "w"]
+
+
+def test_the_cli_shows_the_schema_and_sets_rules(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    _completed(import_bytes(client, tmp_path, TYPED, dataset_name))
+
+    def run(*args: str) -> Any:
+        result = CliRunner().invoke(
+            cli, ["--api", stack.api_url, "--token", stack.local_token, *args]
+        )
+        assert result.exit_code == 0, result.output
+        return result
+
+    shown = json.loads(run("schema", dataset_name, "--json").stdout)
+    assert shown == {"dataset": dataset_name, "schema": EXPECTED}
+    assert "timestamp" in run("schema", dataset_name).stdout
+
+    rules = {"min_records": 2, "columns": {"id": {"type": "integer", "nullable": False}}}
+    set_ = json.loads(run("rules", dataset_name, "--set", json.dumps(rules), "--json").stdout)
+    assert set_["rules"] == rules
+    assert client.call("GET", f"/datasets/{dataset_name}")["rules"] == rules
+    assert json.loads(run("rules", dataset_name, "--clear", "--json").stdout)["rules"] == {}
+
+
+def test_a_merge_commit_has_the_union_of_both_sides_schemas(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    def upsert(data: bytes, **more: Any) -> None:
+        _completed(
+            import_bytes(client, tmp_path, data, dataset_name, mode="upsert", key=["id"], **more)
+        )
+
+    upsert(b"id,score\n1,10\n2,20\n")
+    client.call("POST", f"/datasets/{dataset_name}/refs", {"name": "dev"})
+    upsert(b"id,score\n1,10.5\n", branch="dev")  # dev: a fractional score
+    upsert(b"id,score\n3,30\n")  # main: another integer
+    merged = client.call("POST", f"/datasets/{dataset_name}/merge", {"source": "dev"})
+    assert merged["result"] == "merged"
+    assert _schema(client, dataset_name) == [
+        {"name": "id", "type": "integer", "nullable": False},
+        {"name": "score", "type": "number", "nullable": False},
+    ]
+
+
+MASKS = {
+    "1": 7, "0": 7, "12": 3, "-5": 3, "+7": 3, " 8 ": 3,
+    "9223372036854775807": 3, "9223372036854775808": 2, "12345678901234567890": 2,
+    "1.5": 2, ".5": 2, "-1e3": 2, "1e400": 0, "1" * 400: 0, "1_000": 0, "0x1F": 0,
+    "NaN": 0, "Infinity": 0, "true": 4, "N": 4, "Yes": 4, "maybe": 0,
+    "2024-02-29": 24, "2023-02-29": 0, "2024-13-01": 0, "0000-01-01": 0, "2024-01-31": 24,
+    "2024-04-31": 0, "2024-01-02T03:04:05Z": 16, "2024-01-02 03:04": 16,
+    "2024-01-02T03:04:05.123456789+05:30": 16, "2024-01-02T25:00": 0, "2023-02-29T00:00": 0,
+    "today": 0, "epoch": 0, "Jan 2 2024": 0,
+}  # fmt: skip
+
+
+def test_what_each_value_fits(db: Conn) -> None:
+    from psycopg import sql
+
+    from sluiceway import schema
+
+    query = sql.SQL("SELECT v, {} AS mask FROM unnest(%s::text[]) AS t(v)").format(
+        schema.fit_mask(sql.Identifier("v"))
+    )
+    found = {r["v"]: r["mask"] for r in db.execute(query, (list(MASKS),)).fetchall()}
+    assert found == MASKS
