@@ -45,13 +45,21 @@ def _timestamp_shape(v: sql.Composable) -> sql.Composable:
     ).format(v=v)
 
 
+def _leading_zero(v: sql.Composable) -> sql.Composable:
+    """SQL: digits after a leading zero (``007``, ``-01``, ``00.5``): a code such as a ZIP or
+    an account number, whose zeros a number type would drop, so text."""
+    return sql.SQL(
+        "(left(ltrim({v}, '+- '), 1) = '0' AND substr(ltrim({v}, '+- '), 2, 1) BETWEEN '0' AND '9')"
+    ).format(v=v)
+
+
 def fit_mask(value: sql.Composable) -> sql.Composable:
     """SQL: the types a (non-empty) text value fits, as a bit mask (see ``BITS``).
 
     ``pg_input_is_valid`` decides whether a value is a bigint, a double, a date or a
     timestamptz (ranges, real calendar days), and a shape check keeps out PostgreSQL's liberal
     inputs, so ``1_000``, ``0x1F``, ``NaN``, ``Infinity``, ``today``, ``epoch`` or ``Jan 2``
-    are text. Dates and timestamps are ISO 8601 (``YYYY-MM-DD``, then ``T`` or a space and
+    are text, and so are digits after a leading zero (``007``: a code, not a number). Dates and timestamps are ISO 8601 (``YYYY-MM-DD``, then ``T`` or a space and
     ``hh:mm``, then anything timestamptz accepts: seconds, fractions, ``Z``, an offset or a
     zone name), with no space around them. A value is tested against the shapes in turn
     (dates first: they are digits and dashes too) and stops at the first.
@@ -62,6 +70,7 @@ def fit_mask(value: sql.Composable) -> sql.Composable:
         "CASE "
         "WHEN {date_shape} THEN CASE WHEN pg_input_is_valid({v}, 'date') THEN 24 ELSE 0 END "
         "WHEN {ts_shape} THEN CASE WHEN pg_input_is_valid({v}, 'timestamptz') THEN 16 ELSE 0 END "
+        "WHEN {leading_zero} THEN 0 "
         "WHEN translate({v}, '0123456789+- ', '') = '' THEN "
         "(CASE WHEN pg_input_is_valid({v}, 'bigint') THEN 1 ELSE 0 END"
         " | CASE WHEN pg_input_is_valid({v}, 'double precision') THEN 2 ELSE 0 END"
@@ -70,7 +79,13 @@ def fit_mask(value: sql.Composable) -> sql.Composable:
         "CASE WHEN pg_input_is_valid({v}, 'double precision') THEN 2 ELSE 0 END "
         "WHEN lower(btrim({v})) IN ({words}) THEN 4 "
         "ELSE 0 END"
-    ).format(v=v, date_shape=_date_shape(v), ts_shape=_timestamp_shape(v), words=words)
+    ).format(
+        v=v,
+        date_shape=_date_shape(v),
+        ts_shape=_timestamp_shape(v),
+        leading_zero=_leading_zero(v),
+        words=words,
+    )
 
 
 def _checks(value: sql.Composable) -> dict[int, sql.Composable]:
@@ -82,9 +97,10 @@ def _checks(value: sql.Composable) -> dict[int, sql.Composable]:
     return {
         # canonical digits: int8out gives the same text back
         3: sql.SQL("(pg_input_is_valid({v}, 'bigint') AND {v}::bigint::text = {v})").format(v=v),
-        2: sql.SQL("(pg_input_is_valid({v}, 'double precision') AND {v} !~ '[^0-9eE.+ -]')").format(
-            v=v
-        ),
+        2: sql.SQL(
+            "(pg_input_is_valid({v}, 'double precision') AND {v} !~ '[^0-9eE.+ -]' "
+            "AND NOT {leading_zero})"
+        ).format(v=v, leading_zero=_leading_zero(v)),
         4: sql.SQL("{v} IN ({words})").format(
             v=v, words=sql.SQL(", ").join(map(sql.Literal, sorted(set(cased))))
         ),

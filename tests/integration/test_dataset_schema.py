@@ -59,9 +59,10 @@ def test_values_that_only_look_typed_stay_text(
     client: Client, tmp_path: Path, dataset_name: str
 ) -> None:
     # PostgreSQL's own inputs accept these, the shapes do not: they are not numbers or dates
-    data = b"a,b,c,d\n1_000,today,0x1F,2024-02-30\n2,2024-01-01,3,2024-01-01\n"
+    # ... and a ZIP code column keeps its leading zeros: codes, not integers
+    data = b"a,b,c,d,zip\n1_000,today,0x1F,2024-02-30,02134\n2,2024-01-01,3,2024-01-01,10001\n"
     _completed(import_bytes(client, tmp_path, data, dataset_name))
-    assert [c["type"] for c in _schema(client, dataset_name)] == ["text"] * 4
+    assert [c["type"] for c in _schema(client, dataset_name)] == ["text"] * 5
 
 
 def test_json_lines_keep_numbers_and_booleans_typed(
@@ -219,6 +220,7 @@ MASKS = {
     "2024-04-31": 0, "2024-01-02T03:04:05Z": 16, "2024-01-02 03:04": 16,
     "2024-01-02T03:04:05.123456789+05:30": 16, "2024-01-02T25:00": 0, "2023-02-29T00:00": 0,
     "today": 0, "epoch": 0, "Jan 2 2024": 0,
+    "007": 0, "-01": 0, "00": 0, "00.5": 0, "02134": 0, "0.5": 2, "-0.25": 2, "+0": 3, "0e3": 2,
 }  # fmt: skip
 
 
