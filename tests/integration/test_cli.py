@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import subprocess
@@ -61,7 +62,14 @@ def test_import_log_export_round_trip(stack: Any, tmp_path: Path, dataset_name: 
         "seconds",
     }
 
+    # the same file cut at other byte offsets: the same lists, so no commit
+    same = json.loads(run(stack, "import", str(src), "-d", dataset_name, "--json").stdout)
+    assert same["unchanged"] is True
+    assert same["parent_commit_id"] is None
+
+    src.write_text(DATA + "4,Di,new\n", newline="")
     second = json.loads(run(stack, "import", str(src), "-d", dataset_name, "--json").stdout)
+    assert second["unchanged"] is False
     assert second["parent_commit_id"] == one["commit_id"]
 
     log = json.loads(run(stack, "log", dataset_name, "--json").stdout)
@@ -81,8 +89,8 @@ def test_import_log_export_round_trip(stack: Any, tmp_path: Path, dataset_name: 
         "--json",
     )
     assert exported.exit_code == 0, exported.output
-    with src.open(newline="") as a, out.open(newline="") as b:
-        assert list(csv.reader(a)) == list(csv.reader(b))
+    with out.open(newline="") as b:  # the first commit's rows, not main's
+        assert list(csv.reader(io.StringIO(DATA))) == list(csv.reader(b))
 
     jsonl = tmp_path / "back.jsonl"
     run(stack, "export", dataset_name, "--format", "jsonl", "--out", str(jsonl))
@@ -90,10 +98,11 @@ def test_import_log_export_round_trip(stack: Any, tmp_path: Path, dataset_name: 
         {"id": "1", "name": "Ann", "note": "hello, world"},
         {"id": "2", "name": "Bob", "note": "two\nlines"},
         {"id": "3", "name": "Cy", "note": ""},
+        {"id": "4", "name": "Di", "note": "new"},
     ]
     array = tmp_path / "back.json"
     run(stack, "export", dataset_name, "--format", "json", "--out", str(array))
-    assert [r["name"] for r in json.loads(array.read_text())] == ["Ann", "Bob", "Cy"]
+    assert [r["name"] for r in json.loads(array.read_text())] == ["Ann", "Bob", "Cy", "Di"]
     # keys come back in the file's column order, not jsonb's
     assert list(json.loads(array.read_text())[0]) == ["id", "name", "note"]
 
