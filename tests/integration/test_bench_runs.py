@@ -117,3 +117,10 @@ def test_the_range_statements_bench_compares_the_two_insert_plans(tmp_path: Path
     last = out.strip().splitlines()[-1]
     assert last.startswith("RESULT insert of one range into 6,000 rows: planner's")
     assert "probes" in last
+
+
+def test_the_export_profile_times_each_stage_of_one_part(tmp_path: Path) -> None:
+    out = _run(tmp_path, "export_profile.py", "--rows", "2000", "--part-rows", "1000")
+    assert "one part of 1,000 rows" in out
+    assert "+ probe row_store in hash order:" in out
+    assert out.strip().splitlines()[-1].startswith("RATIO part / plain COPY TO:")
