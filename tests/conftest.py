@@ -63,6 +63,16 @@ def dataset_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
+def main_commit(db: psycopg.Connection[dict[str, Any]], dataset: str) -> str | None:
+    """The commit the dataset's ``main`` ref points at (None before its first commit)."""
+    row = db.execute(
+        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
+        "WHERE d.name = %s AND r.name = 'main'",
+        (dataset,),
+    ).fetchone()
+    return row["commit_id"] if row else None
+
+
 def import_bytes(
     client: Client,
     tmp_path: Path,

@@ -47,26 +47,24 @@ def _wait_for_stall(stack: Any, job_id: str, where: str) -> None:
         time.sleep(0.05)
 
 
-def _open_uploads(stack: Any, prefix: str) -> list[dict[str, Any]]:
-    s3 = boto3.client(
+def _s3(stack: Any) -> Any:
+    return boto3.client(
         "s3",
         endpoint_url=stack.s3_endpoint,
         region_name="us-east-1",
         aws_access_key_id=LOCAL_KEY,
         aws_secret_access_key=LOCAL_KEY,
     )
+
+
+def _open_uploads(stack: Any, prefix: str) -> list[dict[str, Any]]:
+    s3 = _s3(stack)
     found = s3.list_multipart_uploads(Bucket=stack.settings.storage.bucket, Prefix=prefix)
     return list(found.get("Uploads", []))
 
 
 def _objects(stack: Any, prefix: str) -> list[str]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=LOCAL_KEY,
-        aws_secret_access_key=LOCAL_KEY,
-    )
+    s3 = _s3(stack)
     found = s3.list_objects_v2(Bucket=stack.settings.storage.bucket, Prefix=prefix)
     return sorted(o["Key"] for o in found.get("Contents", []))
 

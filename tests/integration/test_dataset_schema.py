@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from tests.conftest import import_bytes
+from tests.conftest import import_bytes, main_commit
 
 from sluiceway.cli import cli
 from sluiceway.client import Client
@@ -94,15 +94,6 @@ def _set_rules(client: Client, dataset: str, rules: dict[str, Any]) -> None:
     client.call("PUT", f"/datasets/{dataset}/rules", rules)
 
 
-def _head(db: Conn, dataset: str) -> str | None:
-    row = db.execute(
-        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
-        "WHERE d.name = %s AND r.name = 'main'",
-        (dataset,),
-    ).fetchone()
-    return row["commit_id"] if row else None
-
-
 def test_add_columns_accepts_a_new_column_as_nullable(
     client: Client, tmp_path: Path, dataset_name: str
 ) -> None:
@@ -138,7 +129,7 @@ def test_a_schema_change_the_rule_refuses_fails_and_main_stays(
     said: str,
 ) -> None:
     _completed(import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name))
-    before = _head(db, dataset_name)
+    before = main_commit(db, dataset_name)
     _set_rules(client, dataset_name, {"schema_changes": policy})
 
     job = import_bytes(client, tmp_path, data, dataset_name, filename="next.csv")
@@ -148,7 +139,7 @@ def test_a_schema_change_the_rule_refuses_fails_and_main_stays(
     assert message.startswith("next.csv: its columns differ from the schema of dataset"), message
     assert f"(schema_changes: {policy})" in message
     assert said in message, message
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
 
 
 def test_a_narrower_type_fits_and_an_import_rule_overrides_the_dataset_rule(

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from test_import_failures import BAD_FILES
-from tests.conftest import import_bytes
+from tests.conftest import import_bytes, main_commit
 
 from sluiceway.client import ApiError, Client
 
@@ -20,15 +20,6 @@ GOOD = b"id,name\n1,a\n2,b\n"
 ID_INTEGER = {"columns": {"id": {"type": "integer", "nullable": False}}}
 # a sample of one record only: these tests are about the load's rejects, not the sample check
 LOAD_ONLY = {"sample_records": 1}
-
-
-def _head(db: Conn, dataset: str) -> str | None:
-    row = db.execute(
-        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
-        "WHERE d.name = %s AND r.name = 'main'",
-        (dataset,),
-    ).fetchone()
-    return row["commit_id"] if row else None
 
 
 def _rows(client: Client, dataset: str) -> list[dict[str, Any]]:
@@ -47,7 +38,7 @@ def _report(client: Client, job: dict[str, Any]) -> list[dict[str, Any]]:
 def _given_main(client: Client, db: Conn, tmp_path: Path, dataset: str) -> str:
     job = import_bytes(client, tmp_path / "first", GOOD, dataset)
     assert job["status"] == "completed", job["error_message"]
-    head = _head(db, dataset)
+    head = main_commit(db, dataset)
     assert head is not None
     return head
 
@@ -81,7 +72,7 @@ def test_a_dataset_rule_applies_to_every_import(
         "d.jsonl is jsonl; the rules of this import allow only csv (allowed_formats)"
         in (job["error_message"])
     )
-    assert _head(db, dataset_name) is None
+    assert main_commit(db, dataset_name) is None
     assert import_bytes(client, tmp_path, GOOD, dataset_name)["status"] == "completed"
 
 
@@ -93,7 +84,7 @@ def test_min_records(client: Client, db: Conn, tmp_path: Path, dataset_name: str
         "1 records were accepted; the rules ask for at least 2 (min_records)"
         in (job["error_message"])
     )
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
     kept = import_bytes(client, tmp_path, GOOD, dataset_name, rules={"min_records": 2})
     assert kept["status"] == "completed", kept["error_message"]
 
@@ -105,7 +96,7 @@ def test_required_columns(client: Client, db: Conn, tmp_path: Path, dataset_name
     )
     assert job["status"] == "failed"
     assert "data.csv: required column(s) 'email' are not in the file" in job["error_message"]
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
     kept = import_bytes(client, tmp_path, GOOD, dataset_name, rules={"required_columns": ["id"]})
     assert kept["status"] == "completed", kept["error_message"]
 
@@ -128,7 +119,7 @@ def test_a_type_break_fails_the_import_and_the_report_says_why(
     message = job["error_message"]
     assert "data.csv: 1 of 3 records were rejected (tolerated: 0)" in message, message
     assert "line 3 (byte 12), column 'id': 'four': not a valid integer for column 'id'" in message
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
     summary, *lines = _report(client, job)
     assert summary["outcome"] == "failed"
     assert summary["reason"] == message
@@ -188,7 +179,7 @@ def test_a_percentage_tolerance_over_and_under_the_limit(
     job = import_bytes(client, tmp_path, under, dataset_name, chunk_bytes=30, rules=rules)
     assert job["status"] == "completed", job["error_message"]
     assert job["output_summary"]["rejected_rows"] == 1
-    after_under = _head(db, dataset_name)
+    after_under = main_commit(db, dataset_name)
     assert after_under != before
 
     rows[9] = "worse,n10"
@@ -196,7 +187,7 @@ def test_a_percentage_tolerance_over_and_under_the_limit(
     job = import_bytes(client, tmp_path, over, dataset_name, chunk_bytes=30, rules=rules)
     assert job["status"] == "failed"
     assert "2 of 20 records were rejected (tolerated: 1)" in job["error_message"]
-    assert _head(db, dataset_name) == after_under
+    assert main_commit(db, dataset_name) == after_under
     summary, *lines = _report(client, job)
     assert summary["outcome"] == "failed"
     assert "tolerated: 1" in summary["reason"]
@@ -211,7 +202,7 @@ def test_unique_key(client: Client, db: Conn, tmp_path: Path, dataset_name: str)
     )
     assert job["status"] == "failed"
     assert "the unique key id is not unique: '1' (2 times)" in job["error_message"]
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
     # an append must not repeat a key main already has
     job = import_bytes(
         client, tmp_path, b"id,name\n2,z\n", dataset_name, mode="append", rules=rules
@@ -270,7 +261,7 @@ def test_the_sample_check_fails_the_wrong_file_before_loading(
         "SELECT count(*) AS n FROM dsa_jobs.import_chunks WHERE job_id = %s", (job["job_id"],)
     ).fetchone()
     assert chunks == {"n": 0}
-    assert _head(db, dataset_name) == before
+    assert main_commit(db, dataset_name) == before
 
 
 def test_the_sample_check_honours_the_tolerance(
