@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -121,21 +122,45 @@ class Recorder:
         return response
 
 
+ARRIVALS = ("poisson", "even", "lockstep")
+
+
 def client_loop(
-    api: str, token: str, stop: threading.Event, rec: Recorder, n: int, pace: float = 0.0
+    api: str,
+    token: str,
+    stop: threading.Event,
+    rec: Recorder,
+    n: int,
+    pace: float = 0.0,
+    arrivals: str = "lockstep",
+    clients: int = 1,
 ) -> None:
-    """Create an upload, sign its 8 parts, poll its job; again until ``stop``. ``pace``:
-    seconds from the start of one request to the next (0: the next at once)."""
+    """Create an upload, sign its 8 parts, poll its job; again until ``stop``.
+
+    ``pace``: the mean seconds from the start of one request to the next (0: the next the
+    moment the last is answered). How client ``n`` of ``clients`` spaces its requests
+    (``arrivals``, with a pace): ``poisson``, independent uploaders: intervals drawn from an
+    exponential distribution, seeded by ``n`` so a run repeats, from a first request at a
+    random point of the first interval; ``even``, fixed intervals, client n's first request
+    at n/clients of one; ``lockstep``, fixed intervals, every client at the same instants
+    (bursts of one request from each client at once: the worst case for the queue).
+    """
     http = urllib3.PoolManager(maxsize=1)
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     i = 0
-    due = time.perf_counter()
+    draw = random.Random(n)
+
+    def gap() -> float:
+        return draw.expovariate(1.0 / pace) if arrivals == "poisson" else pace
+
+    first = {"poisson": draw.uniform(0, pace), "even": pace * n / max(clients, 1)}
+    due = time.perf_counter() + (first.get(arrivals, 0.0) if pace else 0.0)
 
     def call(op: str, method: str, url: str, **kw: object) -> urllib3.BaseHTTPResponse | None:
         nonlocal due
         if pace:
-            due += pace
             time.sleep(max(0.0, due - time.perf_counter()))
+            due += gap()
         return rec.call(http, op, method, url, headers=headers, **kw)
 
     while not stop.is_set():
@@ -173,6 +198,13 @@ def main() -> None:
         "0: the next request the moment the last is answered (saturation)",
     )
     parser.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="poisson",
+        help="with --client-rate, how each client spaces its requests (see client_loop): "
+        "poisson (default), even, or lockstep (all clients at once)",
+    )
+    parser.add_argument(
         "--baseline-seconds", type=float, default=None, help="default: 10, or --seconds if less"
     )
     parser.add_argument(
@@ -195,10 +227,11 @@ def main() -> None:
 
             rec = Recorder()
             stop = threading.Event()
+            pace = 1.0 / args.client_rate if args.client_rate else 0.0
             threads = [
                 threading.Thread(
                     target=client_loop,
-                    args=(api, t, stop, rec, n, 1.0 / args.client_rate if args.client_rate else 0),
+                    args=(api, t, stop, rec, n, pace, args.arrivals, len(tokens)),
                     daemon=True,
                 )
                 for n, t in enumerate(tokens)
@@ -222,7 +255,11 @@ def main() -> None:
     errors_5xx = sum(n for s in rec.status.values() for code, n in s.items() if code >= 500)
     unanswered = sum(s.get(0, 0) for s in rec.status.values())
     throttled = sum(s.get(429, 0) for s in rec.status.values())
-    pacing = f"{args.client_rate:g} requests/s each" if args.client_rate else "closed loop"
+    pacing = (
+        f"{args.client_rate:g} requests/s each, {args.arrivals} arrivals"
+        if args.client_rate
+        else "closed loop"
+    )
     print(f"clients: {args.clients} ({pacing}); seconds: {elapsed:.1f}; requests: {total:,}")
     for name, r in (("baseline", base), ("load", rec)):
         for op, values in r.latency.items():
@@ -254,8 +291,12 @@ def main() -> None:
     print(
         f"busy cores: {sum(cpu.values()) / elapsed:.2f} of {cores}; load average "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
-        + f"; Little's law: {args.clients} clients / {total / elapsed:.1f} requests/s = "
-        f"{1e3 * args.clients / max(total / elapsed, 1e-9):.0f} ms mean latency"
+        + (
+            ""
+            if args.client_rate
+            else f"; Little's law: {args.clients} clients / {total / elapsed:.1f} requests/s = "
+            f"{1e3 * args.clients / max(total / elapsed, 1e-9):.0f} ms mean latency"
+        )
     )
     print(
         f"RESULT sign p99 {pct(sign, 0.99) * 1e3:.1f} ms (target < 200 ms); 5xx {errors_5xx} (target 0)"

@@ -41,6 +41,23 @@ def test_the_load_run_runs_on_a_few_clients(tmp_path: Path) -> None:
     assert "5xx: 0;" in out, out
 
 
+def test_the_paced_load_run_spaces_its_clients_at_random(tmp_path: Path) -> None:
+    out = _run(
+        tmp_path,
+        "load.py",
+        "--clients",
+        "3",
+        "--seconds",
+        "2",
+        "--client-rate",
+        "5",
+        "--baseline-seconds",
+        "1",
+    )
+    assert "clients: 3 (5 requests/s each, poisson arrivals)" in out, out
+    assert "5xx: 0;" in out, out
+
+
 def test_formats_bench_runs_end_to_end_on_small_files(tmp_path: Path) -> None:
     out = _run(tmp_path, "formats.py", "--rows", "300", "--xlsx-rows", "50")
     assert "x CSV" in out
