@@ -70,29 +70,38 @@ def start_stack(home: Path, port: int) -> tuple[subprocess.Popen[str], str]:
             return proc, database_url
 
 
-def cpu_seconds(root: psutil.Process) -> float:
-    """User + system CPU seconds of a process and its children, as far as they still run."""
-    total = 0.0
-    for p in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = p.cpu_times()
-            total += times.user + times.system
-    return total
+def own_cpu(p: psutil.Process) -> float:
+    """User + system CPU seconds of one process itself (not its children)."""
+    with contextlib.suppress(psutil.Error):
+        times = p.cpu_times()
+        return times.user + times.system
+    return 0.0
 
 
 class CpuMeter:
-    """CPU seconds spent by the stack, its PostgreSQL and this process (the clients)."""
+    """CPU seconds spent by the stack (its process and the API workers), its PostgreSQL
+    (postmaster and backends) and this process (the client threads), each process counted
+    once: PostgreSQL runs as a child of the stack, and the stack as a child of this process.
+    """
 
     def __init__(self, stack_pid: int, home: Path) -> None:
         postmaster = int((home / "pg" / "postmaster.pid").read_text().split()[0])
-        self.roots = {
-            "stack": psutil.Process(stack_pid),
-            "postgres": psutil.Process(postmaster),
-            "clients": psutil.Process(),
-        }
+        self.stack, self.postgres = psutil.Process(stack_pid), psutil.Process(postmaster)
+
+    @staticmethod
+    def _tree(root: psutil.Process) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return [root, *root.children(recursive=True)]
+        return [root]
 
     def read(self) -> dict[str, float]:
-        return {name: cpu_seconds(p) for name, p in self.roots.items()}
+        postgres = {p.pid: p for p in self._tree(self.postgres)}
+        stack = [p for p in self._tree(self.stack) if p.pid not in postgres]
+        return {
+            "stack": sum(own_cpu(p) for p in stack),
+            "postgres": sum(own_cpu(p) for p in postgres.values()),
+            "clients": own_cpu(psutil.Process()),
+        }
 
 
 class Recorder:
