@@ -47,7 +47,7 @@ def main() -> None:
     threading.Thread(target=sample, daemon=True).start()
     with (
         tempfile.TemporaryDirectory() as tmp,
-        LocalStack(Settings(home=Path(tmp) / "home")) as stack,
+        LocalStack(Settings(home=Path(tmp) / "home"), stop_database=True) as stack,
     ):
         client = Client(stack.api_url, token=stack.local_token)
         src = Path(tmp) / "doc.bin"

@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--part-rows", type=int, default=500_000)
     args = parser.parse_args()
     path = _data(args.rows)
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         client = Client(stack.api_url, token=stack.local_token)
         imported = run_import(client, path, "bench", None, None, show_progress=False)
         if imported["status"] != "completed":

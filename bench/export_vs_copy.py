@@ -139,7 +139,10 @@ def main() -> None:
     size = path.stat().st_size
     print(f"file: {path} ({size:,} bytes, {args.rows:,} rows x {len(COLUMNS)} columns)")
 
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         client = Client(stack.api_url, token=stack.local_token)
         imported = run_import(client, path, "bench", None, None, show_progress=False)
         if imported["status"] != "completed":

@@ -106,7 +106,7 @@ def main() -> None:
         print(f"{args.rows:,} rows x {len(COLUMNS)} columns; ranges of {args.chunk_size}")
 
         results: dict[str, float] = {}
-        with LocalStack(Settings(home=work / "home")) as stack:
+        with LocalStack(Settings(home=work / "home"), stop_database=True) as stack:
             client = Client(stack.api_url, token=stack.local_token, timeout=600)
             # warm up (worker processes, connections), so CSV, measured first, pays no start-up
             (work / "warm.csv").write_text("id\n1\n")

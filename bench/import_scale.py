@@ -71,7 +71,10 @@ def main() -> None:
             write_csv(paths[rows], rows)
 
     results = []
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         client = Client(stack.api_url, token=stack.local_token)
         # the embedded server's postmaster (first line of postmaster.pid)
         pg_pid = int((Path(home) / "pg" / "postmaster.pid").read_text().split()[0])

@@ -126,7 +126,10 @@ def main() -> None:
     if args.changed_every and not changed.exists():
         write_csv(changed, args.rows, changed_every=args.changed_every)
 
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         client = Client(stack.api_url, token=stack.local_token)
         copy_seconds = copy_baseline(stack.database_url, path)
         print(f"baseline COPY into an unlogged, unindexed table: {copy_seconds:.2f} s")

@@ -78,7 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     obj = SyntheticCsv(parse_size(args.size))
     chunk_bytes = parse_size(args.chunk_size)
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         out, fake, seconds, _ = plan_synthetic(stack, obj, chunk_bytes)
         ranges = _count_ranges(stack.database_url, out["job_id"])
     share = fake.bytes_read / obj.size

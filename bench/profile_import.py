@@ -94,7 +94,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as home:
         _preload_pg_stat_statements(Path(home))
-        with LocalStack(Settings(home=Path(home))) as stack:
+        with LocalStack(Settings(home=Path(home)), stop_database=True) as stack:
             with psycopg.connect(stack.database_url, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 conn.execute("SELECT pg_stat_statements_reset()")

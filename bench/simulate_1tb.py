@@ -78,7 +78,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home), imports=imports)
-        with LocalStack(settings) as stack:
+        with LocalStack(settings, stop_database=True) as stack:
             planned, fake, plan_seconds, _ = plan_synthetic(stack, obj, chunk_bytes)
             job_id = uuid.UUID(planned["job_id"])
             with psycopg.connect(stack.database_url) as conn:

@@ -182,7 +182,10 @@ def main() -> None:
     sizes = [int(x) for x in args.rows.split(",")]
 
     steps: list[Step] = []
-    with tempfile.TemporaryDirectory() as home, LocalStack(Settings(home=Path(home))) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
+    ):
         client = Client(stack.api_url, token=stack.local_token)
         for size in sizes:
             dataset, base = f"bench{size}", None

@@ -187,10 +187,19 @@ class LocalStack:
     """Start with :meth:`start` (or ``with LocalStack(...) as stack``); everything stops on exit."""
 
     def __init__(
-        self, settings: Settings | None = None, *, api_port: int = 0, workers: int | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        api_port: int = 0,
+        workers: int | None = None,
+        stop_database: bool = False,
     ) -> None:
+        """``stop_database``: stop the embedded PostgreSQL this stack started when the stack
+        stops (if no other process joined it), not when the interpreter exits; for callers
+        that remove the home right after, as the bench scripts do with a temporary one."""
         self.requested = settings or get_settings()
         self.api_port = api_port
+        self.stop_database = stop_database
         self.workers = workers or max(
             1, min(os.cpu_count() or 1, self.requested.imports.map_concurrency)
         )
@@ -330,6 +339,13 @@ class LocalStack:
         if self._runtime_lock is not None:
             self._runtime_lock.close()  # the lock goes with the session
         db.close_all()
+        if self._pg is not None and self.stop_database:
+            # Stop the embedded server now if this process was its last user (another
+            # process that joined it keeps it running), not at interpreter exit: a caller
+            # that removes the home after the stack (a TemporaryDirectory) would otherwise
+            # race the server still writing its WAL and files there.
+            self._pg.cleanup()
+            self._pg = None
         configure(None)
 
     def _hold_runtime_lock(self, database_url: str) -> None:
