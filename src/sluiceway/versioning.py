@@ -223,8 +223,11 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
     wherever they moved to (an insertion shifts row numbers, not lists).
     """
     out = sql.Identifier(name)
-    lists, leaves, rows = (sql.Identifier(f"{name}_{x}") for x in ("lists", "leaves", "rows"))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}, {}, {}").format(out, lists, leaves, rows))
+    lists, leaves_read_t, leaves, rows_read_t, rows = (
+        sql.Identifier(f"{name}_{x}") for x in ("lists", "leaves_all", "leaves", "rows_all", "rows")
+    )
+    scratch = [lists, leaves_read_t, leaves, rows_read_t, rows]
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join([out, *scratch])))
     lists_read = conn.execute(
         sql.SQL(
             """
@@ -251,34 +254,31 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
     leaves_read = conn.execute(
         sql.SQL(
             """
-            CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
-            SELECT *, row_number() OVER (PARTITION BY side, leaf_hash ORDER BY start_row) AS occ
-            FROM (SELECT m.side, substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
-                         m.row_offset + coalesce(m.ends[j - 1], 0) AS start_row
-                  FROM (SELECT d.side, d.row_offset, ll.leaf_count,
-                               ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{{}}'::int[] AS ends
-                        FROM {lists} d JOIN dsa_core.leaf_lists ll ON ll.list_hash = d.list_hash
-                        OFFSET 0) m
-                  CROSS JOIN LATERAL generate_series(1, m.leaf_count) j) x
+            CREATE TEMP TABLE {leaves_read} ON COMMIT DROP AS
+            SELECT m.side, substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
+                   m.row_offset + coalesce(m.ends[j - 1], 0) AS start_row
+            FROM (SELECT d.side, d.row_offset, ll.leaf_count,
+                         ll.leaf_hashes || ''::bytea AS hs, ll.leaf_ends || '{{}}'::int[] AS ends
+                  FROM {lists} d JOIN dsa_core.leaf_lists ll ON ll.list_hash = d.list_hash
+                  OFFSET 0) m
+            CROSS JOIN LATERAL generate_series(1, m.leaf_count) j
             """
-        ).format(leaves=leaves, lists=lists)
+        ).format(leaves_read=leaves_read_t, lists=lists)
     ).rowcount
-    _cancel_pairs(conn, leaves, "leaf_hash")
+    _unpaired(conn, leaves_read_t, leaves, "leaf_hash", "start_row")
     rows_read = conn.execute(
         sql.SQL(
             """
-            CREATE TEMP TABLE {rows} ON COMMIT DROP AS
-            SELECT *, row_number() OVER (PARTITION BY side, row_hash ORDER BY row_number) AS occ
-            FROM (SELECT x.side, x.start_row + i AS row_number,
-                         coalesce(l.logical_ids[i], (x.start_row + i)::text) AS logical_id,
-                         substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
-                  FROM {leaves} x JOIN dsa_core.row_leaves l ON l.leaf_hash = x.leaf_hash
-                  CROSS JOIN LATERAL generate_series(1, l.row_count) i) y
+            CREATE TEMP TABLE {rows_read} ON COMMIT DROP AS
+            SELECT x.side, x.start_row + i AS row_number,
+                   coalesce(l.logical_ids[i], (x.start_row + i)::text) AS logical_id,
+                   substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
+            FROM {leaves} x JOIN dsa_core.row_leaves l ON l.leaf_hash = x.leaf_hash
+            CROSS JOIN LATERAL generate_series(1, l.row_count) i
             """
-        ).format(rows=rows, leaves=leaves)
+        ).format(rows_read=rows_read_t, leaves=leaves)
     ).rowcount
-    _cancel_pairs(conn, rows, "row_hash")
-    conn.execute(sql.SQL("ANALYZE {}").format(rows))
+    _unpaired(conn, rows_read_t, rows, "row_hash", "row_number")
     conn.execute(
         sql.SQL(
             """
@@ -295,21 +295,39 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
             """
         ).format(out=out, rows=rows)
     )
-    conn.execute(sql.SQL("DROP TABLE {}, {}, {}").format(lists, leaves, rows))
+    conn.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(scratch)))
     return DiffResult(
         out, DiffWork(lists_read=lists_read, leaves_read=leaves_read, rows_read=rows_read)
     )
 
 
-def _cancel_pairs(conn: db.Conn, table: sql.Identifier, key: str) -> None:
-    """Delete the entries of ``table`` whose (``key``, occ) has a partner on the other side."""
-    conn.execute(sql.SQL("ANALYZE {}").format(table))
+def _unpaired(
+    conn: db.Conn, source: sql.Identifier, target: sql.Identifier, key: str, order: str
+) -> None:
+    """Into ``target``, the entries of ``source`` (side, ``key``, ``order``, ...) that have no
+    partner on the other side: the n-th copy of a key (by ``order``) on one side pairs with
+    the n-th on the other, so of a key with na copies in a and nb in b, only the copies past
+    min(na, nb) remain. One hash aggregate finds the keys whose counts differ; only their
+    entries are sorted and numbered (most keys of a small change are on both sides once)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(source))
     conn.execute(
         sql.SQL(
-            "DELETE FROM {t} x USING {t} y WHERE y.side <> x.side AND y.{k} = x.{k} "
-            "AND y.occ = x.occ"
-        ).format(t=table, k=sql.Identifier(key))
+            """
+            CREATE TEMP TABLE {target} ON COMMIT DROP AS
+            SELECT * FROM (
+                SELECT s.*, row_number() OVER (PARTITION BY s.side, s.{k} ORDER BY s.{o}) AS occ,
+                       d.na, d.nb
+                FROM {source} s
+                JOIN (SELECT {k}, count(*) FILTER (WHERE side = 'a') AS na,
+                             count(*) FILTER (WHERE side = 'b') AS nb
+                      FROM {source} GROUP BY {k}
+                      HAVING count(*) FILTER (WHERE side = 'a')
+                             <> count(*) FILTER (WHERE side = 'b')) d USING ({k})) x
+            WHERE occ > CASE WHEN side = 'a' THEN nb ELSE na END
+            """
+        ).format(target=target, source=source, k=sql.Identifier(key), o=sql.Identifier(order))
     )
+    conn.execute(sql.SQL("ANALYZE {}").format(target))
 
 
 def diff_counts(conn: db.Conn, table: sql.Identifier) -> dict[str, int]:

@@ -144,7 +144,9 @@ def test_a_localized_change_is_diffed_by_reading_only_the_lists_it_touched(
     base_lines = _lines(dataset_name)
     base = _ok(import_bytes(client, tmp_path, _csv(base_lines), dataset_name, chunk_bytes=600_000))
     lists = _lists(db, base["commit_id"])
-    assert len(lists) >= 50
+    # cut by content: about 56 lists (14,300 leaves / 256), their count varying with the
+    # rows (the dataset's random name is in them; sd about 7.5): 30 is 3.5 sd down
+    assert len(lists) >= 30
 
     def diff(to: str) -> dict[str, Any]:
         answer: dict[str, Any] = client.call(
