@@ -223,38 +223,27 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
     wherever they moved to (an insertion shifts row numbers, not lists).
     """
     out = sql.Identifier(name)
-    lists, leaves_read_t, leaves, rows_read_t, rows = (
-        sql.Identifier(f"{name}_{x}") for x in ("lists", "leaves_all", "leaves", "rows_all", "rows")
+    # each level: every entry read (_all), then those without a partner on the other side
+    lists_all, lists, leaves_all, leaves, rows_all, rows = (
+        sql.Identifier(f"{name}_{x}")
+        for x in ("lists_all", "lists", "leaves_all", "leaves", "rows_all", "rows")
     )
-    scratch = [lists, leaves_read_t, leaves, rows_read_t, rows]
+    scratch = [lists_all, lists, leaves_all, leaves, rows_all, rows]
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join([out, *scratch])))
-    lists_read = conn.execute(
+    conn.execute(
         sql.SQL(
-            """
-            CREATE TEMP TABLE {lists} ON COMMIT DROP AS
-            WITH u AS (SELECT 'a' AS side, * FROM ({ca}) x UNION ALL SELECT 'b', * FROM ({cb}) y),
-            -- one hash aggregate finds the lists whose copies differ in number; only those
-            -- are sorted and paired (n-th copy with n-th), the excess copies are read
-            d AS (SELECT list_hash, count(*) FILTER (WHERE side = 'a') AS na,
-                         count(*) FILTER (WHERE side = 'b') AS nb
-                  FROM u GROUP BY list_hash
-                  HAVING count(*) FILTER (WHERE side = 'a') <> count(*) FILTER (WHERE side = 'b'))
-            SELECT side, list_hash, row_offset, occ
-            FROM (SELECT u.side, u.list_hash, u.row_offset, d.na, d.nb,
-                         row_number() OVER (PARTITION BY u.side, u.list_hash ORDER BY u.chunk_no)
-                             AS occ
-                  FROM u JOIN d USING (list_hash)) x
-            WHERE occ > CASE WHEN side = 'a' THEN nb ELSE na END
-            """
-        ).format(lists=lists, ca=_chunks(conn, a), cb=_chunks(conn, b))
-    ).rowcount
-    conn.execute(sql.SQL("ANALYZE {}").format(lists))
+            "CREATE TEMP TABLE {lists_all} ON COMMIT DROP AS "
+            "SELECT 'a' AS side, * FROM ({ca}) x UNION ALL SELECT 'b', * FROM ({cb}) y"
+        ).format(lists_all=lists_all, ca=_chunks(conn, a), cb=_chunks(conn, b))
+    )
+    # only the lists one side has more copies of are opened
+    lists_read = _unpaired(conn, lists_all, lists, "list_hash", "chunk_no")
     # Each list is read (detoasted) once, after the join: a lateral read beside the join let
     # the planner read every stored list first, which cost what all the datasets hold.
     leaves_read = conn.execute(
         sql.SQL(
             """
-            CREATE TEMP TABLE {leaves_read} ON COMMIT DROP AS
+            CREATE TEMP TABLE {leaves_all} ON COMMIT DROP AS
             SELECT m.side, substring(m.hs FROM (j - 1) * 32 + 1 FOR 32) AS leaf_hash,
                    m.row_offset + coalesce(m.ends[j - 1], 0) AS start_row
             FROM (SELECT d.side, d.row_offset, ll.leaf_count,
@@ -263,22 +252,22 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
                   OFFSET 0) m
             CROSS JOIN LATERAL generate_series(1, m.leaf_count) j
             """
-        ).format(leaves_read=leaves_read_t, lists=lists)
+        ).format(leaves_all=leaves_all, lists=lists)
     ).rowcount
-    _unpaired(conn, leaves_read_t, leaves, "leaf_hash", "start_row")
+    _unpaired(conn, leaves_all, leaves, "leaf_hash", "start_row")
     rows_read = conn.execute(
         sql.SQL(
             """
-            CREATE TEMP TABLE {rows_read} ON COMMIT DROP AS
+            CREATE TEMP TABLE {rows_all} ON COMMIT DROP AS
             SELECT x.side, x.start_row + i AS row_number,
                    coalesce(l.logical_ids[i], (x.start_row + i)::text) AS logical_id,
                    substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) AS row_hash
             FROM {leaves} x JOIN dsa_core.row_leaves l ON l.leaf_hash = x.leaf_hash
             CROSS JOIN LATERAL generate_series(1, l.row_count) i
             """
-        ).format(rows_read=rows_read_t, leaves=leaves)
+        ).format(rows_all=rows_all, leaves=leaves)
     ).rowcount
-    _unpaired(conn, rows_read_t, rows, "row_hash", "row_number")
+    _unpaired(conn, rows_all, rows, "row_hash", "row_number")
     conn.execute(
         sql.SQL(
             """
@@ -303,14 +292,15 @@ def compute_diff(conn: db.Conn, a: str | None, b: str, name: str = "sluiceway_di
 
 def _unpaired(
     conn: db.Conn, source: sql.Identifier, target: sql.Identifier, key: str, order: str
-) -> None:
+) -> int:
     """Into ``target``, the entries of ``source`` (side, ``key``, ``order``, ...) that have no
     partner on the other side: the n-th copy of a key (by ``order``) on one side pairs with
     the n-th on the other, so of a key with na copies in a and nb in b, only the copies past
     min(na, nb) remain. One hash aggregate finds the keys whose counts differ; only their
-    entries are sorted and numbered (most keys of a small change are on both sides once)."""
+    entries are sorted and numbered (most keys of a small change are on both sides once).
+    Returns how many entries remain."""
     conn.execute(sql.SQL("ANALYZE {}").format(source))
-    conn.execute(
+    kept = conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {target} ON COMMIT DROP AS
@@ -326,8 +316,9 @@ def _unpaired(
             WHERE occ > CASE WHEN side = 'a' THEN nb ELSE na END
             """
         ).format(target=target, source=source, k=sql.Identifier(key), o=sql.Identifier(order))
-    )
+    ).rowcount
     conn.execute(sql.SQL("ANALYZE {}").format(target))
+    return kept
 
 
 def diff_counts(conn: db.Conn, table: sql.Identifier) -> dict[str, int]:
