@@ -141,3 +141,9 @@ def test_the_export_profile_times_each_stage_of_one_part(tmp_path: Path) -> None
     assert "one part of 1,000 rows" in out
     assert "+ probe row_store in hash order:" in out
     assert out.strip().splitlines()[-1].startswith("RATIO part / plain COPY TO:")
+
+
+def test_export_layouts_runs_on_a_small_dataset(tmp_path: Path) -> None:
+    out = _run(tmp_path, "export_layouts.py", "--rows", "2000", "--part-rows", "1000")
+    assert out.count("the same rows in order: True") == 5, out
+    assert out.strip().splitlines()[-1].startswith("RATIO baseline COPY TO STDOUT")
