@@ -2,6 +2,7 @@
 and poll jobs for a fixed time, on loopback only.
 
 Usage: python bench/load.py [--clients 50] [--seconds 60] [--client-rate 0]
+                            [--arrivals poisson|even|lockstep]
 
 Starts `sluiceway up` in a process of its own (a fresh SLUICEWAY_HOME, so the API is not
 sharing this process's interpreter), gives every client a token of its own (the local
@@ -14,9 +15,10 @@ the throttle's 50/s, so none is a 429): what one request costs when nothing else
 The last lines are requests per second, p50/p99 latency per operation, the ratio of the loaded
 p99 to the baseline's, and error counts.
 
-With N clients that each send their next request the moment the last is answered (a closed
-loop, as here), Little's law fixes the mean latency at N / throughput: 50 clients and a p99
-under 200 ms need well over 250 requests/s.
+With --client-rate each client paces its requests, spaced as --arrivals says (independent
+uploaders by default). With N clients that each send their next request the moment the last
+is answered (a closed loop, the default rate 0), Little's law fixes the mean latency at
+N / throughput: 50 clients and a p99 under 200 ms need well over 250 requests/s.
 """
 
 from __future__ import annotations
