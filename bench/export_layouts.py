@@ -25,19 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import psycopg
-from export_profile import _plain_table, _timed
-from export_vs_copy import _data, _positions, export_parts
-
-from sluiceway.cli import run_import
-from sluiceway.client import Client
-from sluiceway.local.stack import LocalStack
-from sluiceway.settings import Settings
+from export_profile import _plain_table, _timed, imported_stack
+from export_vs_copy import _positions, export_parts
 
 RANGE = "dsa_core.commit_row_range(%(c)s, %(f)s, %(t)s)"
 SLICE = "bench_row_slice(%(c)s, %(f)s, %(t)s)"
@@ -92,16 +86,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--part-rows", type=int, default=500_000)
     args = parser.parse_args()
-    path = _data(args.rows)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        LocalStack(Settings(home=Path(tmp)), stop_database=True) as stack,
-    ):
-        home = Path(tmp)
-        client = Client(stack.api_url, token=stack.local_token)
-        imported = run_import(client, path, "bench", None, None, show_progress=False)
-        if imported["status"] != "completed":
-            raise SystemExit(f"import failed: {imported['error']}")
+    with imported_stack(args.rows) as (stack, client, path, imported):
+        home = stack.settings.home
         cid = imported["commit_id"]
         for n in (1, 2):
             before = _cpu(home)

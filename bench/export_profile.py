@@ -16,9 +16,12 @@ lines are the figures and each stage's share of the part.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from export_vs_copy import _data, _positions
@@ -62,12 +65,12 @@ def _plain_table(conn: psycopg.Connection[tuple[object, ...]], path: Path) -> No
     conn.execute("VACUUM ANALYZE bench_plain")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--part-rows", type=int, default=500_000)
-    args = parser.parse_args()
-    path = _data(args.rows)
+@contextlib.contextmanager
+def imported_stack(rows: int) -> Iterator[tuple[LocalStack, Client, Path, dict[str, Any]]]:
+    """A fresh embedded stack (in a temporary home) holding dataset "bench": N rows of the
+    generated CSV imported through the pipeline. Yields the stack, a client, the file and
+    the import's job."""
+    path = _data(rows)
     with (
         tempfile.TemporaryDirectory() as home,
         LocalStack(Settings(home=Path(home)), stop_database=True) as stack,
@@ -76,6 +79,15 @@ def main() -> None:
         imported = run_import(client, path, "bench", None, None, show_progress=False)
         if imported["status"] != "completed":
             raise SystemExit(f"import failed: {imported['error']}")
+        yield stack, client, path, imported
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--part-rows", type=int, default=500_000)
+    args = parser.parse_args()
+    with imported_stack(args.rows) as (stack, _client, path, imported):
         commit_id, to_row = imported["commit_id"], args.part_rows + 1
         fields = ", ".join(f"s.vals[{i}]" for i in _positions())
         stages = {
