@@ -405,6 +405,30 @@ def test_gc_keeps_what_refs_reach_and_deletes_rows_nothing_uses(
     assert log[0]["parent_commit_id"] is None
 
 
+def test_a_reimport_stores_the_rows_of_its_new_leaves_and_reads_back_whole(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given 3,000 stored rows, and the same file with three rows changed: one to a new
+    # value, one to a copy of another row of the file, one to a row of another dataset
+    lines = [f"{i},{dataset_name}-{i}" for i in range(3000)]
+    _ok(import_bytes(client, tmp_path, _csv("id,v", *lines), f"{dataset_name}-other"))
+    _ok(import_bytes(client, tmp_path, _csv("id,v", *lines[:2000]), dataset_name))
+    changed = list(lines[:2000])
+    changed[700] = f"700,{dataset_name}-changed"
+    changed[1200] = lines[5]
+    changed[1900] = lines[2500]  # stored, by the other dataset only
+    # When it is imported again (the load looks up only the rows of the leaves it stores anew)
+    summary = _ok(import_bytes(client, tmp_path, _csv("id,v", *changed), dataset_name))
+    # Then the commit is the new file, row for row, and each distinct row is stored once
+    assert summary["changes"] == {"added": 0, "removed": 0, "changed": 3}
+    rows = _rows(client, dataset_name)
+    assert [f"{d['id']},{d['v']}" for _, d in rows] == changed
+    stored = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
+    ).fetchone()
+    assert stored == {"n": 3001}  # the other dataset's 3,000 and the one new value
+
+
 @pytest.mark.parametrize("point", ["scan", "load", "commit"])
 def test_a_step_that_fails_after_its_work_is_retried_and_leaves_each_row_once(
     point: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
