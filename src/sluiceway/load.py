@@ -48,6 +48,40 @@ def key_expression(key_columns: list[str], columns: list[str]) -> sql.Composable
     return sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(idents))
 
 
+def hash_rows(
+    raw_table: sql.Identifier,
+    hashed_table: sql.Identifier,
+    columns: list[str],
+    *,
+    key: sql.Composable,
+    extra: list[sql.Identifier] | None = None,
+) -> sql.Composed:
+    """CREATE the range's hashed table (pos, row_hash, vals, logical_id) from its raw one.
+
+    A row's hash is sha256 over its canonical content: the sorted column names, then the
+    values in that order, as PostgreSQL's text of two text arrays. It is the row's address in
+    row_store, so it must never change. ``key`` gives the logical id (from the raw columns and
+    ``extra`` ones).
+    """
+    order = sorted(range(len(columns)), key=lambda i: columns[i])
+    vals = sql.SQL("ARRAY[{}]").format(
+        sql.SQL(", ").join(sql.Identifier(f"c{i + 1}") for i in order)
+    )
+    return sql.SQL(
+        "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord AS pos, "
+        "sha256(convert_to({names}::text[]::text || vals::text, 'UTF8')) AS row_hash, "
+        "vals, {key} AS logical_id "
+        "FROM (SELECT ord, {vals} AS vals, {key_source} FROM {raw}) s"
+    ).format(
+        h=hashed_table,
+        names=sql.Literal(sorted(columns)),
+        vals=vals,
+        key=key,
+        key_source=sql.SQL(", ").join([*_column_idents(len(columns)), *(extra or [])]),
+        raw=raw_table,
+    )
+
+
 def _stage_keyed_rows(
     conn: db.Conn,
     hashed_table: sql.Identifier,
@@ -207,34 +241,23 @@ def _load_chunk(
             mode = params.get("options", {}).get("mode", "replace")
             if mode != "delete":  # a delete file lists keys: its values say nothing of types
                 _profile_range(conn, raw_table, columns, item)
-            # Canonical content: sorted column names, then the values in that order.
-            order = sorted(range(len(columns)), key=lambda i: columns[i])
-            vals = sql.SQL("ARRAY[{}]").format(
-                sql.SQL(", ").join(sql.Identifier(f"c{i + 1}") for i in order)
-            )
             key_columns: list[str] | None = checkpoint.get("key_columns")
             conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord AS pos, "
-                    "sha256(convert_to({names}::text[]::text || vals::text, 'UTF8')) AS row_hash, "
-                    "vals, {key} AS logical_id "
-                    "FROM (SELECT ord, {vals} AS vals, {key_source} FROM {raw}) s"
-                ).format(
-                    h=hashed_table,
-                    names=sql.Literal(sorted(columns)),
-                    vals=vals,
+                hash_rows(
+                    raw_table,
+                    hashed_table,
+                    columns,
                     key=key_expression(key_columns, columns)
                     if key_columns
                     else (rid[0] if rid else sql.SQL("NULL")),
-                    key_source=sql.SQL(", ").join([*_column_idents(len(columns)), *rid]),
-                    raw=raw_table,
+                    extra=rid,
                 )
             )
             conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
             if key_columns:
                 rows = _stage_keyed_rows(conn, hashed_table, item, chunk, params, key_columns)
                 if mode != "delete":  # a delete file lists keys; its rows are not data
-                    _insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
+                    insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
             else:
                 _stage_unique_keys(conn, hashed_table, item, columns, checkpoint)
                 # The range's own leaves and lists; the commit stitches the seams between
@@ -377,10 +400,11 @@ def _insert_rows_of_new_leaves(
             ).format(fresh=_FRESH, hashed=hashed_table, leaves=_NEW_LEAVES)
         )
         source = _FRESH
-    _insert_new_rows(conn, source, column_set_id)
+    insert_new_rows(conn, source, column_set_id)
 
 
-def _insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
+def insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
+    """Add the rows of ``hashed_table`` (row_hash, vals) that row_store lacks, once each."""
     for statement in _PROBE_BY_INDEX:
         conn.execute(statement)
     _insert_plain_first(conn, hashed_table, column_set_id)

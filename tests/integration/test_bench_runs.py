@@ -28,6 +28,13 @@ def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
     assert out.strip().splitlines()[-1].startswith("RATIO re-import (1% changed) / first import:")
 
 
+def test_the_import_ladder_runs_every_step_of_a_range_on_two_backends(tmp_path: Path) -> None:
+    out = _run(tmp_path, "import_ladder.py", "--rows", "3000", "--runs", "1")
+    for step in ("copy", "profile", "hash", "leaves", "store"):
+        assert f"RESULT step {step}" in out
+    assert out.strip().splitlines()[-1].startswith("RATIO all five steps")
+
+
 def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
     out = _run(tmp_path, "export_vs_copy.py", "--rows", "2000", "--memory-rows", "3000")
     assert "identical to the commit's COPY: True" in out

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from tests.conftest import import_bytes
 
 from sluiceway.client import Client
-from sluiceway.load import _insert_new_rows
+from sluiceway.load import insert_new_rows
 
 
 def test_a_row_committed_by_another_range_meanwhile_is_not_inserted_twice(stack: Any) -> None:
@@ -34,7 +34,7 @@ def test_a_row_committed_by_another_range_meanwhile_is_not_inserted_twice(stack:
 
         # When this range inserts its new rows (it waits on the other's uncommitted row)
         with ThreadPoolExecutor(1) as pool:
-            done = pool.submit(_insert_new_rows, mine, sql.Identifier("h"), 0)
+            done = pool.submit(insert_new_rows, mine, sql.Identifier("h"), 0)
             _wait_until_blocked(stack.database_url, mine.info.backend_pid)
             theirs.commit()  # the other range commits first: a unique violation for us
             done.result(timeout=30)

@@ -62,12 +62,17 @@ POOL_SIZE = 24
 
 # Settings for the embedded server only (never applied to a DATABASE_URL): bulk loads write
 # hundreds of MB of WAL, and the defaults checkpoint every 1 GB and hold sorts in 4 MB.
+# wal_init_zero off: a new 16 MB WAL segment is created by writing its last byte, not 16 MB of
+# zeros first. A first import of 1M rows makes dozens of them, and its row_store inserts waited
+# on that write (IO:WalInitWrite) in ~12% of their wait-event samples (bench/import_ladder.py;
+# bench/README.md). WAL records carry their own CRCs, so recovery never trusts a zeroed tail.
 EMBEDDED_TUNING = {
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
     "work_mem": "64MB",
     "maintenance_work_mem": "512MB",
     "synchronous_commit": "off",
+    "wal_init_zero": "off",
 }
 # These take a restart. row_store's primary key takes random (hash) keys, so every range's
 # inserts touch pages all over it: with the default 128 MB of shared buffers a store of a few

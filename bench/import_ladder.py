@@ -1,0 +1,199 @@
+"""What each part of a first import costs in PostgreSQL: load.py's own statements, step by step.
+
+Usage: python bench/import_ladder.py [--rows 1000000] [--runs 2]
+
+Starts an embedded PostgreSQL of its own (no stack: no S3, no state machine, no API), migrated,
+with the stack's settings, and splits the benchmark CSV into two halves at a record boundary,
+as the planner cuts two ranges. Measured in the same run:
+
+- baseline: ``COPY`` of the whole file into an UNLOGGED, unindexed table, one stream (the
+  baseline of bench/import_vs_copy.py and bench/import_scale.py);
+- the ladder: both halves at once, on two backends (one per core, as the load Map runs them),
+  each in one transaction, through the steps load.py runs for a range, in its order:
+    copy     COPY into the range's temp table
+    profile  schema.profile: each column's empties and types
+    hash     load.hash_rows: sha256 over each row's canonical text
+    leaves   tree.build: the leaves and lists
+    store    load.insert_new_rows: the rows into row_store, sorted by hash, probing its key
+  A step's time is the slower backend's; every run uses a fresh database.
+
+The last lines print each step's share, and two sums against the baseline: everything, and
+``copy + hash + store``, which is what any row store addressed by a sha256 of the row and
+deduplicated by it must do per row, whatever else it keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from sluiceway import db, load, schema, tree
+from sluiceway.local.stack import start_embedded_postgres
+from sluiceway.sample import write_csv
+from sluiceway.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+STEPS = ("copy", "profile", "hash", "leaves", "store")
+RAW, HASHED = sql.Identifier("ladder_raw"), sql.Identifier("ladder_hashed")
+
+
+def _halves(path: Path, rows: int) -> tuple[list[str], list[bytes]]:
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        bufs = [io.StringIO(), io.StringIO()]
+        writers = [csv.writer(b) for b in bufs]
+        for n, row in enumerate(reader):
+            if n >= rows:
+                break
+            writers[0 if n < rows // 2 else 1].writerow(row)
+    return header, [b.getvalue().encode() for b in bufs]
+
+
+def _range(url: str, columns: list[str], data: bytes, times: dict[str, float], ready: Any) -> None:
+    """One backend's range, step by step; ``ready`` (a barrier) starts each step together.
+    ``times`` also gets the backend's CPU seconds ("cpu"), read before it exits."""
+    with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
+        backend = psutil.Process(conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"])  # type: ignore[index]
+        cpu = sum(backend.cpu_times()[:2])
+        conn.execute("SET temp_buffers = '256MB'")
+        idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1))
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
+            ).format(
+                RAW,
+                sql.SQL(", ").join(
+                    sql.SQL("{} text").format(sql.Identifier(f"c{i}"))
+                    for i in range(1, len(columns) + 1)
+                ),
+            )
+        )
+
+        def copy() -> None:
+            with conn.cursor().copy(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(RAW, idents)
+            ) as cp:
+                cp.write(data)
+
+        steps: dict[str, Callable[[], Any]] = {
+            "copy": copy,
+            "profile": lambda: schema.profile(conn, RAW, columns),
+            "hash": lambda: conn.execute(load.hash_rows(RAW, HASHED, columns, key=sql.SQL("NULL"))),
+            "leaves": lambda: tree.build(conn, HASHED, keyed=False),
+            "store": lambda: load.insert_new_rows(conn, HASHED, 1),
+        }
+        for name in STEPS:
+            ready.wait()
+            started = time.perf_counter()
+            steps[name]()
+            times[name] = time.perf_counter() - started
+        times["cpu"] = sum(backend.cpu_times()[:2]) - cpu
+        times["pid"] = backend.pid
+        ready.wait()
+
+
+def _cpu(server_pid: int, backends: frozenset[int] = frozenset()) -> float:
+    """CPU seconds of the server's lasting processes (postmaster, WAL writer, checkpointer...),
+    not counting ``backends`` (counted apart, and perhaps still exiting)."""
+    proc = psutil.Process(server_pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        if p.pid in backends:
+            continue
+        try:
+            total += sum(p.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> dict[str, float]:
+    server, url = start_embedded_postgres(home)
+    try:
+        db.migrate(Settings(home=home, database_url=url))
+        with psycopg.connect(url, autocommit=True) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            pid = psutil.Process(backend).parent().pid
+            cols = ", ".join(f"c{i} text" for i in range(1, len(header) + 1))
+            conn.execute(f"CREATE UNLOGGED TABLE baseline ({cols})")
+            started = time.perf_counter()
+            with conn.cursor().copy("COPY baseline FROM STDIN (FORMAT csv)") as cp:
+                cp.write(whole)
+            result = {"baseline": time.perf_counter() - started}
+            conn.execute("DROP TABLE baseline")
+            conn.execute("CHECKPOINT")
+        times: list[dict[str, float]] = [{}, {}]
+        ready = threading.Barrier(2)
+        cpu = _cpu(pid, frozenset({backend}))
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=_range, args=(url, header, halves[n], times[n], ready))
+            for n in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        result["ladder"] = time.perf_counter() - started
+        ladder = frozenset({backend, *(int(t["pid"]) for t in times)})
+        result["cpu"] = _cpu(pid, ladder) - cpu + times[0]["cpu"] + times[1]["cpu"]
+        for name in STEPS:
+            result[name] = max(t[name] for t in times)
+        return result
+    finally:
+        server.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    path = DATA / f"bench_{args.rows}.csv"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        write_csv(path, args.rows)
+    header, halves = _halves(path, args.rows)
+    whole = halves[0] + halves[1]
+    print(f"{args.rows:,} rows x {len(header)} columns, {len(whole):,} bytes, two halves")
+    runs = []
+    for n in range(args.runs):
+        with tempfile.TemporaryDirectory() as home:
+            r = _run(Path(home), header, halves, whole)
+        runs.append(r)
+        steps = "  ".join(f"{s} {r[s]:.2f}" for s in STEPS)
+        print(
+            f"run {n + 1}: baseline COPY {r['baseline']:.2f} s; ladder {r['ladder']:.2f} s "
+            f"({r['cpu']:.1f} PostgreSQL CPU-s): {steps}",
+            flush=True,
+        )
+    best = {k: min(r[k] for r in runs) for k in runs[0]}
+    base = best["baseline"]
+    for s in STEPS:
+        print(f"RESULT step {s:<8} {best[s]:6.2f} s  {best[s] / base:5.2f}x the baseline")
+    floor = best["copy"] + best["hash"] + best["store"]
+    total = sum(best[s] for s in STEPS)
+    print(f"RESULT baseline COPY into an unlogged, unindexed table: {base:.2f} s")
+    print(
+        f"RATIO copy + hash + store (a sha256-addressed, deduplicated store) / COPY: {floor / base:.1f}x"
+    )
+    print(f"RATIO all five steps (what a range's load runs) / COPY: {total / base:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
