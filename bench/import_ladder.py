@@ -135,6 +135,7 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
             result = {"baseline": time.perf_counter() - started}
             conn.execute("DROP TABLE baseline")
             conn.execute("CHECKPOINT")
+            lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
         times: list[dict[str, float]] = [{}, {}]
         ready = threading.Barrier(2)
         cpu = _cpu(pid, frozenset({backend}))
@@ -148,6 +149,10 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
         for t in threads:
             t.join()
         result["ladder"] = time.perf_counter() - started
+        with psycopg.connect(url, autocommit=True) as conn:
+            result["wal"] = conn.execute(  # type: ignore[index]
+                "SELECT (pg_current_wal_lsn() - %s::pg_lsn)::float8", (lsn,)
+            ).fetchone()[0]
         ladder = frozenset({backend, *(int(t["pid"]) for t in times)})
         result["cpu"] = _cpu(pid, ladder) - cpu + times[0]["cpu"] + times[1]["cpu"]
         for name in STEPS:
@@ -179,7 +184,7 @@ def main() -> None:
         steps = "  ".join(f"{s} {r[s]:.2f}" for s in STEPS)
         print(
             f"run {n + 1}: baseline COPY {r['baseline']:.2f} s; ladder {r['ladder']:.2f} s "
-            f"({r['cpu']:.1f} PostgreSQL CPU-s): {steps}",
+            f"({r['cpu']:.1f} PostgreSQL CPU-s, {r['wal'] / 1e6:,.0f} MB of WAL): {steps}",
             flush=True,
         )
     best = {k: min(r[k] for r in runs) for k in runs[0]}
