@@ -429,6 +429,28 @@ def test_a_reimport_stores_the_rows_of_its_new_leaves_and_reads_back_whole(
     assert stored == {"n": 3001}  # the other dataset's 3,000 and the one new value
 
 
+@pytest.mark.parametrize("faults", [{}, {"load": 2}])
+def test_ranges_that_share_leaves_store_each_row_once_even_when_one_fails(
+    faults: dict[str, int], client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a file that repeats one block of rows, cut into many small ranges: ranges loaded
+    # at once build the same leaves, and one range may wait on another's uncommitted leaf
+    # (and, with the fault, see that range roll back and store the leaf itself)
+    block = [f"{dataset_name}-{i},{i % 7}" for i in range(64)]
+    data = _csv("v,k", *(block * 12))
+    summary = _ok(
+        import_bytes(client, tmp_path, data, dataset_name, chunk_bytes=512, faults=faults)
+    )
+    # Then the commit is the file, and each distinct row is stored once
+    assert summary["rows"] == 64 * 12
+    rows = _rows(client, dataset_name)
+    assert [f"{d['v']},{d['k']}" for _, d in rows] == block * 12
+    stored = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
+    ).fetchone()
+    assert stored == {"n": 64}
+
+
 @pytest.mark.parametrize("point", ["scan", "load", "commit"])
 def test_a_step_that_fails_after_its_work_is_retried_and_leaves_each_row_once(
     point: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
