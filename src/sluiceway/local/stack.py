@@ -63,9 +63,10 @@ POOL_SIZE = 24
 # Settings for the embedded server only (never applied to a DATABASE_URL): bulk loads write
 # hundreds of MB of WAL, and the defaults checkpoint every 1 GB and hold sorts in 4 MB.
 # wal_init_zero off: a new 16 MB WAL segment is created by writing its last byte, not 16 MB of
-# zeros first. A first import of 1M rows makes dozens of them, and its row_store inserts waited
-# on that write (IO:WalInitWrite) in ~12% of their wait-event samples (bench/import_ladder.py;
-# bench/README.md). WAL records carry their own CRCs, so recovery never trusts a zeroed tail.
+# zeros first. A first import of 1M rows writes ~390 MB of WAL, about 25 new segments, and its
+# row_store inserts waited on the zeroing (IO:WalInitWrite) in ~12% of their wait-event samples
+# (bench/import_ladder.py, bench/README.md). Recovery stops at the first record whose CRC does
+# not match, so a never-written stretch of a segment is never replayed, zeroed or not.
 EMBEDDED_TUNING = {
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
