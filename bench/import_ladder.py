@@ -37,6 +37,7 @@ from typing import Any
 
 import psutil
 import psycopg
+from import_scale import cpu_seconds  # a script beside this one: bench/ is on sys.path
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -64,11 +65,8 @@ def _halves(path: Path, rows: int) -> tuple[list[str], list[bytes]]:
 
 
 def _range(url: str, columns: list[str], data: bytes, times: dict[str, float], ready: Any) -> None:
-    """One backend's range, step by step; ``ready`` (a barrier) starts each step together.
-    ``times`` also gets the backend's CPU seconds ("cpu"), read before it exits."""
+    """One backend's range, step by step; ``ready`` (a barrier) starts each step together."""
     with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
-        backend = psutil.Process(conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"])  # type: ignore[index]
-        cpu = sum(backend.cpu_times()[:2])
         conn.execute("SET temp_buffers = '256MB'")
         idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1))
         conn.execute(
@@ -101,24 +99,7 @@ def _range(url: str, columns: list[str], data: bytes, times: dict[str, float], r
             started = time.perf_counter()
             steps[name]()
             times[name] = time.perf_counter() - started
-        times["cpu"] = sum(backend.cpu_times()[:2]) - cpu
-        times["pid"] = backend.pid
         ready.wait()
-
-
-def _cpu(server_pid: int, backends: frozenset[int] = frozenset()) -> float:
-    """CPU seconds of the server's lasting processes (postmaster, WAL writer, checkpointer...),
-    not counting ``backends`` (counted apart, and perhaps still exiting)."""
-    proc = psutil.Process(server_pid)
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        if p.pid in backends:
-            continue
-        try:
-            total += sum(p.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> dict[str, float]:
@@ -139,7 +120,7 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
             lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
         times: list[dict[str, float]] = [{}, {}]
         ready = threading.Barrier(2)
-        cpu = _cpu(pid, frozenset({backend}))
+        cpu = cpu_seconds(pid)["postgres"]
         started = time.perf_counter()
         threads = [
             threading.Thread(target=_range, args=(url, header, halves[n], times[n], ready))
@@ -154,8 +135,7 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
             result["wal"] = conn.execute(  # type: ignore[index]
                 "SELECT (pg_current_wal_lsn() - %s::pg_lsn)::float8", (lsn,)
             ).fetchone()[0]
-        ladder = frozenset({backend, *(int(t["pid"]) for t in times)})
-        result["cpu"] = _cpu(pid, ladder) - cpu + times[0]["cpu"] + times[1]["cpu"]
+        result["cpu"] = cpu_seconds(pid)["postgres"] - cpu
         for name in STEPS:
             result[name] = max(t[name] for t in times)
         return result
