@@ -388,8 +388,10 @@ def _insert_rows_of_new_leaves(
     tree.build stored anew (``_NEW_LEAVES``): every row of a leaf already stored is stored.
 
     A re-import that changed 1% of its rows stores about one leaf in ten anew, so it probes
-    row_store's index for about a tenth of its rows, not all of them (bench/README.md). When
-    most leaves are new (a first import), the range probes all its rows, as before.
+    row_store's index for about a tenth of its rows, not all of them (bench/README.md). They
+    are picked by pos, each new leaf's first to last (a hash join on integers: about half
+    the time of matching their row hashes). When most leaves are new (a first import), the
+    range probes all its rows, as before.
     """
     found = conn.execute(
         sql.SQL("SELECT coalesce(sum(row_count), 0)::bigint AS n FROM {}").format(_NEW_LEAVES)
@@ -403,9 +405,8 @@ def _insert_rows_of_new_leaves(
         conn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {fresh} ON COMMIT DROP AS "
-                "SELECT h.row_hash, h.vals FROM {hashed} h WHERE h.row_hash IN ("
-                "SELECT substring(l.row_hashes FROM (i - 1) * 32 + 1 FOR 32) "
-                "FROM {leaves} l CROSS JOIN LATERAL generate_series(1, l.row_count) i)"
+                "SELECT h.row_hash, h.vals FROM {hashed} h WHERE h.pos IN ("
+                "SELECT generate_series(l.first_pos, l.last_pos) FROM {leaves} l)"
             ).format(fresh=_FRESH, hashed=hashed_table, leaves=_NEW_LEAVES)
         )
         source = _FRESH

@@ -72,10 +72,12 @@ def build(
     sweep deletes a leaf or row this one found already stored and reuses.
 
     ``new_leaves``: a temporary table (dropped at commit) to create with the leaves this call
-    stored that were not stored before, ``(row_count, row_hashes)``. A leaf already stored
-    names rows already stored (a leaf is written in the transaction that writes its rows, or
-    after them, and gc's sweep deletes a row only with every leaf that names it), so the rows
-    a load must still look up are only those of its new leaves (:mod:`.load`).
+    stored that were not stored before, ``(row_count, first_pos, last_pos)``: each of their
+    copies in ``source``, with the pos of its first and last row (a leaf is a run of rows
+    consecutive in pos order, so its rows are those with pos between the two). A leaf
+    already stored names rows already stored (a leaf is written in the transaction that writes
+    its rows, or after them, and gc's sweep deletes a row only with every leaf that names it),
+    so the rows a load must still look up are only those of its new leaves (:mod:`.load`).
     """
     leaves, lists = sql.Identifier("sluiceway_leaves"), sql.Identifier("sluiceway_lists")
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (GC_LOCK,))
@@ -90,10 +92,10 @@ def build(
         sql.SQL(
             """
             CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
-            SELECT leaf_no, n, hs, ids,
+            SELECT leaf_no, last_pos, n, hs, ids,
                    CASE WHEN ids IS NULL THEN sha256(hs)
                         ELSE sha256(hs || convert_to(ids::text, 'UTF8')) END AS leaf_hash
-            FROM (SELECT min(pos) AS leaf_no, count(*)::int AS n,
+            FROM (SELECT min(pos) AS leaf_no, max(pos) AS last_pos, count(*)::int AS n,
                          string_agg(row_hash, ''::bytea ORDER BY pos) AS hs, {ids} AS ids
                   FROM (SELECT pos, row_hash, logical_id, run,
                                (rn - coalesce(max(CASE WHEN nat THEN rn END) OVER
@@ -125,15 +127,17 @@ def build(
     else:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(new_leaves))
         conn.execute(
-            sql.SQL("CREATE TEMP TABLE {} (row_count int, row_hashes bytea) ON COMMIT DROP").format(
-                new_leaves
-            )
+            sql.SQL(
+                "CREATE TEMP TABLE {} (row_count int, first_pos bigint, last_pos bigint) "
+                "ON COMMIT DROP"
+            ).format(new_leaves)
         )
         conn.execute(
             sql.SQL(
-                "WITH ins AS ({} RETURNING row_count, row_hashes) "
-                "INSERT INTO {} SELECT row_count, row_hashes FROM ins"
-            ).format(insert_leaves, new_leaves)
+                "WITH ins AS ({} RETURNING leaf_hash) "
+                "INSERT INTO {} SELECT l.n, l.leaf_no, l.last_pos "
+                "FROM {} l WHERE l.leaf_hash IN (SELECT leaf_hash FROM ins)"
+            ).format(insert_leaves, new_leaves, leaves)
         )
     list_break = sql.SQL(LIST_BOUNDARY.format(h="leaf_hash"))
     conn.execute(

@@ -429,6 +429,62 @@ def test_a_reimport_stores_the_rows_of_its_new_leaves_and_reads_back_whole(
     assert stored == {"n": 3001}  # the other dataset's 3,000 and the one new value
 
 
+def test_a_reimport_with_rejected_rows_stores_the_rows_of_new_leaves_across_the_gaps(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given 2,000 stored rows, and the same file with three rows changed, each after two
+    # records the rules reject. A rejected record leaves a gap in the range's positions, and
+    # the load picks a new leaf's rows by position: the changed value is chosen to end its
+    # leaf, after a row that does not, so its leaf spans the gap and ends with it.
+    rules = {"columns": {"id": {"type": "integer"}}, "max_errors": 10, "sample_records": 1}
+    lines = [f"{i},{dataset_name}-{i}" for i in range(2000)]
+    _ok(import_bytes(client, tmp_path, _csv("id,v", *lines), dataset_name, rules=rules))
+
+    def row_hash(i: str, v: str) -> bytes:  # load.hash_rows's formula, checked below
+        found = db.execute(
+            "SELECT sha256(convert_to('{id,v}'::text[]::text || ARRAY[%s, %s]::text, 'UTF8')) AS h",
+            (i, v),
+        ).fetchone()
+        assert found is not None
+        return bytes(found["h"])
+
+    def cuts(h: bytes) -> bool:  # tree.NATURAL_CUT
+        return h[31] & 7 == 0
+
+    stored = db.execute(
+        "SELECT row_hash FROM dsa_core.rows WHERE data->>'v' = %s", (f"{dataset_name}-5",)
+    ).fetchone()
+    assert stored is not None
+    assert bytes(stored["row_hash"]) == row_hash("5", f"{dataset_name}-5")
+    changed, at = list(lines), []
+    for i in range(100, 2000, 50):
+        if len(at) < 3 and not cuts(row_hash(str(i - 1), f"{dataset_name}-{i - 1}")):
+            v = next(
+                f"{dataset_name}-changed-{i}-{k}"
+                for k in range(1000)
+                if cuts(row_hash(str(i), f"{dataset_name}-changed-{i}-{k}"))
+            )
+            changed[i] = f"{i},{v}"
+            at.append(i)
+    sent = [
+        x
+        for i, line in enumerate(changed)
+        for x in ([f"bad{i},x", f"bad{i}b,y"] * (i in at)) + [line]
+    ]
+    # When it is imported again, tolerating the six bad records
+    job = import_bytes(client, tmp_path, _csv("id,v", *sent), dataset_name, rules=rules)
+    summary = _ok(job)
+    # Then the commit is the file's good records, row for row, and the changed rows are stored
+    assert summary["rejected_rows"] == 6
+    assert summary["changes"] == {"added": 0, "removed": 0, "changed": 3}
+    rows = _rows(client, dataset_name)
+    assert [f"{d['id']},{d['v']}" for _, d in rows] == changed
+    count = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
+    ).fetchone()
+    assert count == {"n": 2003}
+
+
 @pytest.mark.parametrize("faults", [{}, {"load": 2}])
 def test_ranges_that_share_leaves_store_each_row_once_even_when_one_fails(
     faults: dict[str, int], client: Client, db: Conn, tmp_path: Path, dataset_name: str
