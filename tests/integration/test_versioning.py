@@ -24,6 +24,15 @@ def _ok(job: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _stored_rows(db: Conn, dataset: str) -> int:
+    """How many stored rows have a ``v`` starting with the dataset's name (each test's own)."""
+    found = db.execute(
+        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset + "-%",)
+    ).fetchone()
+    assert found is not None
+    return int(found["n"])
+
+
 def _rows(
     client: Client, dataset: str, commit: str | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -423,10 +432,7 @@ def test_a_reimport_stores_the_rows_of_its_new_leaves_and_reads_back_whole(
     assert summary["changes"] == {"added": 0, "removed": 0, "changed": 3}
     rows = _rows(client, dataset_name)
     assert [f"{d['id']},{d['v']}" for _, d in rows] == changed
-    stored = db.execute(
-        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
-    ).fetchone()
-    assert stored == {"n": 3001}  # the other dataset's 3,000 and the one new value
+    assert _stored_rows(db, dataset_name) == 3001  # the other dataset's 3,000 and the one new value
 
 
 def test_a_reimport_with_rejected_rows_stores_the_rows_of_new_leaves_across_the_gaps(
@@ -479,10 +485,7 @@ def test_a_reimport_with_rejected_rows_stores_the_rows_of_new_leaves_across_the_
     assert summary["changes"] == {"added": 0, "removed": 0, "changed": 3}
     rows = _rows(client, dataset_name)
     assert [f"{d['id']},{d['v']}" for _, d in rows] == changed
-    count = db.execute(
-        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
-    ).fetchone()
-    assert count == {"n": 2003}
+    assert _stored_rows(db, dataset_name) == 2003
 
 
 @pytest.mark.parametrize("faults", [{}, {"load": 2}])
@@ -501,10 +504,7 @@ def test_ranges_that_share_leaves_store_each_row_once_even_when_one_fails(
     assert summary["rows"] == 64 * 12
     rows = _rows(client, dataset_name)
     assert [f"{d['v']},{d['k']}" for _, d in rows] == block * 12
-    stored = db.execute(
-        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
-    ).fetchone()
-    assert stored == {"n": 64}
+    assert _stored_rows(db, dataset_name) == 64
 
 
 @pytest.mark.parametrize("point", ["scan", "load", "commit"])
@@ -526,9 +526,6 @@ def test_a_step_that_fails_after_its_work_is_retried_and_leaves_each_row_once(
     assert used == {"f": {point: 0}}  # both injected failures happened
     rows = _rows(client, dataset_name)
     assert [d["v"] for _, d in rows] == [f"{dataset_name}-{i}" for i in range(300)]
-    stored = db.execute(
-        "SELECT count(*) AS n FROM dsa_core.rows WHERE data->>'v' LIKE %s", (dataset_name + "-%",)
-    ).fetchone()
-    assert stored == {"n": 300}
+    assert _stored_rows(db, dataset_name) == 300
     log = client.call("GET", f"/datasets/{dataset_name}/commits")["commits"]
     assert len(log) == 1
