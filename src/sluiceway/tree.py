@@ -188,46 +188,67 @@ def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
     """One commit's lists, from sequences of lists built apart: one per import range (and,
     for an append, the parent's lists first), cut as if all the rows had been built at once.
 
-    A segment's first leaves and list start where its range started, and its last ones end
-    where it ended, not where the content says; everything between is already content-cut.
-    So the lists that meet at each seam (the last of one segment, the first of the next, or
-    a whole one-list segment between two seams) are rebuilt from their rows as one run, and
-    the result is the same lists wherever the ranges were cut: an insertion before a seam
-    does not change the lists after it. Lists whose leaves carry ids of two kinds (a keyed
-    parent, unkeyed new rows) are kept as they are.
+    A segment's first leaves and lists start where its range started, not where the content
+    says, and its last ones end where it ended. At each seam the last list so far (which
+    starts where the whole's lists start) and the next segment's first list are rebuilt from
+    their rows as one run. The run's last list ends where the range's list did; if that is
+    not a cut the whole has (:func:`_ends_truly`: a range's first leaves, counted from its
+    start, can be leaves the whole does not have, and one of them can end a list by its
+    hash, or a list cap counted from the range's start can end it), that list is rebuilt
+    again with the next one, until a run ends where the whole's lists end. From there the
+    segment's own cuts are the whole's. So the lists are the same wherever the ranges were
+    cut: an insertion before a seam does not change the lists after it. Lists whose leaves
+    carry ids of two kinds (a keyed parent, unkeyed new rows) are kept as they are.
     """
-    natural = _ends_naturally(conn, [x.list_hash for segment in segments for x in segment])
-    groups: list[list[ListRef]] = []
-    pending = False  # the last group is a seam's and must take the next list too
+    out: list[ListRef] = []
+    run: list[ListRef] = []  # lists to re-cut as one run; the first starts at a whole's cut
     for segment in segments:
         for n, ref in enumerate(x for x in segment if x.row_count):
-            if groups and (n == 0 or pending):  # n == 0: meets the last list at a seam
-                groups[-1].append(ref)
-                # a list the cap cut after a seam was counted from where its range started:
-                # the run goes on to the next natural cut
-                pending = not natural.get(ref.list_hash, True)
+            if n == 0 and out and not run:
+                run = [out.pop()]  # it ended where its range did
+            if not run:
+                out.append(ref)
+                continue
+            run.append(ref)
+            rebuilt = _rebuild(conn, run)
+            if rebuilt is None:  # mixed ids
+                out.extend(run)
+                run = []
+            elif _ends_truly(conn, rebuilt[-1]):
+                out.extend(rebuilt)
+                run = []
             else:
-                groups.append([ref])
-                pending = False
-    lists: list[ListRef] = []
-    for group in groups:
-        lists.extend(_rebuild(conn, group) if len(group) > 1 else group)
-    return lists or [ListRef(EMPTY_LIST_HASH, 0)]
+                out.extend(rebuilt[:-1])
+                run = rebuilt[-1:]
+    out.extend(run)
+    return out or [ListRef(EMPTY_LIST_HASH, 0)]
 
 
-def _ends_naturally(conn: db.Conn, hashes: list[bytes]) -> dict[bytes, bool]:
-    """Whether each list's last leaf is a natural list cut (not the cap, not a range's end)."""
-    last = "substring(leaf_hashes FROM (leaf_count - 1) * 32 + 1 FOR 32)"
-    rows = conn.execute(
-        "SELECT list_hash, " + LIST_BOUNDARY.format(h=last) + " AS nat FROM dsa_core.leaf_lists "
-        "WHERE list_hash = ANY(%s) AND leaf_count > 0",
-        (hashes,),
-    ).fetchall()
-    return {bytes(r["list_hash"]): bool(r["nat"]) for r in rows}
+def _ends_truly(conn: db.Conn, ref: ListRef) -> bool:
+    """Whether a list that starts at one of the whole's cuts ends at one too, rows after it
+    or not: its last leaf is whole (its last row is a natural cut, or it has the cap's rows)
+    and ends the list (by its hash, or as the cap's leaf)."""
+    last_leaf = "substring(ll.leaf_hashes FROM (ll.leaf_count - 1) * 32 + 1 FOR 32)"
+    last_row = "substring(l.row_hashes FROM (l.row_count - 1) * 32 + 1 FOR 32)"
+    row = conn.execute(
+        "SELECT ("
+        + NATURAL_CUT.format(h=last_row)
+        + f" OR l.row_count = {MAX_LEAF_ROWS}) AND ("
+        + LIST_BOUNDARY.format(h=last_leaf)
+        + f" OR ll.leaf_count = {MAX_LIST_LEAVES}) AS ends "
+        "FROM dsa_core.leaf_lists ll JOIN dsa_core.row_leaves l ON l.leaf_hash = "
+        + last_leaf
+        + " WHERE ll.list_hash = %s",
+        (ref.list_hash,),
+    ).fetchone()
+    if row is None:
+        raise RuntimeError(f"The stored list {ref.list_hash.hex()} is incomplete.")
+    return bool(row["ends"])
 
 
-def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef]:
-    """The lists of the rows of ``group``'s lists, in order, cut as one run."""
+def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef] | None:
+    """The lists of the rows of ``group``'s lists, in order, cut as one run; None when
+    some of its leaves are keyed and some are not."""
     seam = sql.Identifier("sluiceway_seam")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(seam))
     conn.execute(
@@ -255,7 +276,7 @@ def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef]:
     if found["n"] != sum(ref.row_count for ref in group):
         raise RuntimeError(f"The stored lists {[r.list_hash.hex() for r in group]} are incomplete.")
     mixed = 0 < found["ids"] < found["n"]  # some leaves keyed, some not: leave the seam be
-    lists = group if mixed else build(conn, seam, keyed=found["ids"] > 0)
+    lists = None if mixed else build(conn, seam, keyed=found["ids"] > 0)
     conn.execute(sql.SQL("DROP TABLE {}").format(seam))
     return lists
 

@@ -72,3 +72,130 @@ def test_leaves_are_cut_where_the_rule_says(db: Conn, seed: int, count: int, ste
     want = [hashlib.sha256(b"".join(leaf)).digest() for leaf in _model_leaves(hashes)]
     assert got == want
     assert sum(ref.row_count for ref in lists) == count
+
+
+def _crafted(seed: int, count: int, seam: int, first: str) -> list[bytes]:
+    """Rows where a range starting at pos ``seam`` begins with a leaf that the whole does
+    not have (the whole's leaf there starts 3 rows earlier, after a natural cut) and whose
+    hash ends a list, so the range's first list ends where the whole's lists do not.
+
+    ``first``: how that leaf ends. "natural": at a natural cut, 6 rows in. "cap": at the
+    cap, 16 rows in, where the whole's leaves (cut by the cap 3 rows earlier) are in the
+    middle of a 3-row leaf. "cap, tail ends a list": the same, and those 3 rows, as a leaf
+    of their own, have a hash that ends a list: what a rebuild of the seam ending there
+    has last, a leaf that is not whole yet."""
+    rng = random.Random(seed)
+    hashes = [rng.randbytes(32) for _ in range(count)]
+
+    def cut(i: int, natural: bool) -> None:
+        h = bytearray(hashes[i - 1])
+        h[31] = (h[31] & ~7) if natural else (h[31] | 1)
+        hashes[i - 1] = bytes(h)
+
+    def ends_list(i: int, length: int) -> bool:
+        rows = b"".join(hashes[i - 1 : i - 1 + length])
+        return hashlib.sha256(rows).digest()[31] == 0  # tree.LIST_BOUNDARY, 8 bits
+
+    def retry(i: int) -> None:  # other bytes for row i, not its cut
+        hashes[i - 1] = rng.randbytes(31) + bytes([rng.randrange(256) | 1])
+
+    length = 6 if first == "natural" else tree.MAX_LEAF_ROWS  # the range's first leaf
+    cut(seam - 4, True)
+    for i in range(seam - 3, seam + length - 1):
+        cut(i, False)
+    cut(seam + length - 1, first == "natural")
+    if first == "cap, tail ends a list":
+        tail = seam + tree.MAX_LEAF_ROWS - 3
+        while not ends_list(tail, 3):
+            retry(tail)
+    while not ends_list(seam, length):
+        retry(seam + 1)
+    return hashes
+
+
+@pytest.mark.parametrize("first", ["natural", "cap", "cap, tail ends a list"])
+def test_a_range_whose_first_leaf_ends_a_list_is_stitched_as_the_whole(
+    db: Conn, first: str
+) -> None:
+    # Given rows whose second range starts with a leaf the whole does not have, one that
+    # happens to end a list (cut at the first natural cut, or by the cap counted from the
+    # range's start); one range in 256 or so starts like that by chance
+    count, seam = 9_000, 4_001
+    hashes = _crafted(11, count, seam, first)
+    with db.transaction(force_rollback=True):
+        db.execute("CREATE TEMP TABLE st_all (pos bigint, row_hash bytea, logical_id text)")
+        with db.cursor().copy("COPY st_all (pos, row_hash) FROM STDIN") as copy:
+            for n, h in enumerate(hashes, start=1):
+                copy.write_row((n, h))
+        whole = tree.build(db, sql.Identifier("st_all"), keyed=False)
+        db.execute("CREATE TEMP TABLE st_a AS SELECT * FROM st_all WHERE pos < %s", (seam,))
+        db.execute(
+            "CREATE TEMP TABLE st_b AS SELECT pos - %s + 1 AS pos, row_hash, logical_id "
+            "FROM st_all WHERE pos >= %s",
+            (seam, seam),
+        )
+        ranges = [tree.build(db, sql.Identifier(t), keyed=False) for t in ("st_a", "st_b")]
+        # (the second range's first list is that one leaf)
+        assert ranges[1][0].row_count == (6 if first == "natural" else tree.MAX_LEAF_ROWS)
+        # When they are stitched, then the lists are the whole's
+        assert tree.stitch(db, ranges) == whole
+
+
+def _with_a_list_cap_run(seed: int, count: int, start: int, leaves: int) -> list[bytes]:
+    """Random rows in which the ``leaves`` leaves from row ``start`` on have no list
+    boundary, so the list cap cuts them (rows are changed only in bytes that do not move a
+    leaf cut, until no leaf hash there ends a list)."""
+    rng = random.Random(seed)
+    hashes = [rng.randbytes(32) for _ in range(count)]
+    while True:
+        at, seen, bad = 0, 0, []
+        for leaf in _model_leaves(hashes):
+            if at >= start and seen < leaves:
+                seen += 1
+                if hashlib.sha256(b"".join(leaf)).digest()[31] == 0:
+                    bad.append(at)
+            at += len(leaf)
+        if not bad:
+            return hashes
+        for i in bad:  # a new first row, with the same last byte: the same cuts
+            hashes[i] = rng.randbytes(31) + hashes[i][31:]
+
+
+def test_ranges_cut_anywhere_stitch_to_the_whole_lists(db: Conn) -> None:
+    # Given 30,000 rows in which a stretch of more than two list caps has no list boundary,
+    # built at once and built as ranges cut at random places, some inside that stretch
+    count = 30_000
+    hashes = _with_a_list_cap_run(5, count, 6_000, 2_600)
+    rng = random.Random(7)
+    with db.transaction(force_rollback=True):
+        db.execute("CREATE TEMP TABLE sw_all (pos bigint, row_hash bytea, logical_id text)")
+        with db.cursor().copy("COPY sw_all (pos, row_hash) FROM STDIN") as copy:
+            for n, h in enumerate(hashes, start=1):
+                copy.write_row((n, h))
+        whole = tree.build(db, sql.Identifier("sw_all"), keyed=False)
+        # the cap cut twice (lists of MAX_LIST_LEAVES leaves, not ending by their hash)
+        caps = db.execute(
+            "SELECT count(*) AS n FROM dsa_core.leaf_lists WHERE list_hash = ANY(%s) "
+            "AND leaf_count = %s",
+            ([x.list_hash for x in whole], tree.MAX_LIST_LEAVES),
+        ).fetchone()
+        assert caps is not None
+        assert caps["n"] >= 2
+        for trial in range(12):
+            seams = sorted(rng.sample(range(2, count), 3))
+            if trial < 4:  # one seam inside the capped stretch
+                seams[1] = rng.randrange(6_500, 20_000)
+                seams.sort()
+            ranges = []
+            for n, (a, b) in enumerate(zip([1, *seams], [*seams, count + 1], strict=True)):
+                name = sql.Identifier(f"sw_{trial}_{n}")
+                db.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE {} AS SELECT pos - %s + 1 AS pos, row_hash, logical_id "
+                        "FROM sw_all WHERE pos >= %s AND pos < %s"
+                    ).format(name),
+                    (a, a, b),
+                )
+                ranges.append(tree.build(db, name, keyed=False))
+            # When they are stitched, then they are the whole's lists, wherever the seams fell
+            assert tree.stitch(db, ranges) == whole, seams
