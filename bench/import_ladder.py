@@ -117,7 +117,7 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
             result = {"baseline": time.perf_counter() - started}
             conn.execute("DROP TABLE baseline")
             conn.execute("CHECKPOINT")
-            lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+            lsn = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
         times: list[dict[str, float]] = [{}, {}]
         ready = threading.Barrier(2)
         cpu = cpu_seconds(pid)["postgres"]
@@ -133,7 +133,7 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
         result["ladder"] = time.perf_counter() - started
         with psycopg.connect(url, autocommit=True) as conn:
             result["wal"] = conn.execute(  # type: ignore[index]
-                "SELECT (pg_current_wal_lsn() - %s::pg_lsn)::float8", (lsn,)
+                "SELECT (pg_current_wal_insert_lsn() - %s::pg_lsn)::float8", (lsn,)
             ).fetchone()[0]
         result["cpu"] = cpu_seconds(pid)["postgres"] - cpu
         for name in STEPS:
