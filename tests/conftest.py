@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from sluiceway.client import Client
@@ -43,6 +46,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     with LocalStack(settings, workers=2) as running:
         yield running
+
+
+@contextlib.contextmanager
+def migrated_database(stack: Any, prefix: str) -> Iterator[str]:
+    """A new database on the stack's server, migrated, for a test that needs statistics or
+    settings of its own; its URL, and dropped afterwards."""
+    from sluiceway import db as sluiceway_db
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(stack.database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = urlunsplit(urlsplit(stack.database_url)._replace(path=f"/{name}"))
+    try:
+        sluiceway_db.migrate(Settings(home=stack.settings.home, database_url=url))
+        yield url
+    finally:
+        sluiceway_db.close_all()
+        with psycopg.connect(stack.database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -3,19 +3,15 @@ statistics say (never analyzed right after a first import, or stale after a big 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import dict_row
+from tests.conftest import migrated_database
 
-from sluiceway import db as sluiceway_db
 from sluiceway.export_part import RowQuery
-from sluiceway.settings import Settings
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -23,19 +19,10 @@ Conn = psycopg.Connection[dict[str, Any]]
 @pytest.fixture
 def store_without_autovacuum(stack: Any) -> Iterator[str]:
     """A new, migrated database whose row_store autovacuum never analyzes."""
-    name = f"export_plan_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(stack.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(urlsplit(stack.database_url)._replace(path=f"/{name}"))
-    try:
-        sluiceway_db.migrate(Settings(home=stack.settings.home, database_url=url))
+    with migrated_database(stack, "export_plan") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ALTER TABLE dsa_core.row_store SET (autovacuum_enabled = false)")
         yield url
-    finally:
-        sluiceway_db.close_all()
-        with psycopg.connect(stack.database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _store(conn: Conn, start: int, count: int) -> None:

@@ -3,38 +3,26 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
+from tests.conftest import migrated_database
 
-from sluiceway import db as sluiceway_db
 from sluiceway.load import insert_new_rows
-from sluiceway.settings import Settings
 
 
 @pytest.fixture
 def analyzed_empty_store(stack: Any) -> Iterator[str]:
     """A new, migrated database whose row_store was ANALYZEd while empty (what a vacuum does
     after gc has swept every row, or an operator's ANALYZE before the first import)."""
-    name = f"plan_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(stack.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(urlsplit(stack.database_url)._replace(path=f"/{name}"))
-    try:
-        sluiceway_db.migrate(Settings(home=stack.settings.home, database_url=url))
+    with migrated_database(stack, "plan") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE dsa_core.row_store")
         yield url
-    finally:
-        sluiceway_db.close_all()
-        with psycopg.connect(stack.database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_new_rows_are_probed_by_key_when_row_store_was_analyzed_empty(

@@ -47,17 +47,34 @@ def _hashes(seed: int, count: int) -> list[bytes]:
     return out[:count]
 
 
+def _rows_table(db: Conn, name: str, hashes: list[bytes], first: int = 1, step: int = 1) -> None:
+    """A temporary table (pos, row_hash, logical_id) of ``hashes``, as tree.build reads."""
+    table = sql.Identifier(name)
+    db.execute(
+        sql.SQL("CREATE TEMP TABLE {} (pos bigint, row_hash bytea, logical_id text)").format(table)
+    )
+    with db.cursor().copy(sql.SQL("COPY {} (pos, row_hash) FROM STDIN").format(table)) as copy:
+        for n, h in enumerate(hashes):
+            copy.write_row((first + n * step, h))
+
+
+def _range_table(db: Conn, source: str, name: str, start: int, end: int) -> None:
+    """Rows [start, end) of ``source``, numbered from 1, as a range builds them."""
+    db.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} AS SELECT pos - %s + 1 AS pos, row_hash, logical_id "
+            "FROM {} WHERE pos >= %s AND pos < %s"
+        ).format(sql.Identifier(name), sql.Identifier(source)),
+        (start, start, end),
+    )
+
+
 @pytest.mark.parametrize(("seed", "count", "step"), [(1, 1, 1), (2, 40, 1), (3, 6000, 3)])
 def test_leaves_are_cut_where_the_rule_says(db: Conn, seed: int, count: int, step: int) -> None:
     hashes = _hashes(seed, count)
     # positions with gaps when step > 1: only their order may count
     with db.transaction(force_rollback=True):  # nothing stays: these rows are not stored
-        db.execute(
-            "CREATE TEMP TABLE cut_src (pos bigint, row_hash bytea, logical_id text) ON COMMIT DROP"
-        )
-        with db.cursor().copy("COPY cut_src (pos, row_hash) FROM STDIN") as copy:
-            for n, h in enumerate(hashes):
-                copy.write_row((7 + n * step, h))
+        _rows_table(db, "cut_src", hashes, first=7, step=step)
         lists = tree.build(db, sql.Identifier("cut_src"), keyed=False)
         stored = db.execute(
             "SELECT ll.leaf_hashes FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n) "
@@ -123,17 +140,10 @@ def test_a_range_whose_first_leaf_ends_a_list_is_stitched_as_the_whole(
     count, seam = 9_000, 4_001
     hashes = _crafted(11, count, seam, first)
     with db.transaction(force_rollback=True):
-        db.execute("CREATE TEMP TABLE st_all (pos bigint, row_hash bytea, logical_id text)")
-        with db.cursor().copy("COPY st_all (pos, row_hash) FROM STDIN") as copy:
-            for n, h in enumerate(hashes, start=1):
-                copy.write_row((n, h))
+        _rows_table(db, "st_all", hashes)
         whole = tree.build(db, sql.Identifier("st_all"), keyed=False)
-        db.execute("CREATE TEMP TABLE st_a AS SELECT * FROM st_all WHERE pos < %s", (seam,))
-        db.execute(
-            "CREATE TEMP TABLE st_b AS SELECT pos - %s + 1 AS pos, row_hash, logical_id "
-            "FROM st_all WHERE pos >= %s",
-            (seam, seam),
-        )
+        _range_table(db, "st_all", "st_a", 1, seam)
+        _range_table(db, "st_all", "st_b", seam, count + 1)
         ranges = [tree.build(db, sql.Identifier(t), keyed=False) for t in ("st_a", "st_b")]
         # (the second range's first list is that one leaf)
         assert ranges[1][0].row_count == (6 if first == "natural" else tree.MAX_LEAF_ROWS)
@@ -168,10 +178,7 @@ def test_ranges_cut_anywhere_stitch_to_the_whole_lists(db: Conn) -> None:
     hashes = _with_a_list_cap_run(5, count, 6_000, 2_600)
     rng = random.Random(7)
     with db.transaction(force_rollback=True):
-        db.execute("CREATE TEMP TABLE sw_all (pos bigint, row_hash bytea, logical_id text)")
-        with db.cursor().copy("COPY sw_all (pos, row_hash) FROM STDIN") as copy:
-            for n, h in enumerate(hashes, start=1):
-                copy.write_row((n, h))
+        _rows_table(db, "sw_all", hashes)
         whole = tree.build(db, sql.Identifier("sw_all"), keyed=False)
         # the cap cut twice (lists of MAX_LIST_LEAVES leaves, not ending by their hash)
         caps = db.execute(
@@ -188,14 +195,7 @@ def test_ranges_cut_anywhere_stitch_to_the_whole_lists(db: Conn) -> None:
                 seams.sort()
             ranges = []
             for n, (a, b) in enumerate(zip([1, *seams], [*seams, count + 1], strict=True)):
-                name = sql.Identifier(f"sw_{trial}_{n}")
-                db.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE {} AS SELECT pos - %s + 1 AS pos, row_hash, logical_id "
-                        "FROM sw_all WHERE pos >= %s AND pos < %s"
-                    ).format(name),
-                    (a, a, b),
-                )
-                ranges.append(tree.build(db, name, keyed=False))
+                _range_table(db, "sw_all", f"sw_{trial}_{n}", a, b)
+                ranges.append(tree.build(db, sql.Identifier(f"sw_{trial}_{n}"), keyed=False))
             # When they are stitched, then they are the whole's lists, wherever the seams fell
             assert tree.stitch(db, ranges) == whole, seams
