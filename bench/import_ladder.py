@@ -1,6 +1,6 @@
 """What each part of a first import costs in PostgreSQL: load.py's own statements, step by step.
 
-Usage: python bench/import_ladder.py [--rows 1000000] [--runs 2]
+Usage: python bench/import_ladder.py [--rows 1000000] [--runs 2] [--set NAME=VALUE ...] [--waits]
 
 Starts an embedded PostgreSQL of its own (no stack: no S3, no state machine, no API), migrated,
 with the stack's settings, and splits the benchmark CSV into two halves at a record boundary,
@@ -17,6 +17,10 @@ as the planner cuts two ranges. Measured in the same run:
     store    load.insert_new_rows: the rows into row_store, sorted by hash, probing its key
   A step's time is the slower backend's; every run uses a fresh database.
 
+``--set NAME=VALUE`` changes a server setting (one a reload applies) from the stack's, to
+compare the two in runs of the same session; ``--waits`` samples the two backends' wait events
+every 5 ms and prints each step's share of them (``CPU`` when a backend waits on nothing).
+
 The last lines print each step against the baseline, and sums: ``copy + hash + store``, what any
 row store addressed by a sha256 of the row and deduplicated by it must do per row, whatever
 else it keeps; every step but ``store`` against all five, what a re-import that finds almost
@@ -31,6 +35,7 @@ import io
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,9 +69,23 @@ def _halves(path: Path, rows: int) -> tuple[list[str], list[bytes]]:
     return header, [b.getvalue().encode() for b in bufs]
 
 
-def _range(url: str, columns: list[str], data: bytes, times: dict[str, float], ready: Any) -> None:
-    """One backend's range, step by step; ``ready`` (a barrier) starts each step together."""
-    with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
+APP = "sluiceway-ladder"  # the ladder's backends, as pg_stat_activity names them
+
+
+def _range(
+    url: str,
+    columns: list[str],
+    data: bytes,
+    times: dict[str, float],
+    ready: Any,
+    current: dict[str, str],
+) -> None:
+    """One backend's range, step by step; ``ready`` (a barrier) starts each step together,
+    and ``current`` says which step runs."""
+    with (
+        psycopg.connect(url, row_factory=dict_row, application_name=APP) as conn,
+        conn.transaction(),
+    ):
         conn.execute("SET temp_buffers = '256MB'")
         idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1))
         conn.execute(
@@ -96,16 +115,65 @@ def _range(url: str, columns: list[str], data: bytes, times: dict[str, float], r
         }
         for name in STEPS:
             ready.wait()
+            current["step"] = name
             started = time.perf_counter()
             steps[name]()
             times[name] = time.perf_counter() - started
         ready.wait()
 
 
-def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> dict[str, float]:
+def _sample_waits(url: str, current: dict[str, str], stop: threading.Event) -> Counter[str]:
+    """Count the ladder's backends' wait events, as ``step wait_event``, every 5 ms."""
+    counts: Counter[str] = Counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            for (event,) in conn.execute(
+                "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM "
+                "pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                (APP,),
+            ).fetchall():
+                counts[f"{current['step']} {event}"] += 1
+            time.sleep(0.005)
+    return counts
+
+
+def _apply(url: str, settings: dict[str, str]) -> None:
+    """Change server settings that a reload applies (a restart-only one is refused), and wait
+    until the server has them (a reload is a signal: it takes a moment)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = {}
+        for name, value in settings.items():
+            row = conn.execute(
+                "SELECT context FROM pg_settings WHERE name = %s", (name,)
+            ).fetchone()
+            if row is None or row[0] == "postmaster":
+                raise SystemExit(f"--set {name}: no such setting, or one that needs a restart")
+            before[name] = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+        conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 5
+        for name in settings:  # (a value the server already had never changes: 5 s, then on)
+            while time.monotonic() < deadline:
+                now = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+                if now != before[name]:
+                    break
+                time.sleep(0.05)
+
+
+def _run(
+    home: Path,
+    header: list[str],
+    halves: list[bytes],
+    whole: bytes,
+    settings: dict[str, str],
+    waits: Counter[str] | None,
+) -> dict[str, float]:
     server, url = start_embedded_postgres(home)
     try:
         db.migrate(Settings(home=home, database_url=url))
+        _apply(url, settings)
         with psycopg.connect(url, autocommit=True) as conn:
             backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
             pid = psutil.Process(backend).parent().pid
@@ -120,10 +188,18 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
             lsn = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]  # type: ignore[index]
         times: list[dict[str, float]] = [{}, {}]
         ready = threading.Barrier(2)
+        current = {"step": "start"}
+        stop = threading.Event()
+        sampled: list[Counter[str]] = []
+        sampler = threading.Thread(
+            target=lambda: sampled.append(_sample_waits(url, current, stop)), daemon=True
+        )
+        if waits is not None:
+            sampler.start()
         cpu = cpu_seconds(pid)["postgres"]
         started = time.perf_counter()
         threads = [
-            threading.Thread(target=_range, args=(url, header, halves[n], times[n], ready))
+            threading.Thread(target=_range, args=(url, header, halves[n], times[n], ready, current))
             for n in range(2)
         ]
         for t in threads:
@@ -131,6 +207,10 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
         for t in threads:
             t.join()
         result["ladder"] = time.perf_counter() - started
+        if waits is not None:
+            stop.set()
+            sampler.join()
+            waits.update(sampled[0] if sampled else Counter())
         with psycopg.connect(url, autocommit=True) as conn:
             result["wal"] = conn.execute(  # type: ignore[index]
                 "SELECT (pg_current_wal_insert_lsn() - %s::pg_lsn)::float8", (lsn,)
@@ -143,13 +223,34 @@ def _run(home: Path, header: list[str], halves: list[bytes], whole: bytes) -> di
         server.cleanup()
 
 
+def _print_waits(waits: Counter[str]) -> None:
+    """Each step's five commonest wait events, as shares of its samples."""
+    for step in STEPS:
+        mine = {k.split(" ", 1)[1]: v for k, v in waits.items() if k.startswith(step + " ")}
+        total = sum(mine.values()) or 1
+        top = sorted(mine.items(), key=lambda kv: -kv[1])[:5]
+        shares = ", ".join(f"{event} {count / total:.0%}" for event, count in top)
+        print(f"  waits {step:<8} ({total} samples): {shares}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting changed from the stack's (one a reload applies)",
+    )
+    parser.add_argument("--waits", action="store_true", help="sample each step's wait events")
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
+    if settings:
+        print("server settings changed from the stack's: " + ", ".join(args.set))
     path = DATA / f"bench_{args.rows}.csv"
     if not path.exists():
         DATA.mkdir(exist_ok=True)
@@ -159,8 +260,9 @@ def main() -> None:
     print(f"{args.rows:,} rows x {len(header)} columns, {len(whole):,} bytes, two halves")
     runs = []
     for n in range(args.runs):
+        waits: Counter[str] | None = Counter() if args.waits else None
         with tempfile.TemporaryDirectory() as home:
-            r = _run(Path(home), header, halves, whole)
+            r = _run(Path(home), header, halves, whole, settings, waits)
         runs.append(r)
         steps = "  ".join(f"{s} {r[s]:.2f}" for s in STEPS)
         print(
@@ -168,6 +270,8 @@ def main() -> None:
             f"({r['cpu']:.1f} PostgreSQL CPU-s, {r['wal'] / 1e6:,.0f} MB of WAL): {steps}",
             flush=True,
         )
+        if waits is not None:
+            _print_waits(waits)
     best = {k: min(r[k] for r in runs) for k in runs[0]}
     base = best["baseline"]
     for s in STEPS:

@@ -29,9 +29,15 @@ def test_import_vs_copy_runs_end_to_end_on_a_small_file(tmp_path: Path) -> None:
 
 
 def test_the_import_ladder_runs_every_step_of_a_range_on_two_backends(tmp_path: Path) -> None:
-    out = _run(tmp_path, "import_ladder.py", "--rows", "3000", "--runs", "1")
+    out = _run(
+        tmp_path,
+        "import_ladder.py",
+        *("--rows", "3000", "--runs", "1", "--waits", "--set", "wal_writer_delay=200ms"),
+    )
+    assert "server settings changed from the stack's: wal_writer_delay=200ms" in out
     for step in ("copy", "profile", "hash", "leaves", "store"):
         assert f"RESULT step {step}" in out
+        assert f"  waits {step}" in out
     assert out.strip().splitlines()[-1].startswith("RATIO all five steps")
 
 

@@ -70,9 +70,11 @@ POOL_SIZE = 24
 # wal_writer_delay 10 ms (default 200 ms): with synchronous_commit off, WAL is written out by
 # the WAL writer when it wakes, or else by a backend that needs a WAL buffer not yet written,
 # one backend at a time (LWLock:WALWrite, a fifth of two ranges' row_store insert's wait-event
-# samples). Waking every 10 ms it writes ahead of them: the insert of two 500,000-row ranges
-# at once took 2.98-3.44 s against 3.80-4.16 s (bench/import_ladder.py, three runs each; a
-# 10M import, whose ranges wait on WAL less, took the same 135 s either way). An
+# samples: bench/import_ladder.py --waits). Waking every 10 ms it writes ahead of them and
+# those waits go: the insert of two 500,000-row ranges at once took 2.98-3.44 s against
+# 3.80-4.16 s in one pair of three runs each, 2.99-3.52 s against 3.33-3.67 s in another
+# (--set wal_writer_delay=200ms). A 10M import, whose ranges wait on WAL less, took the same
+# 135 s either way. An
 # idle WAL writer hibernates, waking every 25 delays (250 ms, against 5 s by default).
 EMBEDDED_TUNING = {
     "max_wal_size": "8GB",
