@@ -122,9 +122,11 @@ def _range(
         ready.wait()
 
 
-def _sample_waits(url: str, current: dict[str, str], stop: threading.Event) -> Counter[str]:
-    """Count the ladder's backends' wait events, as ``step wait_event``, every 5 ms."""
-    counts: Counter[str] = Counter()
+def _sample_waits(
+    url: str, current: dict[str, str], stop: threading.Event, counts: Counter[str]
+) -> None:
+    """Count the ladder's backends' wait events into ``counts``, as ``step wait_event``, every
+    5 ms until ``stop`` is set."""
     with psycopg.connect(url, autocommit=True) as conn:
         while not stop.is_set():
             for (event,) in conn.execute(
@@ -134,7 +136,6 @@ def _sample_waits(url: str, current: dict[str, str], stop: threading.Event) -> C
             ).fetchall():
                 counts[f"{current['step']} {event}"] += 1
             time.sleep(0.005)
-    return counts
 
 
 def _apply(url: str, settings: dict[str, str]) -> None:
@@ -190,11 +191,9 @@ def _run(
         ready = threading.Barrier(2)
         current = {"step": "start"}
         stop = threading.Event()
-        sampled: list[Counter[str]] = []
-        sampler = threading.Thread(
-            target=lambda: sampled.append(_sample_waits(url, current, stop)), daemon=True
-        )
+        sampler = None
         if waits is not None:
+            sampler = threading.Thread(target=_sample_waits, args=(url, current, stop, waits))
             sampler.start()
         cpu = cpu_seconds(pid)["postgres"]
         started = time.perf_counter()
@@ -207,10 +206,9 @@ def _run(
         for t in threads:
             t.join()
         result["ladder"] = time.perf_counter() - started
-        if waits is not None:
+        if sampler is not None:
             stop.set()
             sampler.join()
-            waits.update(sampled[0] if sampled else Counter())
         with psycopg.connect(url, autocommit=True) as conn:
             result["wal"] = conn.execute(  # type: ignore[index]
                 "SELECT (pg_current_wal_insert_lsn() - %s::pg_lsn)::float8", (lsn,)
@@ -227,7 +225,7 @@ def _print_waits(waits: Counter[str]) -> None:
     """Each step's five commonest wait events, as shares of its samples."""
     for step in STEPS:
         mine = {k.split(" ", 1)[1]: v for k, v in waits.items() if k.startswith(step + " ")}
-        total = sum(mine.values()) or 1
+        total = sum(mine.values())
         top = sorted(mine.items(), key=lambda kv: -kv[1])[:5]
         shares = ", ".join(f"{event} {count / total:.0%}" for event, count in top)
         print(f"  waits {step:<8} ({total} samples): {shares}")
