@@ -48,6 +48,30 @@ def key_expression(key_columns: list[str], columns: list[str]) -> sql.Composable
     return sql.SQL("jsonb_build_array({})::text").format(sql.SQL(", ").join(idents))
 
 
+_ARRAY_SPACE = " \t\n\r\v\f"  # what PostgreSQL's array_out counts as white space
+
+
+def array_text(values: list[str]) -> str:
+    """PostgreSQL's text of a text[] without NULLs (``array_out``), computed here.
+
+    An element is double-quoted when it is empty, is ``NULL`` in any case, or holds a brace, a
+    comma, a quote, a backslash or white space; inside quotes ``"`` and ``\\`` get a backslash.
+    hash_rows embeds the column names' text as a literal, so PostgreSQL does not rebuild it
+    for every row; a test compares this with PostgreSQL's own cast on hostile names.
+    """
+
+    def element(value: str) -> str:
+        if (
+            value == ""
+            or (value.isascii() and value.upper() == "NULL")
+            or any(ch in '{},"\\' or ch in _ARRAY_SPACE for ch in value)
+        ):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return value
+
+    return "{" + ",".join(element(v) for v in values) + "}"
+
+
 def hash_rows(
     raw_table: sql.Identifier,
     hashed_table: sql.Identifier,
@@ -59,7 +83,8 @@ def hash_rows(
     """CREATE the range's hashed table (pos, row_hash, vals, logical_id) from its raw one.
 
     A row's hash is sha256 over its canonical content: the sorted column names, then the
-    values in that order, as PostgreSQL's text of two text arrays. It is the row's address in
+    values in that order, as PostgreSQL's text of two text arrays (the names' text computed
+    once, by ``array_text``, rather than cast for every row). It is the row's address in
     row_store, so it must never change. ``key`` gives the logical id (from the raw columns and
     ``extra`` ones).
     """
@@ -69,12 +94,12 @@ def hash_rows(
     )
     return sql.SQL(
         "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord AS pos, "
-        "sha256(convert_to({names}::text[]::text || vals::text, 'UTF8')) AS row_hash, "
+        "sha256(convert_to({names} || vals::text, 'UTF8')) AS row_hash, "
         "vals, {key} AS logical_id "
         "FROM (SELECT ord, {vals} AS vals, {key_source} FROM {raw}) s"
     ).format(
         h=hashed_table,
-        names=sql.Literal(sorted(columns)),
+        names=sql.Literal(array_text(sorted(columns))),
         vals=vals,
         key=key,
         key_source=sql.SQL(", ").join([*_column_idents(len(columns)), *(extra or [])]),
