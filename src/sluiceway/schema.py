@@ -134,7 +134,7 @@ def _masks(table: sql.Identifier, count: int, sample: list[int | None] | None) -
     values' masks. With ``sample`` (each column's mask over the first rows) a value that passes
     the cheap test of the sample's mask gets that mask, and only the others the full one: a
     text column costs nothing more, a typed one about one test a value. Without it: the full
-    masks of the first ``SAMPLE_ROWS`` rows."""
+    masks of ``SAMPLE_ROWS`` rows, the first the scan meets."""
     idents = [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
     nulls = [sql.SQL("count(*) FILTER (WHERE {})").format(is_empty(c)) for c in idents]
     masks: list[sql.Composable] = []
@@ -150,19 +150,21 @@ def _masks(table: sql.Identifier, count: int, sample: list[int | None] | None) -
         else:
             mask = fit_mask(c)
         masks.append(sql.SQL("bit_and({}) FILTER (WHERE NOT {})").format(mask, is_empty(c)))
-    where = (
-        sql.SQL(" WHERE ord <= {}").format(sql.Literal(SAMPLE_ROWS))
+    # The sample is the first rows the scan meets (those COPY wrote first), and the scan
+    # stops there: a filter on ord would read the whole table for them. Which rows it holds
+    # changes no result, only how many values the full pass tests twice.
+    source = (
+        sql.SQL("(SELECT * FROM {} LIMIT {}) s").format(table, sql.Literal(SAMPLE_ROWS))
         if sample is None
-        else sql.SQL("")
+        else table
     )
     return sql.SQL(
         "SELECT count(*) AS row_count, ARRAY[{nulls}]::bigint[] AS nulls, "
-        "ARRAY[{masks}]::int[] AS masks FROM {t}{where}"
+        "ARRAY[{masks}]::int[] AS masks FROM {source}"
     ).format(
         nulls=sql.SQL(", ").join(nulls) if idents else sql.SQL(""),
         masks=sql.SQL(", ").join(masks) if idents else sql.SQL(""),
-        t=table,
-        where=where,
+        source=source,
     )
 
 

@@ -225,3 +225,49 @@ def test_what_each_value_fits(db: Conn) -> None:
     )
     found = {r["v"]: r["mask"] for r in db.execute(query, (list(MASKS),)).fetchall()}
     assert found == MASKS
+
+
+def test_the_sample_pass_reads_only_its_rows_and_the_profile_does_not_depend_on_them(
+    db: Conn,
+) -> None:
+    import json as json_
+
+    from psycopg import sql
+
+    from sluiceway import schema
+
+    # Given a range's raw table of 20,000 rows whose first thousand are all integers, and a
+    # later one that is not (a sample of the first rows guesses wrong for column c1).
+    table = sql.Identifier("sluiceway_sample_test")
+    with db.transaction():
+        db.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT g AS ord, g::text AS c1, "
+                "CASE WHEN g % 3 = 0 THEN '' ELSE 'x' || g END AS c2 "
+                "FROM generate_series(1, 20000) g"
+            ).format(table)
+        )
+        db.execute(sql.SQL("UPDATE {} SET c1 = 'n/a' WHERE ord = 15000").format(table))
+        # When the sample pass runs, its scan stops after the sample's rows.
+        plan = db.execute(
+            sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(schema._masks(table, 2, None))
+        ).fetchone()
+        assert plan is not None
+        scans: list[dict[str, Any]] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if node["Node Type"] == "Seq Scan":
+                scans.append(node)
+            for child in node.get("Plans", []):
+                walk(child)
+
+        doc = plan["QUERY PLAN"]
+        walk((json_.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"])
+        read = [s["Actual Rows"] + s.get("Rows Removed by Filter", 0) for s in scans]
+        assert read == [schema.SAMPLE_ROWS]
+        # And the profile is exact all the same: c1 is text for the one value, c2 has empties.
+        found = schema.profile(db, table, ["c1", "c2"])
+    assert found == {
+        "rows": 20000,
+        "columns": {"c1": {"nulls": 0, "mask": 0}, "c2": {"nulls": 6666, "mask": 0}},
+    }
