@@ -230,8 +230,6 @@ def test_what_each_value_fits(db: Conn) -> None:
 def test_the_sample_pass_reads_only_its_rows_and_the_profile_does_not_depend_on_them(
     db: Conn,
 ) -> None:
-    import json as json_
-
     from psycopg import sql
 
     from sluiceway import schema
@@ -262,7 +260,7 @@ def test_the_sample_pass_reads_only_its_rows_and_the_profile_does_not_depend_on_
                 walk(child)
 
         doc = plan["QUERY PLAN"]
-        walk((json_.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"])
+        walk((json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"])
         read = [s["Actual Rows"] + s.get("Rows Removed by Filter", 0) for s in scans]
         assert read == [schema.SAMPLE_ROWS]
         # And the profile is exact all the same: c1 is text for the one value, c2 has empties.
