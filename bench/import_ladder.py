@@ -11,8 +11,9 @@ as the planner cuts two ranges. Measured in the same run:
 - the ladder: both halves at once, on two backends (one per core, as the load Map runs them),
   each in one transaction, through the steps load.py runs for a range, in its order:
     copy     COPY into the range's temp table
-    profile  schema.profile: each column's empties and types
-    hash     load.hash_rows: sha256 over each row's canonical text
+    hash     load.hash_rows: sha256 over each row's canonical text, and each row's profile
+             codes (schema.row_codes, after the sample pass that picks their cheap tests)
+    profile  load.fold_profile: each column's empties and types, folded from the codes
     leaves   tree.build: the leaves and lists
     store    load.insert_new_rows: the rows into row_store, sorted by hash, probing its key
   A step's time is the slower backend's; every run uses a fresh database.
@@ -52,7 +53,7 @@ from sluiceway.sample import write_csv
 from sluiceway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
-STEPS = ("copy", "profile", "hash", "leaves", "store")
+STEPS = ("copy", "hash", "profile", "leaves", "store")
 RAW, HASHED = sql.Identifier("ladder_raw"), sql.Identifier("ladder_hashed")
 
 
@@ -108,8 +109,21 @@ def _range(
 
         steps: dict[str, Callable[[], Any]] = {
             "copy": copy,
-            "profile": lambda: schema.profile(conn, RAW, columns),
-            "hash": lambda: conn.execute(load.hash_rows(RAW, HASHED, columns, key=sql.SQL("NULL"))),
+            "hash": lambda: conn.execute(
+                load.hash_rows(
+                    RAW,
+                    HASHED,
+                    columns,
+                    key=sql.SQL("NULL"),
+                    codes=schema.row_codes(
+                        [sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1)],
+                        schema.sample_masks(conn, RAW, len(columns)),
+                    ),
+                )
+            ),
+            "profile": lambda: load.fold_profile(
+                conn, HASHED, columns, schema.code_count(len(columns))
+            ),
             "leaves": lambda: tree.build(conn, HASHED, keyed=False),
             "store": lambda: load.insert_new_rows(conn, HASHED, 1),
         }

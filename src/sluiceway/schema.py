@@ -2,8 +2,9 @@
 
 A value fits a set of types, decided in SQL by one expression (:func:`fit_mask`) that the
 load's profile of a range, the rule checks and the planner's sample check all share, so a
-value is an integer in exactly the same cases everywhere. Each range records, per column, how
-many values were empty and which types every other value fitted (``import_chunks.profile``);
+value is an integer in exactly the same cases everywhere. Each range records, per column, whether
+a value was empty and which types every other value fitted (``import_chunks.profile``, folded
+from the rows' packed codes, :func:`row_codes`);
 the commit folds the ranges' profiles into the file's schema (:func:`infer`), compares it with
 the dataset's (:func:`differences`) and records the commit's (``commits.schema``).
 
@@ -128,63 +129,120 @@ def fits(value: sql.Composable, type_: str) -> sql.Composable:
 # against those.
 SAMPLE_ROWS = 1000
 
+# A row's profile is packed into int8 codes, CODE_BITS bits a column and COLUMNS_PER_CODE
+# columns a code, so that one bit_and folds rows into a range (and ranges into a file): the low
+# five bits are the value's mask (all of them for an empty value, which says nothing of types),
+# VALUE_BIT stays set while every value is non-empty, EMPTY_BIT while every value is empty.
+CODE_BITS = 7
+COLUMNS_PER_CODE = 9  # 63 bits: the sign bit stays clear
+VALUE_BIT, EMPTY_BIT = 32, 64
+EMPTY_CODE = ALL_BITS | EMPTY_BIT
 
-def _masks(table: sql.Identifier, count: int, sample: list[int | None] | None) -> sql.Composed:
-    """SELECT the row count and, per column, its empty values and the AND of its non-empty
-    values' masks. With ``sample`` (each column's mask over the first rows) a value that passes
-    the cheap test of the sample's mask gets that mask, and only the others the full one: a
-    text column costs nothing more, a typed one about one test a value. Without it: the full
-    masks of ``SAMPLE_ROWS`` rows, the first the scan meets."""
+
+def sample_masks(conn: Any, table: sql.Identifier, count: int) -> list[int | None]:
+    """Each column's mask over the ``SAMPLE_ROWS`` rows of ``table`` (c1..cN of text) the scan
+    meets first (None: no value there): what :func:`row_codes` tests first."""
+    row = conn.execute(_masks(table, count)).fetchone()
+    return list(row["masks"] or []) if row else [None] * count
+
+
+def _masks(table: sql.Identifier, count: int) -> sql.Composed:
+    """SELECT, per column, the AND of the full masks of its non-empty values in the first
+    ``SAMPLE_ROWS`` rows the scan meets (those COPY wrote first). The scan stops there: a
+    filter on ord would read the whole table for them. Which rows it holds changes no result,
+    only which cheap test :func:`row_codes` tries first."""
     idents = [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
-    nulls = [sql.SQL("count(*) FILTER (WHERE {})").format(is_empty(c)) for c in idents]
-    masks: list[sql.Composable] = []
-    for n, c in enumerate(idents):
-        known = sample[n] if sample is not None else None
-        checks = _checks(c)
-        if known == 0:
-            mask: sql.Composable = sql.SQL("0")  # text already: an AND never gains a bit
-        elif known is not None and known in checks:
-            mask = sql.SQL("CASE WHEN {fast} THEN {known} ELSE ({full}) & {known} END").format(
-                fast=checks[known], known=sql.Literal(known), full=fit_mask(c)
-            )
-        else:
-            mask = fit_mask(c)
-        masks.append(sql.SQL("bit_and({}) FILTER (WHERE NOT {})").format(mask, is_empty(c)))
-    # The sample is the first rows the scan meets (those COPY wrote first), and the scan
-    # stops there: a filter on ord would read the whole table for them. Which rows it holds
-    # changes no result, only how many values the full pass tests twice.
-    source = (
-        sql.SQL("(SELECT * FROM {} LIMIT {}) s").format(table, sql.Literal(SAMPLE_ROWS))
-        if sample is None
-        else table
-    )
+    masks = [
+        sql.SQL("bit_and({}) FILTER (WHERE NOT {})").format(fit_mask(c), is_empty(c))
+        for c in idents
+    ]
     return sql.SQL(
-        "SELECT count(*) AS row_count, ARRAY[{nulls}]::bigint[] AS nulls, "
-        "ARRAY[{masks}]::int[] AS masks FROM {source}"
+        "SELECT ARRAY[{masks}]::int[] AS masks FROM (SELECT * FROM {t} LIMIT {n}) s"
     ).format(
-        nulls=sql.SQL(", ").join(nulls) if idents else sql.SQL(""),
         masks=sql.SQL(", ").join(masks) if idents else sql.SQL(""),
-        source=source,
+        t=table,
+        n=sql.Literal(SAMPLE_ROWS),
     )
+
+
+def _value_code(value: sql.Composable, known: int | None) -> sql.Composable:
+    """SQL: one value's 7 bits. With ``known`` (the column's sample mask) a value that passes
+    the cheap test of that mask gets it, and only the others the full mask ANDed with it: a text
+    column costs nothing more, a typed one about one test a value."""
+    checks = _checks(value)
+    if known == 0:
+        mask: sql.Composable = sql.SQL("0")  # text already: an AND never gains a bit
+    elif known is not None and known in checks:
+        mask = sql.SQL("CASE WHEN {fast} THEN {known} ELSE ({full}) & {known} END").format(
+            fast=checks[known], known=sql.Literal(known), full=fit_mask(value)
+        )
+    else:
+        mask = fit_mask(value)
+    return sql.SQL("CASE WHEN {empty} THEN {empty_code} ELSE {value_bit} | {mask} END").format(
+        empty=is_empty(value),
+        empty_code=sql.Literal(EMPTY_CODE),
+        value_bit=sql.Literal(VALUE_BIT),
+        mask=mask,
+    )
+
+
+def row_codes(
+    values: Sequence[sql.Composable], sample: Sequence[int | None]
+) -> list[sql.Composable]:
+    """SQL: a row's profile as int8 codes, one per ``COLUMNS_PER_CODE`` of its ``values``
+    (text expressions, in the profile's column order); ``sample``: :func:`sample_masks`."""
+    codes: list[sql.Composable] = []
+    for first in range(0, len(values), COLUMNS_PER_CODE):
+        parts = [
+            sql.SQL("(({})::int8 << {})").format(
+                _value_code(values[i], sample[i]), sql.Literal(CODE_BITS * (i - first))
+            )
+            for i in range(first, min(first + COLUMNS_PER_CODE, len(values)))
+        ]
+        codes.append(sql.SQL("({})").format(sql.SQL(" | ").join(parts)))
+    return codes
+
+
+def code_count(columns: int) -> int:
+    """How many codes a row of ``columns`` columns has (:func:`row_codes`)."""
+    return -(-columns // COLUMNS_PER_CODE)
+
+
+def folded(codes: Sequence[sql.Composable]) -> sql.Composed:
+    """SQL select list: the row count and the AND of each code (NULL over no rows)."""
+    return sql.SQL("count(*) AS row_count, ARRAY[{}]::int8[] AS codes").format(
+        sql.SQL(", ").join(sql.SQL("bit_and({})").format(c) for c in codes)
+        if codes
+        else sql.SQL("")
+    )
+
+
+def profile_of_codes(
+    row_count: int, codes: Sequence[int | None], columns: Sequence[str]
+) -> dict[str, Any]:
+    """A range's profile as stored, from its folded codes: rows, and per column name whether
+    it had an empty value and the AND of its values' masks (None: it had no value)."""
+    out: dict[str, Any] = {}
+    for i, name in enumerate(columns):
+        code = codes[i // COLUMNS_PER_CODE] if codes else None
+        if code is None:  # no rows
+            out[name] = {"nullable": False, "mask": None}
+            continue
+        bits = (code >> (CODE_BITS * (i % COLUMNS_PER_CODE))) & 127
+        out[name] = {
+            "nullable": not bits & VALUE_BIT,
+            "mask": None if bits & EMPTY_BIT else bits & ALL_BITS,
+        }
+    return {"rows": row_count, "columns": out}
 
 
 def profile(conn: Any, table: sql.Identifier, columns: Sequence[str]) -> dict[str, Any]:
-    """A range's profile, set-wise over its raw table (ord, c1..cN of text): per column its
-    empty values and the AND of its values' masks (see :func:`_masks`)."""
-    first = conn.execute(_masks(table, len(columns), None)).fetchone()
-    row = conn.execute(_masks(table, len(columns), list(first["masks"] or []))).fetchone()
-    return profile_of(row, columns)
-
-
-def profile_of(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
-    """A range's profile as stored: rows, and per column name its empties and mask."""
-    return {
-        "rows": int(row["row_count"]),
-        "columns": {
-            name: {"nulls": int(n), "mask": m}
-            for name, n, m in zip(columns, row["nulls"] or [], row["masks"] or [], strict=True)
-        },
-    }
+    """The profile of ``table`` (c1..cN of text) in one pass of its own. An import's range
+    computes the same codes while it hashes its rows (:func:`sluiceway.load.hash_rows`)."""
+    idents = [sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1)]
+    codes = row_codes(idents, sample_masks(conn, table, len(columns)))
+    row = conn.execute(sql.SQL("SELECT {} FROM {}").format(folded(codes), table)).fetchone()
+    return profile_of_codes(int(row["row_count"]), list(row["codes"] or []), columns)
 
 
 @dataclass(frozen=True)
@@ -219,7 +277,8 @@ def infer(columns: Sequence[str], profiles: Sequence[dict[str, Any] | None]) -> 
         for name, found in profile["columns"].items():
             if name not in masks:
                 continue
-            if found["nulls"]:
+            # "nulls": a count, in the profiles of ranges loaded before the packed codes
+            if found.get("nullable", found.get("nulls")):
                 nullable[name] = True
             if found["mask"] is not None:
                 before = masks[name]

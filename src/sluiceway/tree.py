@@ -58,6 +58,9 @@ class ListRef:
     row_count: int
 
 
+LEAVES = sql.Identifier("sluiceway_leaves")
+
+
 def build(
     conn: db.Conn,
     source: sql.Composable,
@@ -65,24 +68,32 @@ def build(
     keyed: bool,
     new_leaves: sql.Identifier | None = None,
 ) -> list[ListRef]:
-    """Store the leaves and lists of the rows in ``source`` (pos, row_hash, logical_id).
+    """Store the leaves and lists of the rows in ``source`` (pos, row_hash, logical_id):
+    :func:`cut`, then :func:`store`. The leaves' profiles are not known (NULL)."""
+    cut(conn, source, keyed=keyed)
+    return store(conn, new_leaves=new_leaves)
 
-    Rows are taken in ``pos`` order. Returns the lists in order; an empty source gives the one
-    empty list. Runs inside a transaction: it holds gc's lock shared until that ends, so no
-    sweep deletes a leaf or row this one found already stored and reuses.
 
-    ``new_leaves``: a temporary table (dropped at commit) to create with the leaves this call
-    stored that were not stored before, ``(row_count, first_pos, last_pos)``: each of their
-    copies in ``source``, with the pos of its first and last row (a leaf is a run of rows
-    consecutive in pos order, so its rows are those with pos between the two). A leaf
-    already stored names rows already stored (a leaf is written in the transaction that writes
-    its rows, or after them, and gc's sweep deletes a row only with every leaf that names it),
-    so the rows a load must still look up are only those of its new leaves (:mod:`.load`).
+def cut(conn: db.Conn, source: sql.Composable, *, keyed: bool, codes: int = 0) -> None:
+    """Cut the rows in ``source`` (pos, row_hash, logical_id, and code1..code{codes}) into
+    leaves, in the temporary table ``LEAVES`` (leaf_no, last_pos, n, hs, ids, leaf_hash,
+    profile): each leaf's first and last pos, rows, row hashes, logical ids, hash, and the
+    AND of its rows' profile codes (NULL without ``codes``; see :mod:`.schema`). Rows are
+    taken in ``pos`` order; :func:`store` stores them. Holds gc's lock shared until the
+    transaction ends, so no sweep deletes a leaf or row this one finds already stored and reuses.
     """
-    leaves, lists = sql.Identifier("sluiceway_leaves"), sql.Identifier("sluiceway_lists")
     conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (GC_LOCK,))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(leaves, lists))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(LEAVES))
     ids = sql.SQL("array_agg(logical_id ORDER BY pos)" if keyed else "NULL::text[]")
+    code_columns = [sql.Identifier(f"code{k}") for k in range(1, codes + 1)]
+    profile = (
+        sql.SQL("ARRAY[{}]::int8[]").format(
+            sql.SQL(", ").join(sql.SQL("bit_and({})").format(c) for c in code_columns)
+        )
+        if codes
+        else sql.SQL("NULL::int8[]")
+    )
+    carried = sql.SQL("").join(sql.SQL(", {}").format(c) for c in code_columns)
     # A run is the rows after one natural cut up to and including the next; the cap cuts it
     # every MAX_LEAF_ROWS rows, so a leaf is (run, (row's index in its run - 1) / cap), the
     # index counted from the run's last natural cut. All the windows share one sort by pos
@@ -94,34 +105,70 @@ def build(
             CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
             SELECT leaf_no, last_pos, n, hs, ids,
                    CASE WHEN ids IS NULL THEN sha256(hs)
-                        ELSE sha256(hs || convert_to(ids::text, 'UTF8')) END AS leaf_hash
+                        ELSE sha256(hs || convert_to(ids::text, 'UTF8')) END AS leaf_hash,
+                   profile
             FROM (SELECT min(pos) AS leaf_no, max(pos) AS last_pos, count(*)::int AS n,
-                         string_agg(row_hash, ''::bytea ORDER BY pos) AS hs, {ids} AS ids
-                  FROM (SELECT pos, row_hash, logical_id, run,
+                         string_agg(row_hash, ''::bytea ORDER BY pos) AS hs, {ids} AS ids,
+                         {profile} AS profile
+                  FROM (SELECT pos, row_hash, logical_id, run{carried},
                                (rn - coalesce(max(CASE WHEN nat THEN rn END) OVER
                                     (ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING
                                                    AND 1 PRECEDING), 0) - 1) / {cap} AS part
-                        FROM (SELECT pos, row_hash, logical_id, nat,
+                        FROM (SELECT pos, row_hash, logical_id, nat{carried},
                                      row_number() OVER w AS rn,
                                      sum(nat::int) OVER w - nat::int AS run
-                              FROM (SELECT pos, row_hash, logical_id,
+                              FROM (SELECT pos, row_hash, logical_id{carried},
                                            {natural} AS nat FROM {source}) a
                               WINDOW w AS (ORDER BY pos)) b) c
                   GROUP BY run, part) e
             """
         ).format(
-            leaves=leaves,
+            leaves=LEAVES,
             ids=ids,
+            profile=profile,
+            carried=carried,
             natural=sql.SQL(NATURAL_CUT.format(h="row_hash")),
             cap=sql.Literal(MAX_LEAF_ROWS),
             source=source,
         )
     )
+
+
+def store(
+    conn: db.Conn,
+    *,
+    new_leaves: sql.Identifier | None = None,
+    stored: sql.Identifier | None = None,
+) -> list[ListRef]:
+    """Store the leaves that :func:`cut` left in ``LEAVES`` (those not stored yet) and the
+    lists they make. Returns the lists in order; no leaves give the one empty list.
+
+    ``stored``: a temporary table of the leaf_no of leaves already found stored (in this
+    transaction, so gc's lock has kept them since): they are not offered to the insert, which
+    then probes row_leaves' key only for the others.
+
+    ``new_leaves``: a temporary table (dropped at commit) to create with the leaves this call
+    stored that were not stored before, ``(row_count, first_pos, last_pos)``: each of their
+    copies in ``source``, with the pos of its first and last row (a leaf is a run of rows
+    consecutive in pos order, so its rows are those with pos between the two). A leaf
+    already stored names rows already stored (a leaf is written in the transaction that writes
+    its rows, or after them, and gc's sweep deletes a row only with every leaf that names it),
+    so the rows a load must still look up are only those of its new leaves (:mod:`.load`).
+    """
+    leaves, lists = LEAVES, sql.Identifier("sluiceway_lists")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(lists))
     insert_leaves = sql.SQL(
-        "INSERT INTO dsa_core.row_leaves (leaf_hash, row_count, row_hashes, logical_ids) "
-        "SELECT DISTINCT ON (leaf_hash) leaf_hash, n, hs, ids FROM {} ORDER BY leaf_hash "
-        "ON CONFLICT (leaf_hash) DO NOTHING"
-    ).format(leaves)
+        "INSERT INTO dsa_core.row_leaves (leaf_hash, row_count, row_hashes, logical_ids, profile) "
+        "SELECT DISTINCT ON (leaf_hash) leaf_hash, n, hs, ids, profile FROM {leaves} l {skip}"
+        "ORDER BY leaf_hash ON CONFLICT (leaf_hash) DO NOTHING"
+    ).format(
+        leaves=leaves,
+        skip=sql.SQL("")
+        if stored is None
+        else sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.leaf_no = l.leaf_no) ").format(
+            stored
+        ),
+    )
     if new_leaves is None:
         conn.execute(insert_leaves)
     else:

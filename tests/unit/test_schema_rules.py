@@ -13,7 +13,9 @@ from sluiceway.schema import Column
 def _profile(**columns: tuple[int, int | None]) -> dict[str, object]:
     return {
         "rows": 10,
-        "columns": {n: {"nulls": nulls, "mask": mask} for n, (nulls, mask) in columns.items()},
+        "columns": {
+            n: {"nullable": bool(nulls), "mask": mask} for n, (nulls, mask) in columns.items()
+        },
     }
 
 
@@ -113,3 +115,10 @@ def test_sample_records_of_a_csv_say_where_each_is() -> None:
         (3, "line 6 (byte 22)", ["4", "d"]),
     ]
     assert broken == [(2, "line 5 (byte 20)", "has 1 field(s); the header has 2.")]
+
+
+def test_infer_reads_the_empty_counts_of_profiles_stored_before_the_packed_codes() -> None:
+    """A range loaded before an upgrade kept ``nulls``, a count; the commit after it reads it."""
+    old = {"rows": 3, "columns": {"a": {"nulls": 2, "mask": 3}, "b": {"nulls": 0, "mask": 2}}}
+    found = schema.infer(["a", "b"], [old, _profile(a=(0, 2), b=(0, 3))])
+    assert found == [Column("a", "number", True), Column("b", "number", False)]
