@@ -339,7 +339,7 @@ def _load_chunk(
                     insert_new_rows(conn, _FRESH, checkpoint["column_set_id"])
                 else:
                     if profiled:
-                        _record_profile(conn, item, _leaves_profile(conn, names))
+                        _record_profile(conn, item, leaves_profile(conn, names))
                     refs = tree.store(conn, new_leaves=_NEW_LEAVES)
                     rows = sum(ref.row_count for ref in refs)
                     _insert_rows_of_new_leaves(
@@ -471,7 +471,7 @@ def _folded_profile(
     return out
 
 
-def _leaves_profile(conn: db.Conn, names: list[str]) -> dict[str, Any]:
+def leaves_profile(conn: db.Conn, names: list[str]) -> dict[str, Any]:
     """The range's profile, folded from its leaves' (all computed by tree.cut)."""
     codes = schema.code_count(len(names))
     return _folded_profile(
