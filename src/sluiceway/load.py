@@ -427,9 +427,11 @@ def _record_profile(conn: db.Conn, item: ChunkItem, found: dict[str, Any]) -> No
 
 
 # A range whose first rows are this stored (of STORED_SAMPLE_ROWS) is profiled leaf by leaf,
-# its stored leaves from their stored profiles: with leaves of 7 rows, 85% of rows stored
-# leaves about 2 rows in 3 in new leaves, where profiling only those (by position, after the
-# leaves are cut) costs about what profiling every row while hashing does (bench/README.md).
+# its stored leaves from their stored profiles. With leaves of 7 rows, 85% of rows stored puts
+# about 2 rows in 3 in new leaves. Where the two ways cost the same is an estimate, not a
+# measured break-even: at 1M rows, every row's codes in the hash step cost about 1.2 s, and
+# a re-import's 119,035 tested rows cost 485 ms (their rows picked by pos, then their codes)
+# besides the 422 ms of reading the stored leaves' profiles (bench/README.md, 3 Dec 2026).
 STORED_SAMPLE_ROWS = 256
 STORED_SHARE = 0.85
 
@@ -471,16 +473,22 @@ def _folded_profile(
     return out
 
 
+def _leaf_folds(codes: int) -> sql.Composed:
+    """SQL: the AND of each of the leaves' ``codes`` profile codes, as an int8[]."""
+    return sql.SQL("ARRAY[{}]::int8[]").format(
+        sql.SQL(", ").join(
+            sql.SQL("bit_and(profile[{}])").format(sql.Literal(k)) for k in range(1, codes + 1)
+        )
+    )
+
+
 def leaves_profile(conn: db.Conn, names: list[str]) -> dict[str, Any]:
     """The range's profile, folded from its leaves' (all computed by tree.cut)."""
     codes = schema.code_count(len(names))
     return _folded_profile(
         conn,
-        sql.SQL("SELECT sum(n) AS row_count, ARRAY[{}]::int8[] AS codes FROM {}").format(
-            sql.SQL(", ").join(
-                sql.SQL("bit_and(profile[{}])").format(sql.Literal(k)) for k in range(1, codes + 1)
-            ),
-            tree.LEAVES,
+        sql.SQL("SELECT sum(n) AS row_count, {} AS codes FROM {}").format(
+            _leaf_folds(codes), tree.LEAVES
         ),
         names,
         codes,
@@ -558,15 +566,13 @@ def _profile_new_leaves(
     return _folded_profile(
         conn,
         sql.SQL(
-            "SELECT (SELECT sum(n) FROM {leaves}) AS row_count, ARRAY[{folds}]::int8[] AS codes, "
+            "SELECT (SELECT sum(n) FROM {leaves}) AS row_count, {folds} AS codes, "
             "(SELECT count(*) FROM {needed}) AS tested_rows "
             "FROM (SELECT profile FROM {known} UNION ALL SELECT profile FROM {codes}) x"
         ).format(
             leaves=tree.LEAVES,
             needed=_NEEDED,
-            folds=sql.SQL(", ").join(
-                sql.SQL("bit_and(profile[{}])").format(sql.Literal(k)) for k in range(1, codes + 1)
-            ),
+            folds=_leaf_folds(codes),
             known=_KNOWN,
             codes=_CODES,
         ),

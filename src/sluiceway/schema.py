@@ -130,9 +130,11 @@ def fits(value: sql.Composable, type_: str) -> sql.Composable:
 SAMPLE_ROWS = 1000
 
 # A row's profile is packed into int8 codes, CODE_BITS bits a column and COLUMNS_PER_CODE
-# columns a code, so that one bit_and folds rows into a range (and ranges into a file): the low
+# columns a code, so that one bit_and folds rows into a leaf and leaves into a range: the low
 # five bits are the value's mask (all of them for an empty value, which says nothing of types),
 # VALUE_BIT stays set while every value is non-empty, EMPTY_BIT while every value is empty.
+# Leaves keep their folded codes (row_leaves.profile): a change to what a value fits
+# (fit_mask, _checks, BITS) or to this packing needs a migration that sets them to NULL.
 CODE_BITS = 7
 COLUMNS_PER_CODE = 9  # 63 bits: the sign bit stays clear
 VALUE_BIT, EMPTY_BIT = 32, 64
