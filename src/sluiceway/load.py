@@ -427,13 +427,12 @@ def _record_profile(conn: db.Conn, item: ChunkItem, found: dict[str, Any]) -> No
 
 
 # A range whose first rows are this stored (of STORED_SAMPLE_ROWS) is profiled leaf by leaf,
-# its stored leaves from their stored profiles. With leaves of 7 rows, 85% of rows stored puts
-# about 2 rows in 3 in new leaves. Where the two ways cost the same is an estimate, not a
-# measured break-even: at 1M rows, every row's codes in the hash step cost about 1.2 s, and
-# a re-import's 119,035 tested rows cost 485 ms (their rows picked by pos, then their codes)
-# besides the 422 ms of reading the stored leaves' profiles (bench/README.md, 3 Dec 2026).
+# its stored leaves from their stored profiles. bench/profile_paths.py (500,000 rows, one
+# backend, 3 Dec 2026), the range's work after its COPY, deferred against inline: 0.79x with
+# 0.1% of rows changed, 0.90x with 1%, 0.98x with 5% (58% of rows tested: leaves of 7 rows),
+# 1.30x with 10%, 1.38-1.55x beyond. So the leaf-by-leaf way is taken up to about 5% changed.
 STORED_SAMPLE_ROWS = 256
-STORED_SHARE = 0.85
+STORED_SHARE = 0.95
 
 
 def _mostly_stored(conn: db.Conn, raw_table: sql.Identifier, columns: list[str]) -> bool:
