@@ -35,10 +35,19 @@ def test_the_import_ladder_runs_every_step_of_a_range_on_two_backends(tmp_path: 
         *("--rows", "3000", "--runs", "1", "--waits", "--set", "wal_writer_delay=200ms"),
     )
     assert "server settings changed from the stack's: wal_writer_delay=200ms" in out
-    for step in ("copy", "profile", "hash", "leaves", "store"):
+    for step in ("copy", "hash", "leaves", "store"):
         assert f"RESULT step {step}" in out
         assert f"  waits {step}" in out
-    assert out.strip().splitlines()[-1].startswith("RATIO all five steps")
+    assert out.strip().splitlines()[-1].startswith("RATIO all four steps")
+
+
+def test_the_profile_paths_bench_runs_both_ways_at_every_share_of_changes(tmp_path: Path) -> None:
+    out = _run(tmp_path, "profile_paths.py", "--rows", "3000", "--runs", "2")
+    results = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 7
+    assert "0.1% of rows changed" in results[0]
+    assert results[-1].startswith("RESULT  50.0% of rows changed: inline ")
+    assert results[-1].endswith("the range's first rows pick inline")
 
 
 def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
