@@ -90,17 +90,7 @@ def _range(
     ):
         conn.execute("SET temp_buffers = '256MB'")
         idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1))
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
-            ).format(
-                RAW,
-                sql.SQL(", ").join(
-                    sql.SQL("{} text").format(sql.Identifier(f"c{i}"))
-                    for i in range(1, len(columns) + 1)
-                ),
-            )
-        )
+        conn.execute(load.create_raw_table(RAW, len(columns)))
 
         def copy() -> None:
             with conn.cursor().copy(

@@ -43,17 +43,7 @@ CHANGED_EVERY = (1000, 100, 20, 10, 5, 3, 2)
 def _copy(conn: psycopg.Connection[dict[str, Any]], path: Path) -> None:
     conn.execute("SET temp_buffers = '256MB'")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(RAW, HASHED))
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
-        ).format(
-            RAW,
-            sql.SQL(", ").join(
-                sql.SQL("{} text").format(sql.Identifier(f"c{i}"))
-                for i in range(1, len(COLUMNS) + 1)
-            ),
-        )
-    )
+    conn.execute(load.create_raw_table(RAW, len(COLUMNS)))
     idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(COLUMNS) + 1))
     with (
         conn.cursor().copy(

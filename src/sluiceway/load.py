@@ -39,6 +39,21 @@ def _column_idents(count: int) -> list[sql.Identifier]:
     return [sql.Identifier(f"c{i}") for i in range(1, count + 1)]
 
 
+def create_raw_table(
+    table: sql.Identifier, count: int, extra: list[sql.Identifier] | None = None
+) -> sql.Composed:
+    """SQL: CREATE a range's raw table, dropped at commit: ord (numbering the rows in the
+    order COPY writes them), then c1..c{count} and ``extra`` columns, all text."""
+    return sql.SQL(
+        "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
+    ).format(
+        table,
+        sql.SQL(", ").join(
+            sql.SQL("{} text").format(c) for c in [*_column_idents(count), *(extra or [])]
+        ),
+    )
+
+
 def key_expression(key_columns: list[str], columns: list[str]) -> sql.Composable:
     """A row's key as text, from the range's raw columns: the value itself for one key column,
     a JSON array of the values for several (so ``a,b`` + ``c`` never equals ``a`` + ``b,c``)."""
@@ -203,16 +218,7 @@ def _load_chunk(
             # gc's sweep takes this lock exclusively: it never deletes a row this range reuses.
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (versioning.GC_LOCK,))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(raw_table, hashed_table))
-            conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
-                ).format(
-                    raw_table,
-                    sql.SQL(", ").join(
-                        sql.SQL("{} text").format(c) for c in [*_column_idents(len(columns)), *rid]
-                    ),
-                )
-            )
+            conn.execute(create_raw_table(raw_table, len(columns), rid))
             if fmt in ("csv", "tsv"):
                 copy_sql = sql.SQL(
                     "COPY {} ({}) FROM STDIN (FORMAT csv, DELIMITER {}, ENCODING {})"

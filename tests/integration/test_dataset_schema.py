@@ -297,20 +297,13 @@ def test_the_packed_profile_is_each_columns_and_of_masks_and_its_empties(
     are often wrong for the later rows."""
     from psycopg import sql
 
-    from sluiceway import schema
+    from sluiceway import load, schema
 
     monkeypatch.setattr(schema, "SAMPLE_ROWS", sample_rows)
     names = [f"c{i}" for i in range(1, width + 1)]
     table = sql.Identifier("packed_profile")
     with db.transaction():
-        db.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
-            ).format(
-                table,
-                sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(n)) for n in names),
-            )
-        )
+        db.execute(load.create_raw_table(table, width))
         with db.cursor().copy(
             sql.SQL("COPY {} ({}) FROM STDIN").format(
                 table, sql.SQL(", ").join(map(sql.Identifier, names))
