@@ -480,10 +480,8 @@ def _folded_profile(
 
 def _leaf_folds(codes: int) -> sql.Composed:
     """SQL: the AND of each of the leaves' ``codes`` profile codes, as an int8[]."""
-    return sql.SQL("ARRAY[{}]::int8[]").format(
-        sql.SQL(", ").join(
-            sql.SQL("bit_and(profile[{}])").format(sql.Literal(k)) for k in range(1, codes + 1)
-        )
+    return schema.and_codes(
+        [sql.SQL("profile[{}]").format(sql.Literal(k)) for k in range(1, codes + 1)]
     )
 
 
@@ -552,11 +550,7 @@ def _profile_new_leaves(
             "FROM (SELECT leaf_no, {elements} FROM {fresh} OFFSET 0) f GROUP BY leaf_no"
         ).format(
             codes=_CODES,
-            profile=sql.SQL("ARRAY[{}]::int8[]").format(
-                sql.SQL(", ").join(
-                    sql.SQL("bit_and({})").format(c) for c in schema.row_codes(values, sample)
-                )
-            ),
+            profile=schema.and_codes(schema.row_codes(values, sample)),
             elements=sql.SQL(", ").join(
                 sql.SQL("vals[{}] AS {}").format(sql.Literal(j), v) for j, v in enumerate(values, 1)
             ),

@@ -210,13 +210,17 @@ def code_count(columns: int) -> int:
     return -(-columns // COLUMNS_PER_CODE)
 
 
+def and_codes(codes: Sequence[sql.Composable]) -> sql.Composed:
+    """SQL aggregate: the AND of each code expression over the rows, as an int8[] (its
+    elements NULL over no rows)."""
+    return sql.SQL("ARRAY[{}]::int8[]").format(
+        sql.SQL(", ").join(sql.SQL("bit_and({})").format(c) for c in codes)
+    )
+
+
 def folded(codes: Sequence[sql.Composable]) -> sql.Composed:
     """SQL select list: the row count and the AND of each code (NULL over no rows)."""
-    return sql.SQL("count(*) AS row_count, ARRAY[{}]::int8[] AS codes").format(
-        sql.SQL(", ").join(sql.SQL("bit_and({})").format(c) for c in codes)
-        if codes
-        else sql.SQL("")
-    )
+    return sql.SQL("count(*) AS row_count, {} AS codes").format(and_codes(codes))
 
 
 def profile_of_codes(

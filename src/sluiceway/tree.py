@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from . import db
+from . import db, schema
 
 # A row ends its leaf when its hash's last byte has three zero low bits (a "natural" cut), or
 # when it is the 16th row since the last natural cut: leaves of 7 rows on average, never more
@@ -86,13 +86,7 @@ def cut(conn: db.Conn, source: sql.Composable, *, keyed: bool, codes: int = 0) -
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(LEAVES))
     ids = sql.SQL("array_agg(logical_id ORDER BY pos)" if keyed else "NULL::text[]")
     code_columns = [sql.Identifier(f"code{k}") for k in range(1, codes + 1)]
-    profile = (
-        sql.SQL("ARRAY[{}]::int8[]").format(
-            sql.SQL(", ").join(sql.SQL("bit_and({})").format(c) for c in code_columns)
-        )
-        if codes
-        else sql.SQL("NULL::int8[]")
-    )
+    profile = schema.and_codes(code_columns) if codes else sql.SQL("NULL::int8[]")
     carried = sql.SQL("").join(sql.SQL(", {}").format(c) for c in code_columns)
     # A run is the rows after one natural cut up to and including the next; the cap cuts it
     # every MAX_LEAF_ROWS rows, so a leaf is (run, (row's index in its run - 1) / cap), the
