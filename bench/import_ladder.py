@@ -107,7 +107,7 @@ def _range(
             conn.execute(load.hash_rows(RAW, HASHED, columns, key=sql.SQL("NULL"), codes=codes))
 
         def leaves() -> None:
-            tree.cut(conn, HASHED, keyed=False, codes=schema.code_count(len(columns)))
+            tree.cut(conn, HASHED, keyed=False, codes=schema.code_count(len(columns)), dense=True)
             load.leaves_profile(conn, sorted(columns))
             tree.store(conn)
 

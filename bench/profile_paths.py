@@ -63,7 +63,7 @@ def _range(conn: psycopg.Connection[dict[str, Any]], inline: bool) -> dict[str, 
     codes = schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample) if inline else []
     started = time.perf_counter()
     conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL"), codes=codes))
-    tree.cut(conn, HASHED, keyed=False, codes=len(codes))
+    tree.cut(conn, HASHED, keyed=False, codes=len(codes), dense=True)
     if inline:
         found = load.leaves_profile(conn, names)
         refs = tree.store(conn, new_leaves=load._NEW_LEAVES)

@@ -333,7 +333,8 @@ def _load_chunk(
                 _stage_unique_keys(conn, hashed_table, item, columns, checkpoint)
                 # The range's own leaves and lists; the commit stitches the seams between
                 # ranges (tree.stitch) and points at them.
-                tree.cut(conn, hashed_table, keyed=bool(rid), codes=len(codes))
+                # pos is COPY's numbering, 1..N, unless rows breaking the rules were taken out
+                tree.cut(conn, hashed_table, keyed=bool(rid), codes=len(codes), dense=rejected == 0)
                 if profiled and not inline:
                     _record_profile(
                         conn, item, _profile_new_leaves(conn, hashed_table, names, sample)

@@ -50,6 +50,14 @@ def test_the_profile_paths_bench_runs_both_ways_at_every_share_of_changes(tmp_pa
     assert results[-1].endswith("the range's first rows pick inline")
 
 
+def test_the_leaf_cut_bench_cuts_the_same_leaves_both_ways(tmp_path: Path) -> None:
+    out = _run(tmp_path, "leaf_cut.py", "--rows", "3000", "--runs", "2")
+    assert "3,000 rows, " in out
+    assert "leaves, the same both ways" in out
+    assert "RESULT dense (pos 1..N): best " in out
+    assert out.strip().splitlines()[-1].startswith("RATIO dense / numbered, best of each:")
+
+
 def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
     out = _run(tmp_path, "export_vs_copy.py", "--rows", "2000", "--memory-rows", "3000")
     assert "identical to the commit's COPY: True" in out

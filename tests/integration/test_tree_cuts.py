@@ -69,13 +69,28 @@ def _range_table(db: Conn, source: str, name: str, start: int, end: int) -> None
     )
 
 
-@pytest.mark.parametrize(("seed", "count", "step"), [(1, 1, 1), (2, 40, 1), (3, 6000, 3)])
-def test_leaves_are_cut_where_the_rule_says(db: Conn, seed: int, count: int, step: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "count", "first", "step", "dense"),
+    [
+        (1, 1, 7, 1, False),
+        (2, 40, 7, 1, False),
+        (3, 6000, 7, 3, False),
+        # positions 1..N, as a range's rows come from COPY: cut counting from pos itself
+        (4, 1, 1, 1, True),
+        (5, 17, 1, 1, True),
+        (6, 6000, 1, 1, True),
+        (7, 20000, 1, 1, True),
+    ],
+)
+def test_leaves_are_cut_where_the_rule_says(
+    db: Conn, seed: int, count: int, first: int, step: int, dense: bool
+) -> None:
     hashes = _hashes(seed, count)
     # positions with gaps when step > 1: only their order may count
     with db.transaction(force_rollback=True):  # nothing stays: these rows are not stored
-        _rows_table(db, "cut_src", hashes, first=7, step=step)
-        lists = tree.build(db, sql.Identifier("cut_src"), keyed=False)
+        _rows_table(db, "cut_src", hashes, first=first, step=step)
+        tree.cut(db, sql.Identifier("cut_src"), keyed=False, dense=dense)
+        lists = tree.store(db)
         stored = db.execute(
             "SELECT ll.leaf_hashes FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n) "
             "JOIN dsa_core.leaf_lists ll USING (list_hash) ORDER BY g.n",
