@@ -512,13 +512,17 @@ def _profile_new_leaves(
     ``_FRESH``: row_hash, vals), and set on the leaf for tree.store to keep. ``sample``: the
     columns' sample masks, in name order."""
     codes = schema.code_count(len(names))
-    for statement in _PROBE_BY_INDEX:  # one probe of row_leaves' key a leaf, never a scan
+    # One probe of row_leaves' key a leaf, never a scan; in hash order, the key's order (and
+    # about the heap's: leaves are inserted sorted by hash), so neighbouring probes share
+    # pages (ad hoc, 69,630 leaves of the 1% re-import: 0.14 s against 0.20 s in leaf order).
+    for statement in _PROBE_BY_INDEX:
         conn.execute(statement)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(_KNOWN, _CODES))
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {known} ON COMMIT DROP AS SELECT l.leaf_no, r.profile "
-            "FROM {leaves} l JOIN dsa_core.row_leaves r ON r.leaf_hash = l.leaf_hash "
+            "FROM (SELECT leaf_no, leaf_hash FROM {leaves} ORDER BY leaf_hash OFFSET 0) l "
+            "JOIN dsa_core.row_leaves r ON r.leaf_hash = l.leaf_hash "
             "WHERE r.profile IS NOT NULL"
         ).format(known=_KNOWN, leaves=tree.LEAVES)
     )
