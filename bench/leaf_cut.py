@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from profile_paths import HASHED, RAW, copy_range  # a script beside this one
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -32,27 +33,10 @@ from sluiceway.local.stack import start_embedded_postgres
 from sluiceway.sample import COLUMNS, write_csv
 from sluiceway.settings import Settings
 
-RAW, HASHED = sql.Identifier("cut_raw"), sql.Identifier("cut_hashed")
 DIGEST = (
     "SELECT count(*) AS leaves, md5(string_agg(leaf_hash || int8send(leaf_no) || "
     "int8send(last_pos) || int4send(n), ''::bytea ORDER BY leaf_no)) AS digest FROM {}"
 )
-
-
-def _hashed(conn: psycopg.Connection[dict[str, Any]], path: Path) -> None:
-    """The range's hashed table (pos 1..N), as load.py has it before tree.cut."""
-    conn.execute("SET temp_buffers = '256MB'")
-    conn.execute(load.create_raw_table(RAW, len(COLUMNS)))
-    idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(COLUMNS) + 1))
-    with (
-        conn.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER)").format(RAW, idents)
-        ) as copy,
-        path.open("rb") as f,
-    ):
-        while block := f.read(1 << 20):
-            copy.write(block)
-    conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL")))
 
 
 def main() -> None:
@@ -69,7 +53,8 @@ def main() -> None:
             path = write_csv(Path(home) / "range.csv", args.rows)
             with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
                 conn.execute("SET max_parallel_workers_per_gather = 0")  # one backend
-                _hashed(conn, path)
+                copy_range(conn, path)  # the range's hashed table, as load.py has it
+                conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL")))
                 seconds: dict[bool, list[float]] = {False: [], True: []}
                 digests: dict[bool, dict[str, Any]] = {}
                 for run in range(args.runs):

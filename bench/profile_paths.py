@@ -40,7 +40,8 @@ RAW, HASHED = sql.Identifier("paths_raw"), sql.Identifier("paths_hashed")
 CHANGED_EVERY = (1000, 100, 20, 10, 5, 3, 2)
 
 
-def _copy(conn: psycopg.Connection[dict[str, Any]], path: Path) -> None:
+def copy_range(conn: psycopg.Connection[dict[str, Any]], path: Path) -> None:
+    """The CSV at ``path`` COPYed into a new raw table, as a range's load does."""
     conn.execute("SET temp_buffers = '256MB'")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(RAW, HASHED))
     conn.execute(load.create_raw_table(RAW, len(COLUMNS)))
@@ -91,7 +92,7 @@ def main() -> None:
             base = write_csv(Path(home) / "base.csv", args.rows)
             with psycopg.connect(url, row_factory=dict_row) as conn:
                 with conn.transaction():
-                    _copy(conn, base)
+                    copy_range(conn, base)
                     first = _range(conn, inline=True)
                 conn.execute("ANALYZE dsa_core.row_store, dsa_core.row_leaves")
                 conn.commit()
@@ -106,7 +107,7 @@ def main() -> None:
                     for run in range(args.runs):
                         for inline in (run % 2 == 0, run % 2 != 0):
                             with conn.transaction(force_rollback=True):
-                                _copy(conn, path)
+                                copy_range(conn, path)
                                 if picks is None:
                                     picks = load._mostly_stored(conn, RAW, COLUMNS)
                                 found = _range(conn, inline)
