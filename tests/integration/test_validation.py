@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from test_diff_structure import _lists
 from test_import_failures import BAD_FILES
 from tests.conftest import import_bytes, main_commit
 
@@ -416,15 +417,6 @@ def test_the_cli_imports_with_rules_and_points_at_the_report(
     assert "1 of 3 records were rejected (tolerated: 0)" in failed.output
 
 
-def _list_hashes(db: Conn, commit_id: str | None) -> list[bytes]:
-    rows = db.execute(
-        "SELECT k.list_hash FROM dsa_core.commit_chunks k JOIN dsa_core.commits c "
-        "USING (commit_key) WHERE c.commit_id = %s ORDER BY k.chunk_no",
-        (commit_id,),
-    ).fetchall()
-    return [bytes(r["list_hash"]) for r in rows]
-
-
 def test_rows_taken_out_by_the_rules_leave_the_tree_of_the_rows_kept(
     client: Client, db: Conn, tmp_path: Path, dataset_name: str
 ) -> None:
@@ -452,6 +444,6 @@ def test_rows_taken_out_by_the_rules_leave_the_tree_of_the_rows_kept(
     # Then both commits hold the kept rows in the same leaves and lists
     assert with_rejects["status"] == clean["status"] == "completed"
     assert with_rejects["output_summary"]["rejected_rows"] == 600
-    a, b = (_list_hashes(db, j["output_summary"]["commit_id"]) for j in (with_rejects, clean))
+    a, b = (_lists(db, j["output_summary"]["commit_id"]) for j in (with_rejects, clean))
     assert len(a) > 1
     assert a == b
