@@ -177,3 +177,13 @@ def test_export_layouts_runs_on_a_small_dataset(tmp_path: Path) -> None:
     out = _run(tmp_path, "export_layouts.py", "--rows", "2000", "--part-rows", "1000")
     assert out.count("the same rows in order: True") == 5, out
     assert out.strip().splitlines()[-1].startswith("RATIO baseline COPY TO STDOUT")
+
+
+def test_the_local_s3_bench_reads_back_what_it_wrote_with_and_without_the_patches(
+    tmp_path: Path,
+) -> None:
+    out = _run(tmp_path, "local_s3.py", "--mib", "24", "--range-mib", "8")
+    assert "run 1, moto shipped: part PUTs " in out
+    assert "run 1, moto stack  : part PUTs " in out
+    assert "RESULT moto stack: server " in out
+    assert out.strip().splitlines()[-1].startswith("RATIO ranged GETs (load), stack / as shipped:")

@@ -46,6 +46,7 @@ from ..names import (
 )
 from ..settings import Settings, configure, get_settings
 from ..storage import s3_client
+from . import s3objects
 from .httpapi import ApiWorkers, LocalApiServer
 from .lambdas import LambdaRuntime, install
 
@@ -265,6 +266,7 @@ class LocalStack:
             self._pg, database_url = start_embedded_postgres(req.home)
         port = free_port()
         os.environ["MOTO_PORT"] = str(port)  # moto's interpreter calls Lambda back on this port
+        s3objects.install()  # ranged GETs read their range, completes build the object once
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,168 @@
+"""The embedded S3's cost for an import's object: moto as it ships against moto as the stack runs it.
+
+Usage: python bench/local_s3.py [--mib 830] [--range-mib 64] [--runs 1]
+
+An import's object meets S3 three times: the upload (presigned part PUTs, then the complete),
+the quote scan (every range GET'd) and the load (every range GET'd again). This script does
+the same on moto's HTTP server, in a child process per variant so the stack's patches
+(sluiceway.local.s3objects) stay out of the baseline: ``as shipped`` is moto 5.2.5 alone,
+``stack`` is moto with the patches the embedded stack installs. Both upload the same bytes in
+8 MiB parts and read them back in ``--range-mib`` ranges twice; each checks what it read.
+
+Each phase is timed in wall seconds and in the server's CPU seconds (the child's CPU less
+its client thread's). ``--mib 830`` is the 10M-row benchmark file's size. The last lines give
+each phase's ratio, stack over as shipped, for the server's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import boto3
+import urllib3
+
+from sluiceway.local.stack import free_port
+
+PART = 8 * 1024 * 1024
+BUCKET = "bench-local-s3"
+
+
+def _mark() -> tuple[float, float, float]:
+    cpu = os.times()
+    return time.perf_counter(), cpu.user + cpu.system, time.thread_time()
+
+
+def _since(start: tuple[float, float, float]) -> dict[str, float]:
+    now = _mark()
+    return {"wall": now[0] - start[0], "server_cpu": (now[1] - start[1]) - (now[2] - start[2])}
+
+
+def child(mib: int, range_mib: int, patched: bool) -> dict[str, Any]:
+    """One variant, in this process: a moto server, the upload and two ranged reads."""
+    from moto.server import ThreadedMotoServer
+
+    for noisy in ("werkzeug", "moto"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    if patched:
+        from sluiceway.local import s3objects
+
+        s3objects.install()
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        s3.create_bucket(Bucket=BUCKET)
+        block = os.urandom(1024 * 1024)
+        data = block * mib
+        http = urllib3.PoolManager()
+        phases: dict[str, Any] = {}
+
+        start = _mark()
+        upload = s3.create_multipart_upload(Bucket=BUCKET, Key="object")["UploadId"]
+        parts = []
+        for offset in range(0, len(data), PART):
+            number = offset // PART + 1
+            url = s3.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": BUCKET,
+                    "Key": "object",
+                    "UploadId": upload,
+                    "PartNumber": number,
+                },
+            )
+            piece = data[offset : offset + PART]
+            answer = http.request(
+                "PUT", url, body=piece, headers={"content-length": str(len(piece))}
+            )
+            parts.append({"PartNumber": number, "ETag": answer.headers["ETag"]})
+        phases["part PUTs"] = _since(start)
+
+        start = _mark()
+        s3.complete_multipart_upload(
+            Bucket=BUCKET, Key="object", UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+        phases["complete"] = _since(start)
+
+        size = range_mib * 1024 * 1024
+        for name in ("ranged GETs (scan)", "ranged GETs (load)"):
+            start = _mark()
+            for begin in range(0, len(data), size):
+                end = min(begin + size, len(data)) - 1
+                body = s3.get_object(Bucket=BUCKET, Key="object", Range=f"bytes={begin}-{end}")
+                got = body["Body"].read()
+                if got != data[begin : end + 1]:
+                    raise SystemExit(f"{name}: bytes {begin}-{end} differ")
+            phases[name] = _since(start)
+        return phases
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=830, help="object size, MiB")
+    parser.add_argument("--range-mib", type=int, default=64, help="ranged GET size, MiB")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each variant, alternated")
+    parser.add_argument("--child", choices=["shipped", "stack"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = child(args.mib, args.range_mib, patched=args.child == "stack")
+        print(json.dumps(result))
+        return
+
+    print(
+        f"object {args.mib:,} MiB in {PART // 2**20} MiB parts; ranges of {args.range_mib} MiB, "
+        f"read twice; {args.runs} run(s) of each variant, alternated"
+    )
+    results: dict[str, list[dict[str, Any]]] = {"shipped": [], "stack": []}
+    for run in range(args.runs):
+        for variant in ("shipped", "stack"):
+            out = subprocess.run(
+                [
+                    *(sys.executable, __file__, "--child", variant),
+                    *("--mib", str(args.mib), "--range-mib", str(args.range_mib)),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            phases = json.loads(out.strip().splitlines()[-1])
+            results[variant].append(phases)
+            shown = "; ".join(
+                f"{name} {p['wall']:.2f} s wall / {p['server_cpu']:.2f} CPU-s"
+                for name, p in phases.items()
+            )
+            print(f"run {run + 1}, moto {variant:<7}: {shown}")
+
+    def best(variant: str, phase: str, what: str) -> float:
+        return min(r[phase][what] for r in results[variant])
+
+    names = list(results["shipped"][0])
+    for variant in ("shipped", "stack"):
+        total = sum(best(variant, name, "server_cpu") for name in names)
+        print(f"RESULT moto {variant}: server {total:.2f} CPU-s in all (best of each phase)")
+    for name in names:
+        shipped, ours = best("shipped", name, "server_cpu"), best("stack", name, "server_cpu")
+        wall = best("stack", name, "wall") / max(best("shipped", name, "wall"), 1e-9)
+        print(
+            f"RATIO {name}, stack / as shipped: {ours / max(shipped, 1e-9):.2f}x CPU, {wall:.2f}x wall"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Two costs of moto's S3 that grow with the object, removed for the embedded stack.
+
+moto (pinned; tests/integration/test_local_seam.py guards these seams) keeps each object in a
+``SpooledTemporaryFile``. Two of its paths copy the whole object where S3 would not:
+
+- **A ranged GET reads the whole object**, then slices it (``S3Response.get_object`` returns
+  ``key.value``; ``_handle_range_header`` slices that). An import reads its object twice in
+  ranges (the quote scan and the load), so a 10M-row file of 830 MB in 64 MiB ranges copied
+  21 GB, and a 10 GB file in 160 ranges would copy 3 TB. Here a ranged GET hands moto a
+  :class:`_Window` of the key: its length is the object's, and the slice that moto takes of it
+  reads only the requested bytes. Whatever else moto does with the request (headers,
+  conditions, errors, a multi-range or unparseable ``Range`` that S3 answers with the whole
+  object) is its own code.
+- **Completing a multipart upload** built the object twice (once for the value, once more
+  for the whole-object checksum), then copied it a third time into ``bytes``. Here the
+  object is built once and a CRC32-based whole-object checksum is computed as the parts go
+  by (``binascii.crc32`` continues a running value, so it is the same number); other
+  checksums take moto's own builder.
+
+Measured with 830 MB (``bench/local_s3.py``): see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+_ranged = contextvars.ContextVar("sluiceway_ranged_get", default=False)
+_installed = False
+moto_complete: Any = None  # moto's own FakeMultipart.complete, kept for the tests to compare
+
+
+class _Window:
+    """A key's bytes as moto's range handling sees them: ``len`` and slices, read on demand."""
+
+    def __init__(self, key: Any, whole: Any) -> None:
+        self.key = key
+        self._whole = whole  # moto's own getter of the full value
+
+    def __len__(self) -> int:
+        return int(self.key.contentsize)
+
+    def __getitem__(self, item: slice) -> bytes:
+        start, stop, step = item.indices(len(self))
+        if step != 1:
+            return bytes(self.whole()[item])
+        with self.key.lock:
+            buffer = self.key._value_buffer
+            buffer.seek(start)
+            return bytes(buffer.read(max(0, stop - start)))
+
+    def whole(self) -> bytes:
+        return bytes(self._whole(self.key))
+
+
+def install() -> None:
+    """Patch moto's S3 in this process (idempotent)."""
+    global _installed, moto_complete  # noqa: PLW0603 - moto's classes are process-wide
+    if _installed:
+        return
+    from moto.s3.models import FakeKey, FakeMultipart
+    from moto.s3.responses import S3Response
+
+    moto_value: Any = FakeKey.__dict__["value"]  # the property, not what it reads
+    whole_value, set_value = moto_value.fget, moto_value.fset
+
+    def value(self: Any) -> Any:
+        if _ranged.get():
+            _ranged.set(False)  # the one read a ranged GET makes, at its end
+            return _Window(self, whole_value)
+        return whole_value(self)
+
+    FakeKey.value = property(value, set_value)  # type: ignore[method-assign,assignment]
+
+    original_key_response = S3Response.key_response
+
+    def key_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        if request.method != "GET" or not request.headers.get("range"):
+            return original_key_response(self, request, full_url, headers)
+        token = _ranged.set(True)
+        try:
+            status, response_headers, body = original_key_response(self, request, full_url, headers)
+        finally:
+            _ranged.reset(token)
+        if isinstance(body, _Window):  # answered without slicing it: the whole object
+            body = body.whole()
+        return status, response_headers, body
+
+    S3Response.key_response = key_response  # type: ignore[method-assign]
+    moto_complete = FakeMultipart.complete
+    FakeMultipart.complete = _complete  # type: ignore[method-assign]
+    _installed = True
+
+
+def _crc32_based(algorithm: str) -> bool:
+    """Whether moto's checksum of ``algorithm`` is CRC32 (its fallback without awscrt/crc32c)."""
+    from moto.s3.utils import compute_checksum
+
+    probe = b"sluiceway"
+    return compute_checksum(probe, algorithm, encode_base64=False) == binascii.crc32(
+        probe
+    ).to_bytes(4, "big")
+
+
+def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, Any]:
+    """``FakeMultipart.complete`` (moto 5.2.5) building the object once."""
+    from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
+    from moto.s3.models import MultipartChecksumBuilder
+    from moto.settings import S3_UPLOAD_PART_MIN_SIZE
+    from moto.utilities.utils import md5_hash
+
+    checksum_builder = MultipartChecksumBuilder(
+        self.metadata.get("x-amz-checksum-algorithm"), self.metadata.get("x-amz-checksum-type")
+    )
+    running = checksum_builder.checksum_type == "FULL_OBJECT" and _crc32_based(
+        checksum_builder.checksum_algorithm
+    )
+    total = bytearray()
+    md5s = bytearray()
+    crc = 0
+    last = None
+    count = 0
+    for pn, given_etag in body:
+        part = self.parts.get(pn)
+        if part is None or part.etag.replace('"', "") != given_etag.replace('"', ""):
+            raise InvalidPart()
+        if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
+            raise EntityTooSmall()
+        md5s.extend(bytes.fromhex(part.etag.replace('"', "")))
+        value = part.value
+        total.extend(value)
+        if running:
+            crc = binascii.crc32(value, crc)
+        else:
+            checksum_builder.addPart(value)
+        last = part
+        count += 1
+    if count == 0:
+        raise MalformedXML
+    full_etag = md5_hash()
+    full_etag.update(bytes(md5s))
+    checksum: tuple[str, str, int] | None
+    if running:
+        checksum = ("FULL_OBJECT", base64.b64encode(crc.to_bytes(4, "big")).decode(), 1)
+    else:
+        checksum = checksum_builder.build()
+    # a bytearray, not bytes: FakeKey only writes it into its buffer and takes its length
+    return total, f"{full_etag.hexdigest()}-{count}", checksum
