@@ -1,7 +1,7 @@
-"""Two costs of moto's S3 that grow with the object, removed for the embedded stack.
+"""Three costs of moto's S3 that grow with the object, removed for the embedded stack.
 
-moto (pinned; tests/integration/test_local_seam.py guards these seams) keeps each object in a
-``SpooledTemporaryFile``. Two of its paths copy the whole object where S3 would not:
+moto (pinned; tests/integration/test_local_s3_objects.py guards these seams) keeps each object
+in a ``SpooledTemporaryFile``. Three of its paths copy the whole object where S3 would not:
 
 - **A ranged GET reads the whole object**, then slices it (``S3Response.get_object`` returns
   ``key.value``; ``_handle_range_header`` slices that). An import reads its object twice in
@@ -16,6 +16,9 @@ moto (pinned; tests/integration/test_local_seam.py guards these seams) keeps eac
   object is built once and a CRC32-based whole-object checksum is computed as the parts go
   by (``binascii.crc32`` continues a running value, so it is the same number); other
   checksums take moto's own builder.
+- **A value larger than the in-memory limit** (5 MiB, so every 8 MiB part and every imported
+  file) was written into the ``SpooledTemporaryFile``'s memory first and then copied to disk
+  when it rolled over. Here it rolls over first, so the bytes are written once.
 
 Measured with 830 MB (``bench/local_s3.py``): see bench/README.md.
 """
@@ -73,7 +76,12 @@ def install() -> None:
             return _Window(self, whole_value)
         return whole_value(self)
 
-    FakeKey.value = property(value, set_value)  # type: ignore[method-assign,assignment]
+    def store(self: Any, new_value: Any) -> None:
+        if len(new_value) > self._max_buffer_size:  # to disk now, not via an in-memory copy
+            self._value_buffer.rollover()
+        set_value(self, new_value)
+
+    FakeKey.value = property(value, store)  # type: ignore[method-assign,assignment]
 
     original_key_response = S3Response.key_response
 
