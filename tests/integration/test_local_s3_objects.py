@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import io
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -196,3 +198,19 @@ def test_a_multipart_upload_through_the_stack_reads_back_whole_and_in_ranges(s3:
     middle = s3.get_object(Bucket=BUCKET, Key="multi", Range=f"bytes={5 * MIB - 3}-{5 * MIB + 3}")
     assert middle["Body"].read() == data[5 * MIB - 3 : 5 * MIB + 4]
     assert s3.head_object(Bucket=BUCKET, Key="multi")["ETag"].endswith('-3"')
+
+
+def test_a_window_slices_like_the_bytes_it_stands_for() -> None:
+    data = bytes(range(256)) * 4
+
+    class Key:
+        contentsize = len(data)
+        lock = threading.Lock()
+        _value_buffer = io.BytesIO(data)
+
+    window = s3objects._Window(Key(), lambda key: data)
+    assert len(window) == len(data)
+    for item in (slice(0, 10), slice(1000, 5000), slice(-7, None), slice(9, 3), slice(None)):
+        assert window[item] == data[item], item
+    assert window[::3] == data[::3]
+    assert window[5] == data[5]

@@ -46,10 +46,10 @@ class _Window:
     def __len__(self) -> int:
         return int(self.key.contentsize)
 
-    def __getitem__(self, item: slice) -> bytes:
-        start, stop, step = item.indices(len(self))
-        if step != 1:
-            return bytes(self.whole()[item])
+    def __getitem__(self, item: slice | int) -> Any:
+        if not isinstance(item, slice) or item.step not in (None, 1):
+            return self.whole()[item]  # moto takes only plain slices; anything else still works
+        start, stop, _ = item.indices(len(self))
         with self.key.lock:
             buffer = self.key._value_buffer
             buffer.seek(start)
