@@ -103,7 +103,7 @@ def test_a_document_never_starts_an_import(
     # and after an import uploaded later has run, no execution ever took the document
     job = import_bytes(client, tmp_path, b"a\n1\n", dataset_name)
     assert job["status"] == "completed"
-    sfn = stack._client("stepfunctions")
+    sfn = stack.moto_client("stepfunctions")
     executions = sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
     inputs = [sfn.describe_execution(executionArn=e["executionArn"])["input"] for e in executions]
     assert any(job_key_in(i, "uploads/") for i in inputs)

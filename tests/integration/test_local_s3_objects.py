@@ -15,7 +15,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
@@ -30,13 +29,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def s3(stack: Any) -> Any:
-    client = boto3.client(
-        "s3",
-        endpoint_url=stack.moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    client = stack.moto_client("s3")
     client.create_bucket(Bucket=BUCKET)
     return client
 

@@ -6,7 +6,6 @@ import inspect
 import json
 from typing import Any
 
-import boto3
 import moto
 from moto.awslambda.models import LambdaFunction
 
@@ -26,13 +25,7 @@ def test_moto_still_calls_invoke_lambda_with_the_event() -> None:
 
 def test_a_lambda_invoke_through_moto_runs_our_handler(stack: Any) -> None:
     # Given the stack's moto server with our functions registered
-    client = boto3.client(
-        "lambda",
-        endpoint_url=stack.moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    client = stack.moto_client("lambda")
     # When the refresh handler is invoked the way the state machine invokes it
     response = client.invoke(FunctionName="refresh_search", Payload=json.dumps({"job_id": "x"}))
     # Then our handler ran: it echoes its state back, and the search view was refreshed

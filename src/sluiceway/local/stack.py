@@ -266,7 +266,7 @@ class LocalStack:
             self._pg, database_url = start_embedded_postgres(req.home)
         port = free_port()
         os.environ["MOTO_PORT"] = str(port)  # moto's interpreter calls Lambda back on this port
-        s3objects.install()  # ranged GETs read their range, completes build the object once
+        s3objects.install()  # ranged GETs read their range; big objects are written once
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{port}"
@@ -413,7 +413,8 @@ class LocalStack:
         return self.settings.storage_endpoint() or ""
 
     # -- AWS resources, as the CDK app defines them ------------------------------------------
-    def _client(self, service: str) -> Any:
+    def moto_client(self, service: str) -> Any:
+        """A boto3 client of the stack's moto server (S3, Step Functions, Lambda, ...)."""
         return boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.moto_url,
@@ -426,9 +427,9 @@ class LocalStack:
         bucket = self.settings.storage.bucket
         if self.requested.s3_endpoint_url:
             s3_client(self.settings).head_bucket(Bucket=bucket)  # a clear error if it is missing
-            self._client("s3").create_bucket(Bucket=bucket)  # range lists for the ItemReader
+            self.moto_client("s3").create_bucket(Bucket=bucket)  # range lists for the ItemReader
         else:
-            s3 = self._client("s3")
+            s3 = self.moto_client("s3")
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_cors(
                 Bucket=bucket,
@@ -447,10 +448,10 @@ class LocalStack:
             s3.put_bucket_notification_configuration(
                 Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
             )
-        role = self._client("iam").create_role(
+        role = self.moto_client("iam").create_role(
             RoleName="sluiceway-local", AssumeRolePolicyDocument="{}"
         )["Role"]["Arn"]
-        lam = self._client("lambda")
+        lam = self.moto_client("lambda")
         code = io.BytesIO()
         with zipfile.ZipFile(code, "w") as z:
             z.writestr("handler.py", "# runs through sluiceway.local.lambdas\n")
@@ -466,7 +467,7 @@ class LocalStack:
             )["FunctionArn"]
             substitutions[var] = arn
         substitutions["DataBucketName"] = bucket
-        sfn = self._client("stepfunctions")
+        sfn = self.moto_client("stepfunctions")
         self.state_machine_arn = sfn.create_state_machine(
             name=f"sluiceway-{IMPORT_STATE_MACHINE}",
             definition=render_definition(IMPORT_STATE_MACHINE, substitutions),
@@ -477,12 +478,12 @@ class LocalStack:
             definition=render_definition(EXPORT_STATE_MACHINE, substitutions),
             roleArn=role,
         )["stateMachineArn"]
-        sqs = self._client("sqs")
+        sqs = self.moto_client("sqs")
         self._queue_url = sqs.create_queue(QueueName="sluiceway-object-created")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
-        events = self._client("events")
+        events = self.moto_client("events")
         events.put_rule(
             Name="sluiceway-start-import",
             EventPattern=json.dumps(
@@ -504,7 +505,7 @@ class LocalStack:
 
     def _relay_events(self) -> None:
         """EventBridge rule -> StartExecution with the event as input, as its SFN target does."""
-        sqs, sfn = self._client("sqs"), self._client("stepfunctions")
+        sqs, sfn = self.moto_client("sqs"), self.moto_client("stepfunctions")
         while not self._stopping.is_set():
             self._keep_runtime_lock()
             try:
