@@ -18,9 +18,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from .errors import DatabaseUnavailable, SluicewayError
+from .memory import fix_mmap_threshold
 from .settings import get_settings
 
 logger = Logger(service="sluiceway")
+fix_mmap_threshold()  # every process that runs a handler (Lambda's, the stack's, its workers)
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 
