@@ -8,7 +8,10 @@ and prints:
   - the client's phases: upload (presigned PUTs and complete) and waiting for the job;
   - every state of the execution (moto's execution history, Distributed Map children
     included), entered -> exited, so the gaps between them are the interpreter's own time;
-  - PostgreSQL's statements by total time (pg_stat_statements, top level and nested).
+  - PostgreSQL's statements by total time (pg_stat_statements, top level and nested);
+  - the WAL it wrote (pg_stat_wal: bytes, records, full-page images, times the WAL buffers
+    were full) and its I/O by process kind, object and context (pg_stat_io: what a backend
+    wrote or read itself, temp tables and sorts' files included).
 Run it under ``py-spy record --subprocesses`` for the Python side (see bench/README.md).
 """
 
@@ -41,6 +44,25 @@ def _preload_pg_stat_statements(home: Path) -> None:
         conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
         conn.execute("ALTER SYSTEM SET track_io_timing = on")
     server._cleanup()  # stops it; the stack starts it again with the library loaded
+
+
+def _reset_stats(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_stat_statements_reset()")
+    conn.execute("SELECT pg_stat_reset_shared('wal'), pg_stat_reset_shared('io')")
+
+
+WAL = "SELECT wal_bytes, wal_records, wal_fpi, wal_buffers_full FROM pg_stat_wal"
+# PostgreSQL 18's pg_stat_io counts bytes per operation; rows with no I/O are left out
+IO = (
+    "SELECT backend_type, object, context, reads, read_bytes, writes, write_bytes, extends, "
+    "extend_bytes FROM pg_stat_io WHERE coalesce(reads, 0) + coalesce(writes, 0) "
+    "+ coalesce(extends, 0) > 0 ORDER BY coalesce(write_bytes, 0) + coalesce(extend_bytes, 0) "
+    "+ coalesce(read_bytes, 0) DESC"
+)
+
+
+def _mb(value: Any) -> str:
+    return f"{float(value or 0) / 1e6:,.0f} MB"
 
 
 def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
@@ -97,7 +119,7 @@ def main() -> None:
         with LocalStack(Settings(home=Path(home)), stop_database=True) as stack:
             with psycopg.connect(stack.database_url, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                conn.execute("SELECT pg_stat_statements_reset()")
+                _reset_stats(conn)
             client = Client(stack.api_url, token=stack.local_token)
             options = {"chunk_bytes": parse_size(args.chunk_size)}
             if args.reimport_changed_every:
@@ -108,7 +130,7 @@ def main() -> None:
                     write_csv(path, args.rows, changed_every=args.reimport_changed_every)
                 print(f"profiling the re-import of {path}")
                 with psycopg.connect(stack.database_url, autocommit=True) as conn:
-                    conn.execute("SELECT pg_stat_statements_reset()")
+                    _reset_stats(conn)
             t0 = time.perf_counter()
             created = client.upload_file(path, "profile", options)
             t_up = time.perf_counter()
@@ -138,6 +160,8 @@ def main() -> None:
                     "LIMIT %s",
                     (args.top,),
                 ).fetchall()
+                wal = conn.execute(WAL).fetchone()
+                io = conn.execute(IO).fetchall()
 
     print(f"client: upload {t_up - t0:.2f} s, then the job {t_done - t_up:.2f} s")
     if spans:
@@ -158,6 +182,16 @@ def main() -> None:
     print("PostgreSQL statements by total time (calls, ms, rows, query):")
     for s in stmts:
         print(f"  {s[0]:6d} {s[1]:10.0f} ms {s[2]:10d}  {s[3]}")
+    print(
+        f"WAL: {_mb(wal[0])} in {wal[1]:,} records, {wal[2]:,} full-page images, "
+        f"WAL buffers full {wal[3]:,} times"
+    )
+    print("I/O by process kind, object, context (reads, writes, extends):")
+    for r in io:
+        print(
+            f"  {r[0]:20s} {r[1]:13s} {r[2]:9s} read {r[3] or 0:9,d} ({_mb(r[4])}), "
+            f"written {r[5] or 0:9,d} ({_mb(r[6])}), extended {r[7] or 0:9,d} ({_mb(r[8])})"
+        )
     print(f"RESULT upload {t_up - t0:.2f} s; job {t_done - t_up:.2f} s; total {t_done - t0:.2f} s")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,15 @@ def test_the_leaf_cut_bench_cuts_the_same_leaves_both_ways(tmp_path: Path) -> No
     assert "leaves, the same both ways" in out
     assert "RESULT dense (pos 1..N): best " in out
     assert out.strip().splitlines()[-1].startswith("RATIO dense / numbered, best of each:")
+
+
+def test_the_store_growth_bench_inserts_each_steps_rows_as_new(tmp_path: Path) -> None:
+    out = _run(tmp_path, "store_growth.py", "--range-rows", "3000", "--steps", "3")
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("step 0: into 0 stored rows")
+    assert lines[2].startswith("step 2: into 6,000 stored rows")  # every step's rows were new
+    assert "RESULT last step, into 6,000 stored rows: insert " in out
+    assert lines[-1].startswith("RATIO insert a row, last step / first:")
 
 
 def test_export_vs_copy_runs_end_to_end_on_a_small_dataset(tmp_path: Path) -> None:
@@ -155,6 +165,9 @@ def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> Non
     out = _run(tmp_path, "profile_import.py", "--rows", "2000", "--chunk-size", "64KiB")
     assert "Load ranges in parallel" in out
     assert "INSERT INTO dsa_core.row_store" in out
+    assert re.search(r"^WAL: [\d,]+ MB in [\d,]+ records, ", out, re.M)
+    # the backends extended row_store (and its key) as they loaded the rows
+    assert re.search(r"^  client backend +relation +normal +read .* extended +[1-9]", out, re.M)
     assert out.strip().splitlines()[-1].startswith("RESULT upload")
 
 
