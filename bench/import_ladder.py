@@ -88,7 +88,7 @@ def _range(
         psycopg.connect(url, row_factory=dict_row, application_name=APP) as conn,
         conn.transaction(),
     ):
-        conn.execute("SET temp_buffers = '256MB'")
+        db.room_for_temp_tables(conn)
         idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(columns) + 1))
         conn.execute(load.create_raw_table(RAW, len(columns)))
 

@@ -42,7 +42,7 @@ CHANGED_EVERY = (1000, 100, 20, 10, 5, 3, 2)
 
 def copy_range(conn: psycopg.Connection[dict[str, Any]], path: Path) -> None:
     """The CSV at ``path`` COPYed into a new raw table, as a range's load does."""
-    conn.execute("SET temp_buffers = '256MB'")
+    db.room_for_temp_tables(conn)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(RAW, HASHED))
     conn.execute(load.create_raw_table(RAW, len(COLUMNS)))
     idents = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, len(COLUMNS) + 1))

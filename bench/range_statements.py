@@ -86,7 +86,7 @@ def main() -> None:
                 print(f"{seconds:7.3f} s ({used:6.3f} CPU-s)  {label}", flush=True)
                 return seconds, used
 
-            conn.execute("SET temp_buffers = '256MB'")
+            db.room_for_temp_tables(conn)
             conn.execute(
                 "CREATE TEMP TABLE raw (ord bigint GENERATED ALWAYS AS IDENTITY, "
                 + ", ".join(f"{c} text" for c in cols)

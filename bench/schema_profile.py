@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from sluiceway import rules, schema
+from sluiceway import db, rules, schema
 from sluiceway.local.stack import start_embedded_postgres
 from sluiceway.sample import COLUMNS, write_csv
 
@@ -45,7 +45,7 @@ def main() -> None:
             }
         )
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-            conn.execute("SET temp_buffers = '256MB'")
+            db.room_for_temp_tables(conn)
             conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE {} (ord bigint GENERATED ALWAYS AS IDENTITY, {})"

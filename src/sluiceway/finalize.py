@@ -47,6 +47,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     key_columns: list[str] | None = checkpoint.get("key_columns")
 
     inject = faults.take(conn, job_id, "commit", settings)
+    db.room_for_temp_tables(conn)  # the seams' and a re-import's diff tables, in memory
     outcome = _settle_rejects(conn, job_id, params, checkpoint, settings)
     with conn.transaction():
         chunks = conn.execute(

@@ -213,8 +213,7 @@ def _load_chunk(
     faults.stall(conn, item.job_id, "load", settings)
     try:
         with conn.transaction():
-            # Room for a range's staging tables in memory (allowed while unchanged per session).
-            conn.execute("SET temp_buffers = '256MB'")
+            db.room_for_temp_tables(conn)  # a range's staging tables, in memory
             # gc's sweep takes this lock exclusively: it never deletes a row this range reuses.
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (versioning.GC_LOCK,))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(raw_table, hashed_table))

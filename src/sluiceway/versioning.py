@@ -390,6 +390,7 @@ def diff(
     """Added, removed and changed rows from commit a to commit b (a=None: everything added)."""
     if limit < 0:
         raise InvalidRequest("limit must be >= 0.")
+    db.room_for_temp_tables(conn)
     with conn.transaction():
         result = compute_diff(conn, a, b)
         table = result.table
