@@ -103,12 +103,14 @@ class PeakMemory:
         self._sample()
         for pid in self._reset:
             kind, _ = self._known.get(pid, ("", None))
+            if not kind:
+                continue
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
             for line in status.splitlines():
-                if kind and line.startswith("VmHWM:"):
+                if line.startswith("VmHWM:"):
                     peak = int(line.split()[1]) * 1024
                     self.peaks[kind] = max(self.peaks.get(kind, 0), peak)
 
