@@ -7,8 +7,8 @@ machine), one backend. Each step generates ``--range-rows`` rows of the benchmar
 with a seed of its own (so no row is stored already: a first import's range), COPYs them into a
 range's raw table and hashes them (load.hash_rows), then measures, in the same step:
 
-- baseline: ``COPY`` of the step's file into an UNLOGGED, unindexed table, emptied each step
-  (the baseline of bench/import_vs_copy.py and bench/import_scale.py);
+- baseline: ``COPY`` of the step's file into an UNLOGGED, unindexed table of its own
+  (import_vs_copy.copy_baseline, the baseline of bench/import_vs_copy.py and import_scale.py);
 - probe: the insert's own lookup alone (the range's rows deduplicated and sorted by hash, each
   probing row_store's key for its hash, as load.insert_new_rows plans it), counted, not stored;
 - insert: load.insert_new_rows itself: the probe, then the heap and the key's B-tree.
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from profile_paths import HASHED, RAW, copy_range  # a script beside this one
+from import_vs_copy import copy_baseline  # scripts beside this one
+from profile_paths import HASHED, RAW, copy_range
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -48,24 +49,10 @@ SIZES = (
 )
 
 
-def _baseline(conn: psycopg.Connection[dict[str, Any]], path: Path) -> float:
-    idents = ", ".join(f"c{i} text" for i in range(1, len(COLUMNS) + 1))
-    conn.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS bench_copy ({idents})")
-    conn.execute("TRUNCATE bench_copy")
-    started = time.perf_counter()
-    with (
-        conn.cursor().copy("COPY bench_copy FROM STDIN (FORMAT csv, HEADER)") as copy,
-        path.open("rb") as f,
-    ):
-        while block := f.read(1 << 20):
-            copy.write(block)
-    return time.perf_counter() - started
-
-
 def _step(
-    conn: psycopg.Connection[dict[str, Any]], path: Path, column_set: int
+    conn: psycopg.Connection[dict[str, Any]], url: str, path: Path, column_set: int
 ) -> dict[str, float]:
-    copy_seconds = _baseline(conn, path)
+    copy_seconds = copy_baseline(url, path)
     with conn.transaction():
         copy_range(conn, path)
         conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL")))
@@ -112,7 +99,7 @@ def main() -> None:
                     path = write_csv(Path(home) / f"step{step}.csv", n, seed=100 + step)
                     before = conn.execute(SIZES).fetchone()
                     assert before is not None
-                    figures = _step(conn, path, found["column_set_id"])
+                    figures = _step(conn, url, path, found["column_set_id"])
                     path.unlink()
                     if figures["new"] != n:
                         raise SystemExit(f"step {step}: {figures['new']:,} new rows, not {n:,}")
