@@ -17,6 +17,7 @@ import csv
 import io
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import MalformedFile, PayloadTooLarge
@@ -93,27 +94,43 @@ def first_record_end(buf: bytes, pos: int = 0) -> int | None:
 
 def scan_range(buf: bytes, raw_start: int) -> RangeScan:
     """Scan one range; ``buf`` holds bytes [max(raw_start - 1, 0), raw_end) of the file."""
-    base = max(raw_start - 1, 0)
-    rel = raw_start - base
-    quotes = buf.count(QUOTE, rel)
-    newlines = buf.count(NEWLINE, rel)
+    return scan_pieces([buf], raw_start)
 
+
+def scan_pieces(pieces: Iterable[bytes], raw_start: int) -> RangeScan:
+    """:func:`scan_range` over the range's bytes as they arrive, holding one piece at a time.
+
+    Both searches carry the quote parity from piece to piece: the first newline at an even
+    (odd) count from raw_start is, inside a piece that starts at parity p, the piece's first
+    newline at an even (odd) count of its own when p is even, at an odd (even) one when p is
+    odd. A piece is whole when it is searched, so a search that fails in it has no such
+    newline in it, and the next piece goes on from the parity after it.
+    """
+    skip = 1 if raw_start > 0 else 0  # the byte before the range, for the even search only
+    offset = max(raw_start - 1, 0)  # the file offset of the piece at hand
+    quotes = newlines = 0
     even: int | None = None
-    lines_even = 0
-    if raw_start > 0 and buf[:1] == NEWLINE:
-        even = raw_start - 1
-    else:
-        m = _FIRST_NEWLINE_EVEN.match(buf, rel)
-        if m:
-            even = base + m.end() - 1
-            lines_even = buf.count(NEWLINE, rel, m.end())
     odd: int | None = None
-    lines_odd = 0
-    if quotes:
-        m = _FIRST_NEWLINE_ODD.match(buf, rel)
-        if m:
-            odd = base + m.end() - 1
-            lines_odd = buf.count(NEWLINE, rel, m.end())
+    lines_even = lines_odd = 0
+    for piece in pieces:
+        start = min(skip, len(piece))
+        if skip and start and piece[:1] == NEWLINE:  # the range starts a record
+            even = raw_start - 1
+        skip -= start
+        same, other = (
+            (_FIRST_NEWLINE_EVEN, _FIRST_NEWLINE_ODD)
+            if quotes % 2 == 0
+            else (_FIRST_NEWLINE_ODD, _FIRST_NEWLINE_EVEN)
+        )
+        if even is None and (m := same.match(piece, start)):
+            even = offset + m.end() - 1
+            lines_even = newlines + piece.count(NEWLINE, start, m.end())
+        if odd is None and (m := other.match(piece, start)):
+            odd = offset + m.end() - 1
+            lines_odd = newlines + piece.count(NEWLINE, start, m.end())
+        quotes += piece.count(QUOTE, start)
+        newlines += piece.count(NEWLINE, start)
+        offset += len(piece)
     return RangeScan(quotes, newlines, even, odd, lines_even, lines_odd)
 
 

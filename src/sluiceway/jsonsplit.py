@@ -42,15 +42,28 @@ _STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
 
 def scan_lines(buf: bytes, raw_start: int) -> RangeScan:
     """A JSON Lines range's scan; ``buf`` holds bytes [max(raw_start - 1, 0), raw_end)."""
-    base = max(raw_start - 1, 0)
-    rel = raw_start - base
-    newlines = buf.count(NEWLINE, rel)
-    if raw_start > 0 and buf[:1] == NEWLINE:
-        return RangeScan(0, newlines, raw_start - 1, None, 0, 0)
-    first = buf.find(NEWLINE, rel)
-    if first < 0:
+    return scan_lines_pieces([buf], raw_start)
+
+
+def scan_lines_pieces(pieces: Iterable[bytes], raw_start: int) -> RangeScan:
+    """:func:`scan_lines` over the range's bytes as they arrive, one piece at a time."""
+    skip = 1 if raw_start > 0 else 0  # the byte before the range
+    offset = max(raw_start - 1, 0)  # the file offset of the piece at hand
+    newlines = 0
+    first: int | None = None
+    for piece in pieces:
+        start = min(skip, len(piece))
+        if skip and start and piece[:1] == NEWLINE:  # the range starts a record
+            first = raw_start - 1
+        skip -= start
+        if first is None and (at := piece.find(NEWLINE, start)) >= 0:
+            first = offset + at
+        newlines += piece.count(NEWLINE, start)
+        offset += len(piece)
+    if first is None:
         return RangeScan(0, newlines, None, None, 0, 0)
-    return RangeScan(0, newlines, base + first, None, 1, 0)
+    # the newline before the range is none of its lines; one inside it is its first
+    return RangeScan(0, newlines, first, None, 0 if first < raw_start else 1, 0)
 
 
 @dataclass(frozen=True)

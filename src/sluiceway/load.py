@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -24,15 +23,12 @@ from . import (
     readers,
     rejects,
     schema,
-    storage,
     tree,
     versioning,
 )
-from .errors import MalformedFile, StorageUnavailable
-from .plan import ChunkItem, _read, chunk_task, source_object
-from .settings import MiB, Settings
-
-READ_BYTES = 1 * MiB
+from .errors import MalformedFile
+from .plan import ChunkItem, _read, chunk_task, read_pieces, source_object
+from .settings import Settings
 
 
 def _column_idents(count: int) -> list[sql.Identifier]:
@@ -691,32 +687,9 @@ def _insert_plain_first(conn: db.Conn, hashed_table: sql.Identifier, column_set_
 def _stream_range(
     copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings
 ) -> None:
-    """Stream bytes [start, end) of the object into COPY without holding the range in memory.
-
-    One GET of exactly the range: an open-ended ``bytes=start-`` (what a seekable reader
-    sends) makes the store send on to the end of the object until the reader hangs up, and
-    moto's local S3 copies all of it first (bench/README.md: the stack process's CPU).
-    """
-    if end <= start:
-        return
-    try:
-        body = storage.s3_client(settings).get_object(
-            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
-        )["Body"]
-        remaining = end - start
-        for piece in body.iter_chunks(READ_BYTES):
-            copy.write(piece[:remaining])
-            remaining -= min(len(piece), remaining)
-            if not remaining:
-                break
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageUnavailable(
-            f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}"
-        ) from exc
-    if remaining:
-        raise MalformedFile(
-            f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
-        )
+    """Stream bytes [start, end) of the object into COPY without holding the range in memory."""
+    for piece in read_pieces(bucket, key, start, end, settings):
+        copy.write(piece)
 
 
 def _explain(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from .errors import (
     StorageUnavailable,
     UnsupportedFormat,
 )
-from .settings import Settings, get_settings
+from .settings import MiB, Settings, get_settings
 
 
 class S3Object(BaseModel):
@@ -80,6 +80,38 @@ def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> by
         raise StorageUnavailable(
             f"Cannot read s3://{bucket}/{key} [{start}, {end}): {exc}"
         ) from exc
+
+
+def read_pieces(
+    bucket: str, key: str, start: int, end: int, settings: Settings, piece_bytes: int = MiB
+) -> Iterator[bytes]:
+    """Bytes [start, end) of an object as they arrive, at most ``piece_bytes`` at a time,
+    without holding the range in memory.
+
+    One GET of exactly the range: an open-ended ``bytes=start-`` (what a seekable reader
+    sends) makes the store send on to the end of the object until the reader hangs up, and
+    moto's local S3 copies all of it first (bench/README.md: the stack process's CPU).
+    """
+    if end <= start:
+        return
+    remaining = end - start
+    try:
+        body = storage.s3_client(settings).get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+        )["Body"]
+        for piece in body.iter_chunks(piece_bytes):
+            yield piece[:remaining]
+            remaining -= min(len(piece), remaining)
+            if not remaining:
+                break
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable(
+            f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}"
+        ) from exc
+    if remaining:
+        raise MalformedFile(
+            f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
+        )
 
 
 def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:
@@ -574,11 +606,12 @@ def _scan_chunk(
         )
         scan = csvsplit.RangeScan(array.quote_count, 0, None, None)
     else:
-        buf = _read(bucket, key, max(raw_start - 1, 0), raw_end, settings)
+        # the byte before the range too; read as it arrives, so a range is never held whole
+        pieces = read_pieces(bucket, key, max(raw_start - 1, 0), raw_end, settings)
         if cp.get("format") == "jsonl":  # a newline never occurs inside a JSON string
-            scan = jsonsplit.scan_lines(buf, raw_start)
+            scan = jsonsplit.scan_lines_pieces(pieces, raw_start)
         else:
-            scan = csvsplit.scan_range(buf, raw_start)
+            scan = csvsplit.scan_pieces(pieces, raw_start)
         conn.execute(
             """
             UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,

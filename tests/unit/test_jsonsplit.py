@@ -81,13 +81,23 @@ def test_a_json_array_cut_anywhere_gives_every_record_once(
 
 
 @settings(max_examples=300, deadline=None)
-@given(records=RECORDS, chunk_bytes=st.integers(1, 80), ascii_only=st.booleans())
+@given(
+    records=RECORDS,
+    chunk_bytes=st.integers(1, 80),
+    ascii_only=st.booleans(),
+    piece_bytes=st.integers(1, 20),
+)
 def test_json_lines_cut_anywhere_give_every_record_once(
-    records: list[dict[str, Any]], chunk_bytes: int, ascii_only: bool
+    records: list[dict[str, Any]], chunk_bytes: int, ascii_only: bool, piece_bytes: int
 ) -> None:
     data = "".join(json.dumps(r, ensure_ascii=ascii_only) + "\n" for r in records).encode()
     raw = csvsplit.split_ranges(len(data), chunk_bytes)
     scans = [jsonsplit.scan_lines(data[max(a - 1, 0) : b], a) for a, b in raw]
+    # the scan Map reads a range in pieces: any pieces give the same scan as the whole range
+    for (a, b), scan in zip(raw, scans, strict=True):
+        buf = data[max(a - 1, 0) : b]
+        pieces = [buf[i : i + piece_bytes] for i in range(0, len(buf), piece_bytes)]
+        assert jsonsplit.scan_lines_pieces([b"", *pieces], a) == scan
     loads = csvsplit.resolve_ranges(raw, scans, data_start=0, data_end=len(data), header_lines=0)
     got: list[Any] = []
     for load in loads:

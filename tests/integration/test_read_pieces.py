@@ -1,0 +1,64 @@
+"""plan.read_pieces: a range of an object as it arrives, never held whole (the scan and the load)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from sluiceway import csvsplit, jsonsplit, plan
+from sluiceway.errors import MalformedFile, StorageUnavailable
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def stored(stack: Any) -> tuple[str, str, bytes]:
+    bucket, key = stack.settings.storage.bucket, "tests/read-pieces/object.bin"
+    body = os.urandom(3 * MIB + 5)
+    stack.moto_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    return bucket, key, body
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 3 * MIB + 5), (7, 2 * MIB + 9), (5, 6), (9, 9)])
+def test_the_pieces_are_the_range_and_none_is_larger_than_asked(
+    stack: Any, stored: tuple[str, str, bytes], start: int, end: int
+) -> None:
+    bucket, key, body = stored
+    pieces = list(plan.read_pieces(bucket, key, start, end, stack.settings, piece_bytes=MIB))
+    assert b"".join(pieces) == body[start:end]
+    assert all(0 < len(p) <= MIB for p in pieces)
+    assert len(pieces) >= -(-(end - start) // MIB)  # a 3 MiB range: in 3 pieces or more
+
+
+def test_a_range_past_the_objects_end_is_a_malformed_file(
+    stack: Any, stored: tuple[str, str, bytes]
+) -> None:
+    bucket, key, body = stored
+    with pytest.raises(MalformedFile, match=f"ended at byte {len(body):,}, before"):
+        list(plan.read_pieces(bucket, key, len(body) - 10, len(body) + 100, stack.settings))
+
+
+def test_a_missing_object_is_storage_unavailable(stack: Any) -> None:
+    bucket = stack.settings.storage.bucket
+    with pytest.raises(StorageUnavailable, match="tests/read-pieces/none"):
+        list(plan.read_pieces(bucket, "tests/read-pieces/none", 0, 10, stack.settings))
+
+
+def test_a_csv_range_scanned_from_its_pieces_is_scanned_as_whole(stack: Any) -> None:
+    # A CSV with quoted newlines whose range starts inside a quoted field, read in 1 MiB
+    # pieces from the local S3 as the scan Map reads it
+    row = b'1,"two\nlines, and ""quotes""",x\n'
+    body = b"id,note,c\n" + row * (3 * MIB // len(row))
+    bucket, key = stack.settings.storage.bucket, "tests/read-pieces/object.csv"
+    stack.moto_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    raw_start = len(b"id,note,c\n") + len(row) * 1000 + 5  # inside the quoted field
+    pieces = plan.read_pieces(bucket, key, raw_start - 1, len(body), stack.settings)
+    scan = csvsplit.scan_pieces(pieces, raw_start)
+    assert scan == csvsplit.scan_range(body[raw_start - 1 :], raw_start)
+    assert body[scan.first_newline_odd - 2 : scan.first_newline_odd + 1] == b",x\n"
+    lines = plan.read_pieces(bucket, key, raw_start - 1, len(body), stack.settings)
+    assert jsonsplit.scan_lines_pieces(lines, raw_start) == jsonsplit.scan_lines(
+        body[raw_start - 1 :], raw_start
+    )
