@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 import ijson
 import psycopg
-from smart_open import open as smart_open
 
 from . import jsonsplit, storage, xlsx
 from .errors import MalformedFile, PayloadTooLarge
-from .plan import _read, lookback_start
+from .plan import _read, lookback_start, read_pieces
 from .settings import MiB, Settings
 
 READ_BYTES = 1 * MiB
@@ -34,31 +33,14 @@ if IJSON_BACKEND != "yajl2_c":
     )
 
 
-def _open(bucket: str, key: str, start: int, settings: Settings) -> IO[bytes]:
-    f: IO[bytes] = smart_open(
-        f"s3://{bucket}/{key}",
-        "rb",
-        compression="disable",
-        transport_params=storage.smart_open_params(settings),
-    )
-    f.seek(start)
-    return f
-
-
 def _blocks(bucket: str, key: str, start: int, end: int, settings: Settings) -> Iterator[bytes]:
-    """Bytes [start, end) of an object, a block at a time."""
-    if end <= start:
-        return
-    with _open(bucket, key, start, settings) as f:
-        remaining = end - start
-        while remaining:
-            piece = f.read(min(READ_BYTES, remaining))
-            if not piece:
-                raise MalformedFile(
-                    f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
-                )
-            yield piece
-            remaining -= len(piece)
+    """Bytes [start, end) of an object, a block at a time: one GET of exactly the range.
+
+    Not smart_open's seekable reader: it GETs ``bytes=0-`` when opened and ``bytes=start-``
+    when it seeks, two open-ended GETs per range, which the store serves to the object's end
+    (plan.read_pieces).
+    """
+    return read_pieces(bucket, key, start, end, settings, READ_BYTES)
 
 
 def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sluiceway import csvsplit, jsonsplit, plan
+from sluiceway import csvsplit, jsonsplit, plan, readers, storage
 from sluiceway.errors import MalformedFile, StorageUnavailable
 
 MIB = 1024 * 1024
@@ -30,6 +30,28 @@ def test_the_pieces_are_the_range_and_none_is_larger_than_asked(
     assert b"".join(pieces) == body[start:end]
     assert all(0 < len(p) <= MIB for p in pieces)
     assert len(pieces) >= -(-(end - start) // MIB)  # a 3 MiB range: in 3 pieces or more
+
+
+@pytest.mark.parametrize("read", [plan.read_pieces, readers._blocks])
+def test_a_range_is_one_get_of_exactly_its_bytes(
+    stack: Any, stored: tuple[str, str, bytes], read: Any
+) -> None:
+    # The scan, the CSV load and the JSON readers: an open-ended GET (bytes=start-, what a
+    # seekable reader sends) would have the store send on to the object's end
+    bucket, key, body = stored
+    asked: list[str | None] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        asked.append(params.get("Range"))
+
+    events = storage.s3_client(stack.settings).meta.events
+    events.register("provide-client-params.s3.GetObject", record, unique_id="read-pieces")
+    try:
+        got = b"".join(read(bucket, key, 7, 2 * MIB + 9, stack.settings))
+    finally:
+        events.unregister("provide-client-params.s3.GetObject", unique_id="read-pieces")
+    assert got == body[7 : 2 * MIB + 9]
+    assert asked == [f"bytes=7-{2 * MIB + 8}"]
 
 
 def test_a_range_past_the_objects_end_is_a_malformed_file(
