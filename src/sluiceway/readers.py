@@ -1,6 +1,10 @@
 """Stage 2b's readers for records that are not CSV: a range of JSON Lines or of a JSON array,
 streamed from S3 and written to COPY as rows.
 
+A range is one GET of exactly its bytes (plan.read_pieces), not smart_open's seekable reader,
+which GETs ``bytes=0-`` when opened and ``bytes=start-`` when it seeks: two open-ended GETs a
+range, which the store serves on to the object's end.
+
 CSV goes to PostgreSQL's own parser; a JSON record is parsed here (``json`` for a line,
 ijson's yajl2_c backend for an array range; numbers as Decimal, so their digits are kept) and each row is sent with ``Copy.write_row``
 (COPY's text format, which psycopg's C extension writes: faster than building CSV text, see
@@ -33,16 +37,6 @@ if IJSON_BACKEND != "yajl2_c":
     )
 
 
-def _blocks(bucket: str, key: str, start: int, end: int, settings: Settings) -> Iterator[bytes]:
-    """Bytes [start, end) of an object, a block at a time: one GET of exactly the range.
-
-    Not smart_open's seekable reader: it GETs ``bytes=0-`` when opened and ``bytes=start-``
-    when it seeks, two open-ended GETs per range, which the store serves to the object's end
-    (plan.read_pieces).
-    """
-    return read_pieces(bucket, key, start, end, settings, READ_BYTES)
-
-
 def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """The lines of a stream, each with its newline (the last one perhaps without)."""
     rest = b""
@@ -70,7 +64,9 @@ def copy_jsonl(
     """Write the JSON Lines records in bytes [start, end) to COPY as rows."""
     index = {c: i for i, c in enumerate(columns)}
     records = jsonsplit.jsonl_records(
-        _lines(_blocks(bucket, key, start, end, settings)), first_line=first_line, start=start
+        _lines(read_pieces(bucket, key, start, end, settings, READ_BYTES)),
+        first_line=first_line,
+        start=start,
     )
     try:
         for line, offset, record in records:
@@ -181,7 +177,7 @@ def copy_array(
     if end <= start:
         return
     index = {c: i for i, c in enumerate(columns)}
-    stream = _Bracketed(_blocks(bucket, key, start, end, settings))
+    stream = _Bracketed(read_pieces(bucket, key, start, end, settings, READ_BYTES))
     n = 0
     try:
         for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007

@@ -28,7 +28,7 @@ from smart_open import open as smart_open
 
 from . import csvsplit, db, jsonsplit, readers, storage
 from .errors import MalformedFile
-from .plan import ChunkItem, _read, source_object
+from .plan import ChunkItem, _read, read_pieces, source_object
 from .rules import Rules, strip_where, violations_query
 from .settings import Settings
 
@@ -158,7 +158,8 @@ def copy_jsonl(
     filtered = Filtered()
     offset = start
     for n, line in enumerate(
-        readers._lines(readers._blocks(bucket, key, start, end, settings)), first_line
+        readers._lines(read_pieces(bucket, key, start, end, settings, readers.READ_BYTES)),
+        first_line,
     ):
         if line.strip():
             try:

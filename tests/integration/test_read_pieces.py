@@ -32,13 +32,40 @@ def test_the_pieces_are_the_range_and_none_is_larger_than_asked(
     assert len(pieces) >= -(-(end - start) // MIB)  # a 3 MiB range: in 3 pieces or more
 
 
-@pytest.mark.parametrize("read", [plan.read_pieces, readers._blocks])
-def test_a_range_is_one_get_of_exactly_its_bytes(
-    stack: Any, stored: tuple[str, str, bytes], read: Any
-) -> None:
-    # The scan, the CSV load and the JSON readers: an open-ended GET (bytes=start-, what a
-    # seekable reader sends) would have the store send on to the object's end
-    bucket, key, body = stored
+def _jsonl_range(bucket: str, key: str, start: int, end: int, settings: Any) -> list[bytes]:
+    """What readers.copy_jsonl reads: its COPY, recorded (a row per record)."""
+    rows: list[bytes] = []
+
+    class Copy:
+        def write_row(self, row: Any) -> None:
+            rows.append(repr(row).encode())
+
+    readers.copy_jsonl(
+        Copy(),  # type: ignore[arg-type]
+        bucket=bucket,
+        key=key,
+        start=start,
+        end=end,
+        first_line=1,
+        columns=["a"],
+        filename="object.jsonl",
+        settings=settings,
+    )
+    return rows
+
+
+def test_a_json_lines_range_is_one_get_of_exactly_its_bytes(stack: Any) -> None:
+    # smart_open's seekable reader, which the JSON readers used, sent bytes=0- and bytes=7-
+    bucket, key = stack.settings.storage.bucket, "tests/read-pieces/object.jsonl"
+    body = b"".join(b'{"a": %d}\n' % i for i in range(200_000))
+    stack.moto_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    start = body.index(b"\n", 7) + 1
+    asked = _gets(stack, lambda: _jsonl_range(bucket, key, start, len(body), stack.settings))
+    assert asked == [f"bytes={start}-{len(body) - 1}"]
+
+
+def _gets(stack: Any, read: Any) -> list[str | None]:
+    """The Range of every GetObject the stack's S3 client is asked for while ``read`` runs."""
     asked: list[str | None] = []
 
     def record(params: dict[str, Any], **_: Any) -> None:
@@ -47,10 +74,23 @@ def test_a_range_is_one_get_of_exactly_its_bytes(
     events = storage.s3_client(stack.settings).meta.events
     events.register("provide-client-params.s3.GetObject", record, unique_id="read-pieces")
     try:
-        got = b"".join(read(bucket, key, 7, 2 * MIB + 9, stack.settings))
+        read()
     finally:
         events.unregister("provide-client-params.s3.GetObject", unique_id="read-pieces")
-    assert got == body[7 : 2 * MIB + 9]
+    return asked
+
+
+def test_a_range_is_one_get_of_exactly_its_bytes(
+    stack: Any, stored: tuple[str, str, bytes]
+) -> None:
+    # The scan and the CSV load: an open-ended GET (bytes=start-, what a seekable reader
+    # sends) would have the store send on to the object's end
+    bucket, key, body = stored
+    got: list[bytes] = []
+    asked = _gets(
+        stack, lambda: got.extend(plan.read_pieces(bucket, key, 7, 2 * MIB + 9, stack.settings))
+    )
+    assert b"".join(got) == body[7 : 2 * MIB + 9]
     assert asked == [f"bytes=7-{2 * MIB + 8}"]
 
 
