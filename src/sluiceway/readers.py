@@ -23,9 +23,8 @@ import psycopg
 from . import jsonsplit, storage, xlsx
 from .errors import MalformedFile, PayloadTooLarge
 from .plan import _read, lookback_start, read_pieces
-from .settings import MiB, Settings
+from .settings import Settings
 
-READ_BYTES = 1 * MiB
 FIND_BYTES = 64 * 1024
 
 # The yajl2_c backend parses about 19x faster than ijson's pure-Python one here
@@ -64,7 +63,7 @@ def copy_jsonl(
     """Write the JSON Lines records in bytes [start, end) to COPY as rows."""
     index = {c: i for i, c in enumerate(columns)}
     records = jsonsplit.jsonl_records(
-        _lines(read_pieces(bucket, key, start, end, settings, READ_BYTES)),
+        _lines(read_pieces(bucket, key, start, end, settings)),
         first_line=first_line,
         start=start,
     )
@@ -177,7 +176,7 @@ def copy_array(
     if end <= start:
         return
     index = {c: i for i, c in enumerate(columns)}
-    stream = _Bracketed(read_pieces(bucket, key, start, end, settings, READ_BYTES))
+    stream = _Bracketed(read_pieces(bucket, key, start, end, settings))
     n = 0
     try:
         for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007

@@ -158,7 +158,7 @@ def copy_jsonl(
     filtered = Filtered()
     offset = start
     for n, line in enumerate(
-        readers._lines(read_pieces(bucket, key, start, end, settings, readers.READ_BYTES)),
+        readers._lines(read_pieces(bucket, key, start, end, settings)),
         first_line,
     ):
         if line.strip():
