@@ -67,19 +67,41 @@ class PlanOutput(BaseModel):
     max_concurrency: int = 1
 
 
+def _ended_early(bucket: str, key: str, got_to: int, end: int) -> MalformedFile:
+    """An object shorter than the range asked of it: replaced after it was planned."""
+    return MalformedFile(f"s3://{bucket}/{key} ended at byte {got_to:,}, before {end:,}.")
+
+
+def _read_error(
+    bucket: str, key: str, start: int, end: int, exc: ClientError | BotoCoreError
+) -> MalformedFile | StorageUnavailable:
+    """A failed ranged GET: a range that starts past the object's end (S3's 416
+    ``InvalidRange``) is the file's fault; anything else is the store's."""
+    if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
+        "InvalidRange",
+        "416",
+    ):
+        return MalformedFile(
+            f"s3://{bucket}/{key} is shorter than planned: it ends before byte {start:,}."
+        )
+    return StorageUnavailable(f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}")
+
+
 def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> bytes:
-    """Bytes [start, end) of an object (one ranged GET)."""
+    """Bytes [start, end) of an object (one ranged GET), every one of them: an object that
+    ends early is ``MalformedFile``, as in :func:`read_pieces`."""
     if end <= start:
         return b""
     try:
         body = storage.s3_client(settings).get_object(
             Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
         )["Body"]
-        return body.read()
+        data: bytes = body.read()
     except (ClientError, BotoCoreError) as exc:
-        raise StorageUnavailable(
-            f"Cannot read s3://{bucket}/{key} [{start}, {end}): {exc}"
-        ) from exc
+        raise _read_error(bucket, key, start, end, exc) from exc
+    if len(data) < end - start:
+        raise _ended_early(bucket, key, start + len(data), end)
+    return data[: end - start]
 
 
 def read_pieces(
@@ -105,13 +127,9 @@ def read_pieces(
             if not remaining:
                 break
     except (ClientError, BotoCoreError) as exc:
-        raise StorageUnavailable(
-            f"Cannot read s3://{bucket}/{key} [{start:,}, {end:,}): {exc}"
-        ) from exc
+        raise _read_error(bucket, key, start, end, exc) from exc
     if remaining:
-        raise MalformedFile(
-            f"s3://{bucket}/{key} ended at byte {end - remaining:,}, before {end:,}."
-        )
+        raise _ended_early(bucket, key, end - remaining, end)
 
 
 def _put_json(bucket: str, key: str, value: Any, settings: Settings) -> None:

@@ -129,3 +129,41 @@ def test_a_csv_range_scanned_from_its_pieces_is_scanned_as_whole(stack: Any) -> 
     assert jsonsplit.scan_lines_pieces(lines, raw_start) == jsonsplit.scan_lines(
         body[raw_start - 1 :], raw_start
     )
+
+
+def _replaced_by_a_shorter_object(stack: Any, key: str, body: bytes) -> tuple[str, str]:
+    """An object planned at one size and overwritten by a shorter one before it is read."""
+    bucket = stack.settings.storage.bucket
+    stack.moto_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    return bucket, key
+
+
+def test_a_single_get_of_an_object_that_ended_early_is_a_malformed_file(stack: Any) -> None:
+    bucket, key = _replaced_by_a_shorter_object(stack, "tests/read-pieces/short.bin", b"x" * 10_000)
+    assert plan._read(bucket, key, 9_000, 10_000, stack.settings) == b"x" * 1_000
+    with pytest.raises(MalformedFile, match="ended at byte 10,000, before 20,000"):
+        plan._read(bucket, key, 9_000, 20_000, stack.settings)
+
+
+@pytest.mark.parametrize("read", ["_read", "read_pieces"])
+def test_a_range_that_starts_past_the_objects_end_is_a_malformed_file(
+    stack: Any, read: str
+) -> None:
+    # S3 answers 416 InvalidRange: the object is shorter than the plan, not the store down
+    bucket, key = _replaced_by_a_shorter_object(stack, "tests/read-pieces/short.bin", b"x" * 10_000)
+    with pytest.raises(MalformedFile, match="shorter than planned: it ends before byte 50,000"):
+        list(getattr(plan, read)(bucket, key, 50_000, 60_000, stack.settings))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pos", [12_000, 30_000])
+def test_looking_back_past_the_end_of_a_shorter_object_ends(stack: Any, pos: int) -> None:
+    # lookback_start walks back over backslashes 4 KiB at a time. A read that came back short
+    # was taken as the bytes asked for (12,000: it answered 0, from bytes that are not where it
+    # thought), and one past the end was StorageUnavailable, a retry of the same failure
+    bucket, key = _replaced_by_a_shorter_object(
+        stack, "tests/read-pieces/backslashes.json", b"\\" * 10_000
+    )
+    with pytest.raises(MalformedFile, match=r"read-pieces/backslashes\.json"):
+        plan.lookback_start(bucket, key, pos, stack.settings)
+    assert plan.lookback_start(bucket, key, 10_000, stack.settings) == 0
