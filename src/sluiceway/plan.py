@@ -74,9 +74,12 @@ def _ended_early(bucket: str, key: str, got_to: int, end: int) -> MalformedFile:
 
 def _read_error(
     bucket: str, key: str, start: int, end: int, exc: ClientError | BotoCoreError
-) -> MalformedFile | StorageUnavailable:
-    """A failed ranged GET: a range that starts past the object's end (S3's 416
-    ``InvalidRange``) is the file's fault; anything else is the store's."""
+) -> SluicewayError:
+    """A failed ranged GET: an object replaced since it was planned (412, see
+    storage.as_planned) is a conflict, and a range that starts past the object's end (S3's
+    416 ``InvalidRange``) the file's fault; anything else is the store's."""
+    if storage.precondition_failed(exc):
+        return storage.changed(bucket, key)
     if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
         "InvalidRange",
         "416",
@@ -94,7 +97,10 @@ def _read(bucket: str, key: str, start: int, end: int, settings: Settings) -> by
         return b""
     try:
         body = storage.s3_client(settings).get_object(
-            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            Bucket=bucket,
+            Key=key,
+            Range=f"bytes={start}-{end - 1}",
+            **storage.if_match(bucket, key),
         )["Body"]
         data: bytes = body.read()
     except (ClientError, BotoCoreError) as exc:
@@ -119,7 +125,10 @@ def read_pieces(
     remaining = end - start
     try:
         body = storage.s3_client(settings).get_object(
-            Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+            Bucket=bucket,
+            Key=key,
+            Range=f"bytes={start}-{end - 1}",
+            **storage.if_match(bucket, key),
         )["Body"]
         for piece in body.iter_chunks(piece_bytes):
             yield piece[:remaining]
@@ -164,10 +173,27 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     if not jobs.claim(conn, job_id, {"total_bytes": size, "stage": "planning"}, execution):
         return PlanOutput(duplicate=True, job_id=str(job_id)).model_dump()
 
+    # Every read of the object from here on, and every range's, asks for this version of it.
+    etag = str(head.get("ETag") or "") or None
+    with storage.as_planned(bucket, key, etag):
+        return _plan(conn, upload, bucket, key, size, etag, settings)
+
+
+def _plan(
+    conn: db.Conn,
+    upload: dict[str, Any],
+    bucket: str,
+    key: str,
+    size: int,
+    etag: str | None,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Read the claimed upload's layout and cut it into raw byte ranges (plan_import)."""
+    job_id: uuid.UUID = upload["job_id"]
     filename = upload["filename"]
     effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
     try:
-        src = _source(bucket, key, size, job_id, filename, upload["options"], settings)
+        src = _source(bucket, key, size, etag, job_id, filename, upload["options"], settings)
         if src.source.format == "jsonl":  # its columns: the keys of the lines that parse
             layout = _jsonl_layout(src, filename, settings, tolerant=effective.tolerant())
         else:
@@ -221,6 +247,7 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
                 "encoding": src.source.encoding,
                 "source_bucket": src.bucket,
                 "source_key": src.key,
+                "source_etag": src.etag,
                 "sheets": layout.sheets,
                 "rules": effective.model_dump(exclude_none=True),
                 "sampled_records": sampled,
@@ -292,6 +319,7 @@ class Located:
     bucket: str
     key: str
     size: int
+    etag: str | None  # when it was planned: every range's GET asks for it (storage.as_planned)
     source: formats.Source
     first: bytes  # its first bytes
 
@@ -311,6 +339,7 @@ def _source(
     bucket: str,
     key: str,
     size: int,
+    etag: str | None,
     job_id: uuid.UUID,
     filename: str,
     options: dict[str, Any],
@@ -343,7 +372,9 @@ def _source(
             filename=filename,
             settings=settings,
         )
-        key, encoding = staged, "utf-8"
+        # the staged copy is this job's own, written once before any range is cut: the
+        # upload's ETag pinned what it was made from (unpack.stage reads it as planned)
+        key, encoding, etag = staged, "utf-8", None
         first = _read(bucket, key, 0, min(size, SNIFF_BYTES), settings)
     fmt = fmt or formats.detect_format(filename, first)
     delimiter = options.get("delimiter")
@@ -356,6 +387,7 @@ def _source(
         bucket,
         key,
         size,
+        etag,
         formats.Source(fmt, compression, encoding, delimiter or ",", header),
         first,
     )
@@ -561,7 +593,8 @@ def chunk_task(
         ).fetchone()
         if chunk is None:
             raise NotFound(f"Job {item.job_id} has no range {item.chunk_no}.")
-        return work(conn, item, job, chunk, settings)
+        with storage.as_planned(*source_object(job), job["checkpoint"].get("source_etag")):
+            return work(conn, item, job, chunk, settings)
     except SluicewayError as exc:
         record_chunk_error(conn, item, exc)
         raise

@@ -2,16 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from .errors import Conflict
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+# The object an import task reads, and its ETag when the import was planned: (bucket, key, etag).
+_PLANNED: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar(
+    "sluiceway_planned_object", default=None
+)
+
+
+@contextlib.contextmanager
+def as_planned(bucket: str, key: str, etag: str | None) -> Iterator[None]:
+    """Within: every GET of s3://bucket/key that sluiceway's readers send carries
+    ``If-Match: etag``, so an import reads the object it planned, every range of it.
+
+    An object overwritten while it is imported (a second upload to the same key) then fails
+    the job with :func:`changed` instead of loading ranges of two different files into one
+    commit. ``etag`` None (a job planned before the ETag was kept): no condition.
+    """
+    token = _PLANNED.set((bucket, key, etag) if etag else None)
+    try:
+        yield
+    finally:
+        _PLANNED.reset(token)
+
+
+def if_match(bucket: str, key: str) -> dict[str, Any]:
+    """get_object's ``IfMatch`` for the object being imported (nothing for any other)."""
+    planned = _PLANNED.get()
+    if planned is not None and planned[:2] == (bucket, key):
+        return {"IfMatch": planned[2]}
+    return {}
+
+
+def precondition_failed(exc: BaseException | None) -> bool:
+    """Whether S3 refused a GET because its If-Match no longer held (412), here or in a
+    cause (smart_open wraps the client's error in an OSError)."""
+    while exc is not None:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return error.get("Code") == "PreconditionFailed" or status == 412
+        exc = exc.__cause__
+    return False
+
+
+def changed(bucket: str, key: str) -> Conflict:
+    """The error of an import whose object was replaced after it was planned."""
+    planned = _PLANNED.get()
+    etag = planned[2] if planned is not None and planned[:2] == (bucket, key) else "?"
+    return Conflict(
+        f"s3://{bucket}/{key} changed after this import planned it (its ETag was {etag}): "
+        "another upload replaced it. The import stopped and committed nothing; retry the "
+        "upload to import the object as it is now."
+    )
 
 
 @lru_cache(maxsize=8)
@@ -72,16 +129,28 @@ def smart_open_params(settings: Settings | None = None) -> dict[str, Any]:
     return {"client": s3_client(settings)}
 
 
-def open_object(bucket: str, key: str, settings: Settings | None = None) -> Any:
-    """An object as a seekable binary file (ranged GETs), never decompressed by its name."""
+@contextlib.contextmanager
+def open_object(bucket: str, key: str, settings: Settings | None = None) -> Iterator[IO[bytes]]:
+    """An object as a seekable binary file (ranged GETs), never decompressed by its name; the
+    object being imported as planned (:func:`as_planned`)."""
     from smart_open import open as smart_open
 
-    return smart_open(
-        f"s3://{bucket}/{key}",
-        "rb",
-        compression="disable",
-        transport_params={**smart_open_params(settings), "buffer_size": 1024 * 1024},
-    )
+    try:
+        with smart_open(
+            f"s3://{bucket}/{key}",
+            "rb",
+            compression="disable",
+            transport_params={
+                **smart_open_params(settings),
+                "buffer_size": 1024 * 1024,
+                "client_kwargs": {"S3.Client.get_object": if_match(bucket, key)},
+            },
+        ) as f:
+            yield f
+    except Exception as exc:  # the reader's error, however its caller wrapped it
+        if precondition_failed(exc):
+            raise changed(bucket, key) from exc
+        raise
 
 
 def work_client(settings: Settings | None = None) -> S3Client:

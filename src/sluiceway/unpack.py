@@ -94,7 +94,15 @@ def stage(
     src = f"s3://{bucket}/{key}"
     try:
         with (
-            smart_open(src, "rb", compression="disable", transport_params=transport) as raw,
+            smart_open(
+                src,
+                "rb",
+                compression="disable",
+                transport_params={
+                    **transport,
+                    "client_kwargs": {"S3.Client.get_object": storage.if_match(bucket, key)},
+                },
+            ) as raw,
             smart_open(
                 f"s3://{bucket}/{dest_key}", "wb", compression="disable", transport_params=transport
             ) as out,
@@ -140,6 +148,10 @@ def stage(
             f"{consumed:,} decompressed bytes: {exc}",
             byte_offset=consumed,
         ) from exc
+    except OSError as exc:
+        if storage.precondition_failed(exc):  # replaced while it was read
+            raise storage.changed(bucket, key) from exc
+        raise
     except zstandard.ZstdError as exc:
         raise MalformedFile(
             f"{filename}: the zstd stream is broken after {consumed:,} decompressed bytes: {exc}",
