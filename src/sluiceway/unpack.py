@@ -91,18 +91,9 @@ def stage(
     written = 0
     consumed = 0  # decompressed (not yet transcoded) bytes, for error offsets
     first = True
-    src = f"s3://{bucket}/{key}"
     try:
         with (
-            smart_open(
-                src,
-                "rb",
-                compression="disable",
-                transport_params={
-                    **transport,
-                    "client_kwargs": {"S3.Client.get_object": storage.if_match(bucket, key)},
-                },
-            ) as raw,
+            storage.open_object(bucket, key, settings) as raw,  # the upload, as planned
             smart_open(
                 f"s3://{bucket}/{dest_key}", "wb", compression="disable", transport_params=transport
             ) as out,
@@ -148,10 +139,6 @@ def stage(
             f"{consumed:,} decompressed bytes: {exc}",
             byte_offset=consumed,
         ) from exc
-    except OSError as exc:
-        if storage.precondition_failed(exc):  # replaced while it was read
-            raise storage.changed(bucket, key) from exc
-        raise
     except zstandard.ZstdError as exc:
         raise MalformedFile(
             f"{filename}: the zstd stream is broken after {consumed:,} decompressed bytes: {exc}",

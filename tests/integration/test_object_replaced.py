@@ -138,6 +138,18 @@ def test_every_reader_asks_for_the_planned_object(
         assert read(bucket, key, stack.settings) == b"b" * 100
 
 
+def _stage(stack: Any, bucket: str, key: str, dest: str) -> int:
+    return unpack.stage(
+        bucket,
+        key,
+        dest,
+        compression="gzip",
+        encoding="utf-8",
+        filename="data.csv.gz",
+        settings=stack.settings,
+    )
+
+
 def test_a_compressed_upload_is_staged_from_the_planned_object(
     stack: Any, replaced: tuple[str, str, str]
 ) -> None:
@@ -147,25 +159,8 @@ def test_a_compressed_upload_is_staged_from_the_planned_object(
     s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"id\n1\n"))
     dest = "tests/object-replaced/staged"
     with storage.as_planned(bucket, key, etag), pytest.raises(Conflict, match=CHANGED):
-        unpack.stage(
-            bucket,
-            key,
-            dest,
-            compression="gzip",
-            encoding="utf-8",
-            filename="data.csv.gz",
-            settings=stack.settings,
-        )
+        _stage(stack, bucket, key, dest)
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=dest)  # nothing staged
     now = s3.head_object(Bucket=bucket, Key=key)["ETag"]
     with storage.as_planned(bucket, key, now):
-        size = unpack.stage(
-            bucket,
-            key,
-            dest,
-            compression="gzip",
-            encoding="utf-8",
-            filename="data.csv.gz",
-            settings=stack.settings,
-        )
-    assert size == 5
+        assert _stage(stack, bucket, key, dest) == 5
