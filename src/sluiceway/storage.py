@@ -129,10 +129,17 @@ def smart_open_params(settings: Settings | None = None) -> dict[str, Any]:
     return {"client": s3_client(settings)}
 
 
+# A seekable reader's GETs ask for at most this much each: `bytes=N-` (what smart_open sends
+# by default, at open and at every seek) has the store send on to the object's end until the
+# reader hangs up, and the local S3 reads all of it first (a 1 GB upload staged from a gzip,
+# or a workbook's every seek). 16 MiB: a GET of it takes ~0.15 s on S3, most of it transfer.
+READ_RANGE_BYTES = 16 * 1024 * 1024
+
+
 @contextlib.contextmanager
 def open_object(bucket: str, key: str, settings: Settings | None = None) -> Iterator[IO[bytes]]:
-    """An object as a seekable binary file (ranged GETs), never decompressed by its name; the
-    object being imported as planned (:func:`as_planned`)."""
+    """An object as a seekable binary file (ranged GETs of at most ``READ_RANGE_BYTES``), never
+    decompressed by its name; the object being imported as planned (:func:`as_planned`)."""
     from smart_open import open as smart_open
 
     try:
@@ -143,6 +150,7 @@ def open_object(bucket: str, key: str, settings: Settings | None = None) -> Iter
             transport_params={
                 **smart_open_params(settings),
                 "buffer_size": 1024 * 1024,
+                "range_chunk_size": READ_RANGE_BYTES,
                 "client_kwargs": {"S3.Client.get_object": if_match(bucket, key)},
             },
         ) as f:

@@ -167,3 +167,31 @@ def test_looking_back_past_the_end_of_a_shorter_object_ends(stack: Any, pos: int
     with pytest.raises(MalformedFile, match=r"read-pieces/backslashes\.json"):
         plan.lookback_start(bucket, key, pos, stack.settings)
     assert plan.lookback_start(bucket, key, 10_000, stack.settings) == 0
+
+
+def test_a_seekable_reader_never_asks_for_the_rest_of_the_object(stack: Any) -> None:
+    # The workbook readers and the staging of a compressed upload read through smart_open,
+    # which by default GETs bytes=N- at open and at every seek: the store then sends (and the
+    # local S3 first reads) everything from N to the end
+    bucket, key = stack.settings.storage.bucket, "tests/read-pieces/seekable.bin"
+    size = 2 * storage.READ_RANGE_BYTES + 5
+    body = os.urandom(size)
+    stack.moto_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    got: list[bytes] = []
+
+    def read() -> None:
+        with storage.open_object(bucket, key, stack.settings) as f:
+            got.append(f.read())  # all of it, in order
+            f.seek(size - 100)  # a zip's directory at the end, then a member near the start
+            got.append(f.read(100))
+            f.seek(7)
+            got.append(f.read(10))
+
+    asked = _gets(stack, read)
+    assert got == [body, body[-100:], body[7:17]]
+    assert asked
+    for asked_range in asked:
+        assert asked_range is not None
+        first, _, last = asked_range.removeprefix("bytes=").partition("-")
+        assert last, f"{asked_range}: open-ended, the rest of the object"
+        assert int(last) - int(first) + 1 <= storage.READ_RANGE_BYTES, asked_range
