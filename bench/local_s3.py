@@ -10,8 +10,10 @@ the same on moto's HTTP server, in a child process per variant so the stack's pa
 8 MiB parts and read them back in ``--range-mib`` ranges twice; each checks what it read.
 
 Each phase is timed in wall seconds and in the server's CPU seconds (the child's CPU less
-its client thread's). ``--mib 830`` is the 10M-row benchmark file's size. The last lines give
-each phase's ratio, stack over as shipped, for the server's CPU.
+its client thread's), and its peak memory is the child's kernel peak RSS during the phase
+above its RSS at the phase's start (Linux; 0 elsewhere). ``--mib 830`` is the 10M-row
+benchmark file's size. The last lines give each phase's ratio, stack over as shipped, for
+the server's CPU and wall time, and both peaks.
 """
 
 from __future__ import annotations
@@ -34,14 +36,39 @@ PART = 8 * 1024 * 1024
 BUCKET = "bench-local-s3"
 
 
-def _mark() -> tuple[float, float, float]:
+def _status_kib(field: str) -> int:
+    """A field of this process's /proc status (VmRSS, VmHWM), in KiB; 0 where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _mark() -> tuple[float, float, float, int]:
+    """Now: wall, process CPU, this thread's CPU, and the RSS, with the kernel's peak reset to
+    it (``clear_refs`` 5), so the phase's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     cpu = os.times()
-    return time.perf_counter(), cpu.user + cpu.system, time.thread_time()
+    return time.perf_counter(), cpu.user + cpu.system, time.thread_time(), _status_kib("VmRSS")
 
 
-def _since(start: tuple[float, float, float]) -> dict[str, float]:
-    now = _mark()
-    return {"wall": now[0] - start[0], "server_cpu": (now[1] - start[1]) - (now[2] - start[2])}
+def _since(start: tuple[float, float, float, int]) -> dict[str, float]:
+    wall, cpu, thread = time.perf_counter(), os.times(), time.thread_time()
+    return {
+        "wall": wall - start[0],
+        "server_cpu": (cpu.user + cpu.system - start[1]) - (thread - start[2]),
+        # the process's peak during the phase above its RSS at the start (the client's copy of
+        # the object is held throughout, so what grows is the server's)
+        "peak_mib": max(_status_kib("VmHWM") - start[3], 0) / 1024,
+    }
 
 
 def child(mib: int, range_mib: int, patched: bool) -> dict[str, Any]:
@@ -144,7 +171,8 @@ def main() -> None:
             phases = json.loads(out.strip().splitlines()[-1])
             results[variant].append(phases)
             shown = "; ".join(
-                f"{name} {p['wall']:.2f} s wall / {p['server_cpu']:.2f} CPU-s"
+                f"{name} {p['wall']:.2f} s wall / {p['server_cpu']:.2f} CPU-s / "
+                f"+{p['peak_mib']:,.0f} MiB peak"
                 for name, p in phases.items()
             )
             print(f"run {run + 1}, moto {variant:<7}: {shown}")
@@ -159,8 +187,11 @@ def main() -> None:
     for name in names:
         shipped, ours = best("shipped", name, "server_cpu"), best("stack", name, "server_cpu")
         wall = best("stack", name, "wall") / max(best("shipped", name, "wall"), 1e-9)
+        peaks = (best("shipped", name, "peak_mib"), best("stack", name, "peak_mib"))
         print(
-            f"RATIO {name}, stack / as shipped: {ours / max(shipped, 1e-9):.2f}x CPU, {wall:.2f}x wall"
+            f"RATIO {name}, stack / as shipped: {ours / max(shipped, 1e-9):.2f}x CPU, "
+            f"{wall:.2f}x wall; peak above the phase's start {peaks[1]:,.0f} MiB against "
+            f"{peaks[0]:,.0f} MiB"
         )
 
 

@@ -12,13 +12,14 @@ import inspect
 import io
 import os
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
-from moto.s3.models import FakeMultipart, s3_backends
+from moto.s3.models import FakeKey, FakeMultipart, s3_backends
 from moto.s3.responses import S3Response
 
 from sluiceway.local import s3objects
@@ -155,6 +156,29 @@ def test_the_running_checksum_is_the_whole_objects_crc32() -> None:
     _, _, checksum = s3objects._complete(upload, iter(entries))
     whole = binascii.crc32(b"".join(parts)).to_bytes(4, "big")
     assert checksum == ("FULL_OBJECT", base64.b64encode(whole).decode(), 1)
+
+
+def test_a_complete_never_holds_the_object_whole_and_its_key_adopts_the_file() -> None:
+    # moto's complete (and ours until 7 Dec 2026) joined every part into one bytes: a 10 GB
+    # upload held 10 GB of the stack's memory for as long as the complete took
+    parts = [os.urandom(8 * MIB) for _ in range(4)]
+    metadata = {"x-amz-checksum-algorithm": "CRC32", "x-amz-checksum-type": "FULL_OBJECT"}
+    upload, entries = _multipart(parts, metadata)
+    tracemalloc.start()
+    try:
+        value, etag, checksum = s3objects._complete(upload, iter(entries))
+        key = FakeKey("k", value, account_id="123456789012", region_name="us-east-1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB  # of a 32 MiB object: a block, and the spool before it rolls over
+    assert key._value_buffer is value.buffer  # written once, then adopted
+    assert key.contentsize == 32 * MIB
+    upload.dispose()  # what moto does once the complete returns: the parts go
+    assert key.value == b"".join(parts)
+    whole = binascii.crc32(b"".join(parts)).to_bytes(4, "big")
+    assert checksum == ("FULL_OBJECT", base64.b64encode(whole).decode(), 1)
+    assert etag.endswith("-4")
 
 
 def test_a_complete_refuses_what_moto_refuses() -> None:

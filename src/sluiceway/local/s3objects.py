@@ -13,9 +13,11 @@ in a ``SpooledTemporaryFile``. Three of its paths copy the whole object where S3
   object) is its own code.
 - **Completing a multipart upload** built the object twice (once for the value, once more
   for the whole-object checksum), then copied it a third time into ``bytes``. Here the
-  object is built once and a CRC32-based whole-object checksum is computed as the parts go
-  by (``binascii.crc32`` continues a running value, so it is the same number); other
-  checksums take moto's own builder.
+  object is never held whole: the complete copies the parts' buffers, 1 MiB at a time, into
+  a spooled file that the new key adopts as its own (:class:`_Built`), and a CRC32-based
+  whole-object checksum is computed from the same blocks as they go by (``binascii.crc32``
+  continues a running value, so it is the same number); other checksums take moto's own
+  builder, a part at a time.
 - **A value larger than the in-memory limit** (5 MiB, so every 8 MiB part and every imported
   file) was written into the ``SpooledTemporaryFile``'s memory first and then copied to disk
   when it rolled over. Here it rolls over first, so the bytes are written once.
@@ -28,10 +30,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 _ranged = contextvars.ContextVar("sluiceway_ranged_get", default=False)
+COPY_BYTES = (
+    1024 * 1024
+)  # a completed object's parts are copied and checksummed this much at a time
 _installed = False
 moto_complete: Any = None  # moto's own FakeMultipart.complete, kept for the tests to compare
 
@@ -59,6 +65,31 @@ class _Window:
         return bytes(self._whole(self.key))
 
 
+class _Built:
+    """A completed object's value, already in a spooled file of its own (on disk once it
+    outgrows moto's in-memory limit): what the key's value setter adopts as its buffer, so
+    the object is never one ``bytes`` and is written once."""
+
+    def __init__(self, buffer: Any, size: int) -> None:
+        self.buffer = buffer
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:  # for comparisons; the stack never calls it
+        self.buffer.seek(0)
+        return bytes(self.buffer.read())
+
+
+def _blocks(part: Any) -> Iterator[bytes]:
+    with part.lock:
+        buffer = part._value_buffer
+        buffer.seek(0)
+        while block := buffer.read(COPY_BYTES):
+            yield block
+
+
 def install() -> None:
     """Patch moto's S3 in this process (idempotent)."""
     global _installed, moto_complete  # noqa: PLW0603 - moto's classes are process-wide
@@ -77,6 +108,11 @@ def install() -> None:
         return whole_value(self)
 
     def store(self: Any, new_value: Any) -> None:
+        if isinstance(new_value, _Built):  # a complete's object: its file becomes the key's
+            self._value_buffer.close()
+            self._value_buffer = new_value.buffer
+            self.contentsize = len(new_value)
+            return
         if len(new_value) > self._max_buffer_size:  # to disk now, not via an in-memory copy
             self._value_buffer.rollover()
         set_value(self, new_value)
@@ -117,7 +153,7 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, Any
     """``FakeMultipart.complete`` (moto 5.2.5) building the object once."""
     from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
     from moto.s3.models import MultipartChecksumBuilder
-    from moto.settings import S3_UPLOAD_PART_MIN_SIZE
+    from moto.settings import S3_UPLOAD_PART_MIN_SIZE, get_s3_default_key_buffer_size
     from moto.utilities.utils import md5_hash
 
     checksum_builder = MultipartChecksumBuilder(
@@ -126,28 +162,35 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, Any
     running = checksum_builder.checksum_type == "FULL_OBJECT" and _crc32_based(
         checksum_builder.checksum_algorithm
     )
-    total = bytearray()
+    # the key adopts this file (``store``, above); it is closed here only if the complete fails
+    built = tempfile.SpooledTemporaryFile(get_s3_default_key_buffer_size())  # noqa: SIM115
+    size = 0
     md5s = bytearray()
     crc = 0
     last = None
     count = 0
-    for pn, given_etag in body:
-        part = self.parts.get(pn)
-        if part is None or part.etag.replace('"', "") != given_etag.replace('"', ""):
-            raise InvalidPart()
-        if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
-            raise EntityTooSmall()
-        md5s.extend(bytes.fromhex(part.etag.replace('"', "")))
-        value = part.value
-        total.extend(value)
-        if running:
-            crc = binascii.crc32(value, crc)
-        else:
-            checksum_builder.addPart(value)
-        last = part
-        count += 1
-    if count == 0:
-        raise MalformedXML
+    try:
+        for pn, given_etag in body:
+            part = self.parts.get(pn)
+            if part is None or part.etag.replace('"', "") != given_etag.replace('"', ""):
+                raise InvalidPart()
+            if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
+                raise EntityTooSmall()
+            md5s.extend(bytes.fromhex(part.etag.replace('"', "")))
+            for block in _blocks(part):  # the parts go with the upload: copied now
+                built.write(block)
+                if running:
+                    crc = binascii.crc32(block, crc)
+            size += int(part.contentsize)
+            if not running:
+                checksum_builder.addPart(part.value)
+            last = part
+            count += 1
+        if count == 0:
+            raise MalformedXML
+    except BaseException:
+        built.close()
+        raise
     full_etag = md5_hash()
     full_etag.update(bytes(md5s))
     checksum: tuple[str, str, int] | None
@@ -155,5 +198,5 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, Any
         checksum = ("FULL_OBJECT", base64.b64encode(crc.to_bytes(4, "big")).decode(), 1)
     else:
         checksum = checksum_builder.build()
-    # a bytearray, not bytes: FakeKey only writes it into its buffer and takes its length
-    return total, f"{full_etag.hexdigest()}-{count}", checksum
+    # FakeKey only takes its length and its bytes: it adopts the file (``store``, above)
+    return _Built(built, size), f"{full_etag.hexdigest()}-{count}", checksum
