@@ -3,7 +3,8 @@
 Usage: python bench/local_s3.py [--mib 830] [--range-mib 64] [--runs 1]
 
 An import's object meets S3 three times: the upload (presigned part PUTs, then the complete),
-the quote scan (every range GET'd) and the load (every range GET'd again). This script does
+the quote scan (every range GET'd) and the load (every range GET'd again); a last phase
+downloads it whole with one plain GET, as a browser downloads a document. This script does
 the same on moto's HTTP server, in a child process per variant so the stack's patches
 (sluiceway.local.s3objects) stay out of the baseline: ``as shipped`` is moto 5.2.5 alone,
 ``stack`` is moto with the patches the embedded stack installs. Both upload the same bytes in
@@ -135,6 +136,17 @@ def child(mib: int, range_mib: int, patched: bool) -> dict[str, Any]:
                 if got != data[begin : end + 1]:
                     raise SystemExit(f"{name}: bytes {begin}-{end} differ")
             phases[name] = _since(start)
+
+        start = _mark()  # a plain download (a browser's of a document, an export part's)
+        body = s3.get_object(Bucket=BUCKET, Key="object")["Body"]
+        offset = 0
+        for piece in body.iter_chunks(PART):
+            if piece != data[offset : offset + len(piece)]:
+                raise SystemExit(f"whole GET: bytes from {offset} differ")
+            offset += len(piece)
+        if offset != len(data):
+            raise SystemExit(f"whole GET: {offset} bytes, not {len(data)}")
+        phases["whole GET"] = _since(start)
         return phases
     finally:
         server.stop()

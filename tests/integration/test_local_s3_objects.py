@@ -44,15 +44,17 @@ def _key(name: str) -> Any:
 
 
 class _CountingBuffer:
-    """A key's buffer that counts the bytes read from it."""
+    """A key's buffer that counts the bytes read from it, and the largest read."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.read_bytes = 0
+        self.largest_read = 0
 
     def read(self, *args: Any) -> bytes:
         data = self.inner.read(*args)
         self.read_bytes += len(data)
+        self.largest_read = max(self.largest_read, len(data))
         return bytes(data)
 
     def __getattr__(self, name: str) -> Any:
@@ -99,6 +101,22 @@ def test_a_ranged_get_reads_only_its_range_and_answers_what_s3_answers(
     assert answer["ContentRange"] == f"bytes {begin}-{end}/{len(data)}"
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206
     assert counting.read_bytes == end + 1 - begin  # not the whole object
+
+
+@pytest.mark.parametrize("header", [None, "bytes=0-9,20-29"])  # no Range; one S3 ignores
+def test_a_whole_object_is_sent_as_it_is_read_never_held_whole(s3: Any, header: str) -> None:
+    # A browser's plain download of a large document, or an export part's: moto read the
+    # whole value into one bytes first
+    data = os.urandom(3 * s3objects.COPY_BYTES + 5)
+    s3.put_object(Bucket=BUCKET, Key="streamed", Body=data)
+    counting = _CountingBuffer(_key("streamed")._value_buffer)
+    _key("streamed")._value_buffer = counting
+    answer = s3.get_object(Bucket=BUCKET, Key="streamed", **({"Range": header} if header else {}))
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert answer["ContentLength"] == len(data)
+    assert answer["Body"].read() == data
+    assert counting.read_bytes == len(data)
+    assert counting.largest_read <= s3objects.COPY_BYTES  # read a block at a time
 
 
 def test_a_get_that_s3_answers_with_the_whole_object_still_gets_it(s3: Any) -> None:

@@ -1,7 +1,7 @@
-"""Three costs of moto's S3 that grow with the object, removed for the embedded stack.
+"""Four costs of moto's S3 that grow with the object, removed for the embedded stack.
 
 moto (pinned; tests/integration/test_local_s3_objects.py guards these seams) keeps each object
-in a ``SpooledTemporaryFile``. Three of its paths copy the whole object where S3 would not:
+in a ``SpooledTemporaryFile``. Four of its paths copy the whole object where S3 would not:
 
 - **A ranged GET reads the whole object**, then slices it (``S3Response.get_object`` returns
   ``key.value``; ``_handle_range_header`` slices that). An import reads its object twice in
@@ -11,6 +11,10 @@ in a ``SpooledTemporaryFile``. Three of its paths copy the whole object where S3
   reads only the requested bytes. Whatever else moto does with the request (headers,
   conditions, errors, a multi-range or unparseable ``Range`` that S3 answers with the whole
   object) is its own code.
+- **A GET of the whole object** (no Range: a browser's download of a document, the CLI's of
+  an export part) read it into one ``bytes`` before sending it. Through the HTTP server the
+  body is now a :class:`_Stream` of the key's buffer, read 1 MiB at a time as it is sent
+  (moto's Content-Length stays the key's size); moto in-process still answers with bytes.
 - **Completing a multipart upload** built the object twice (once for the value, once more
   for the whole-object checksum), then copied it a third time into ``bytes``. Here the
   object is never held whole: the complete copies the parts' buffers, 1 MiB at a time, into
@@ -34,7 +38,11 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-_ranged = contextvars.ContextVar("sluiceway_ranged_get", default=False)
+# What the one read of a key's value during a GET hands moto: a window ("range") or a stream
+# ("whole"); None outside a GET, where moto reads the value as it always does.
+_reading: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sluiceway_get_reads", default=None
+)
 COPY_BYTES = (
     1024 * 1024
 )  # a completed object's parts are copied and checksummed this much at a time
@@ -63,6 +71,26 @@ class _Window:
 
     def whole(self) -> bytes:
         return bytes(self._whole(self.key))
+
+
+class _Stream:
+    """A key's whole value as an HTTP response body: read COPY_BYTES at a time as it is sent,
+    never one ``bytes`` (the response's Content-Length is moto's, the key's size)."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key  # held: the bytes stay readable until sent, even if the key is replaced
+
+    def __iter__(self) -> Iterator[bytes]:
+        position = 0
+        while True:
+            with self.key.lock:  # other GETs of the key read its buffer too
+                buffer = self.key._value_buffer
+                buffer.seek(position)
+                block = buffer.read(COPY_BYTES)
+            if not block:
+                return
+            position += len(block)
+            yield bytes(block)
 
 
 class _Built:
@@ -102,9 +130,10 @@ def install() -> None:
     whole_value, set_value = moto_value.fget, moto_value.fset
 
     def value(self: Any) -> Any:
-        if _ranged.get():
-            _ranged.set(False)  # the one read a ranged GET makes, at its end
-            return _Window(self, whole_value)
+        reading = _reading.get()
+        if reading is not None:
+            _reading.set(None)  # the one read a GET makes, at its end
+            return _Window(self, whole_value) if reading == "range" else _Stream(self)
         return whole_value(self)
 
     def store(self: Any, new_value: Any) -> None:
@@ -122,15 +151,20 @@ def install() -> None:
     original_key_response = S3Response.key_response
 
     def key_response(self: Any, request: Any, full_url: str, headers: Any) -> Any:
-        if request.method != "GET" or not request.headers.get("range"):
+        # a body can stream only through the HTTP server (a werkzeug request has an environ);
+        # moto in-process hands its body to botocore, which wants bytes
+        http = hasattr(request, "environ")
+        ranged = bool(request.headers.get("range"))
+        if request.method != "GET" or not (ranged or http):
             return original_key_response(self, request, full_url, headers)
-        token = _ranged.set(True)
+        token = _reading.set("range" if ranged else "whole")
         try:
-            status, response_headers, body = original_key_response(self, request, full_url, headers)
+            answer: Any = original_key_response(self, request, full_url, headers)
         finally:
-            _ranged.reset(token)
+            _reading.reset(token)
+        status, response_headers, body = answer
         if isinstance(body, _Window):  # answered without slicing it: the whole object
-            body = body.whole()
+            body = _Stream(body.key) if http else body.whole()
         return status, response_headers, body
 
     S3Response.key_response = key_response  # type: ignore[method-assign]
