@@ -266,7 +266,7 @@ class LocalStack:
             self._pg, database_url = start_embedded_postgres(req.home)
         port = free_port()
         os.environ["MOTO_PORT"] = str(port)  # moto's interpreter calls Lambda back on this port
-        s3objects.install()  # ranged GETs read their range; big objects are written once
+        s3objects.install()  # GETs read what they send; big objects are written once
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self.moto_url = f"http://127.0.0.1:{port}"
