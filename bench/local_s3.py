@@ -72,6 +72,19 @@ def _since(start: tuple[float, float, float, int]) -> dict[str, float]:
     }
 
 
+def _check(body: Any, data: bytes, begin: int, end: int, what: str) -> None:
+    """The response body is data[begin:end], compared a piece at a time: the client holds no
+    more than a piece, so a phase's peak is the server's."""
+    offset = begin
+    view = memoryview(data)
+    for piece in body.iter_chunks(1024 * 1024):
+        if view[offset : offset + len(piece)] != piece:
+            raise SystemExit(f"{what}: bytes from {offset} differ")
+        offset += len(piece)
+    if offset != end:
+        raise SystemExit(f"{what}: {offset - begin} bytes, not {end - begin}")
+
+
 def child(mib: int, range_mib: int, patched: bool) -> dict[str, Any]:
     """One variant, in this process: a moto server, the upload and two ranged reads."""
     from moto.server import ThreadedMotoServer
@@ -132,20 +145,11 @@ def child(mib: int, range_mib: int, patched: bool) -> dict[str, Any]:
             for begin in range(0, len(data), size):
                 end = min(begin + size, len(data)) - 1
                 body = s3.get_object(Bucket=BUCKET, Key="object", Range=f"bytes={begin}-{end}")
-                got = body["Body"].read()
-                if got != data[begin : end + 1]:
-                    raise SystemExit(f"{name}: bytes {begin}-{end} differ")
+                _check(body["Body"], data, begin, end + 1, f"{name}: bytes {begin}-{end}")
             phases[name] = _since(start)
 
         start = _mark()  # a plain download (a browser's of a document, an export part's)
-        body = s3.get_object(Bucket=BUCKET, Key="object")["Body"]
-        offset = 0
-        for piece in body.iter_chunks(PART):
-            if piece != data[offset : offset + len(piece)]:
-                raise SystemExit(f"whole GET: bytes from {offset} differ")
-            offset += len(piece)
-        if offset != len(data):
-            raise SystemExit(f"whole GET: {offset} bytes, not {len(data)}")
+        _check(s3.get_object(Bucket=BUCKET, Key="object")["Body"], data, 0, len(data), "whole GET")
         phases["whole GET"] = _since(start)
         return phases
     finally:

@@ -101,6 +101,7 @@ def test_a_ranged_get_reads_only_its_range_and_answers_what_s3_answers(
     assert answer["ContentRange"] == f"bytes {begin}-{end}/{len(data)}"
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 206
     assert counting.read_bytes == end + 1 - begin  # not the whole object
+    assert counting.largest_read <= s3objects.COPY_BYTES  # nor the range at once: as it is sent
 
 
 @pytest.mark.parametrize("header", [None, "bytes=0-9,20-29"])  # no Range; one S3 ignores

@@ -8,7 +8,8 @@ in a ``SpooledTemporaryFile``. Four of its paths copy the whole object where S3 
   ranges (the quote scan and the load), so a 10M-row file of 830 MB in 64 MiB ranges copied
   21 GB, and a 10 GB file in 160 ranges would copy 3 TB. Here a ranged GET hands moto a
   :class:`_Window` of the key: its length is the object's, and the slice that moto takes of it
-  reads only the requested bytes. Whatever else moto does with the request (headers,
+  reads only the requested bytes, through the HTTP server as a :class:`_Stream` of them (read
+  1 MiB at a time as they are sent, not one ``bytes`` of the range). Whatever else moto does with the request (headers,
   conditions, errors, a multi-range or unparseable ``Range`` that S3 answers with the whole
   object) is its own code.
 - **A GET of the whole object** (no Range: a browser's download of a document, the CLI's of
@@ -38,14 +39,14 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-# What the one read of a key's value during a GET hands moto: a window ("range") or a stream
-# ("whole"); None outside a GET, where moto reads the value as it always does.
+# What the one read of a key's value during a GET hands moto: a window ("range", and
+# "range-stream" when its slice may stream) or a stream ("whole"); None outside a GET, where
+# moto reads the value as it always does.
 _reading: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "sluiceway_get_reads", default=None
 )
-COPY_BYTES = (
-    1024 * 1024
-)  # a completed object's parts are copied and checksummed this much at a time
+# a GET's body is read, and a completed object's parts copied and checksummed, this much at a time
+COPY_BYTES = 1024 * 1024
 _installed = False
 moto_complete: Any = None  # moto's own FakeMultipart.complete, kept for the tests to compare
 
@@ -53,9 +54,10 @@ moto_complete: Any = None  # moto's own FakeMultipart.complete, kept for the tes
 class _Window:
     """A key's bytes as moto's range handling sees them: ``len`` and slices, read on demand."""
 
-    def __init__(self, key: Any, whole: Any) -> None:
+    def __init__(self, key: Any, whole: Any, *, stream: bool = False) -> None:
         self.key = key
         self._whole = whole  # moto's own getter of the full value
+        self.stream = stream  # a slice is a _Stream of the range, read as it is sent
 
     def __len__(self) -> int:
         return int(self.key.contentsize)
@@ -64,6 +66,8 @@ class _Window:
         if not isinstance(item, slice) or item.step not in (None, 1):
             return self.whole()[item]  # moto takes only plain slices; anything else still works
         start, stop, _ = item.indices(len(self))
+        if self.stream:
+            return _Stream(self.key, start, stop)
         with self.key.lock:
             buffer = self.key._value_buffer
             buffer.seek(start)
@@ -74,23 +78,29 @@ class _Window:
 
 
 class _Stream:
-    """A key's whole value as an HTTP response body: read COPY_BYTES at a time as it is sent,
-    never one ``bytes`` (the response's Content-Length is moto's, the key's size)."""
+    """Bytes [start, stop) of a key (all of it by default) as an HTTP response body: read
+    COPY_BYTES at a time as they are sent, never one ``bytes``. ``len`` is what moto puts in
+    Content-Length for a range; for the whole object it uses the key's size."""
 
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: Any, start: int = 0, stop: int | None = None) -> None:
         self.key = key  # held: the bytes stay readable until sent, even if the key is replaced
+        self.start = start
+        self.stop = int(key.contentsize) if stop is None else max(stop, start)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
     def __iter__(self) -> Iterator[bytes]:
-        position = 0
-        while True:
+        position = self.start
+        while position < self.stop:
             with self.key.lock:  # other GETs of the key read its buffer too
                 buffer = self.key._value_buffer
                 buffer.seek(position)
-                block = buffer.read(COPY_BYTES)
+                block = buffer.read(min(COPY_BYTES, self.stop - position))
             if not block:
                 return
             position += len(block)
-            yield bytes(block)
+            yield block
 
 
 class _Built:
@@ -133,7 +143,9 @@ def install() -> None:
         reading = _reading.get()
         if reading is not None:
             _reading.set(None)  # the one read a GET makes, at its end
-            return _Window(self, whole_value) if reading == "range" else _Stream(self)
+            if reading == "whole":
+                return _Stream(self)
+            return _Window(self, whole_value, stream=reading == "range-stream")
         return whole_value(self)
 
     def store(self: Any, new_value: Any) -> None:
@@ -157,7 +169,7 @@ def install() -> None:
         ranged = bool(request.headers.get("range"))
         if request.method != "GET" or not (ranged or http):
             return original_key_response(self, request, full_url, headers)
-        token = _reading.set("range" if ranged else "whole")
+        token = _reading.set(("range-stream" if http else "range") if ranged else "whole")
         try:
             answer: Any = original_key_response(self, request, full_url, headers)
         finally:
