@@ -9,9 +9,9 @@ in a ``SpooledTemporaryFile``. Four of its paths copy the whole object where S3 
   21 GB, and a 10 GB file in 160 ranges would copy 3 TB. Here a ranged GET hands moto a
   :class:`_Window` of the key: its length is the object's, and the slice that moto takes of it
   reads only the requested bytes, through the HTTP server as a :class:`_Stream` of them (read
-  1 MiB at a time as they are sent, not one ``bytes`` of the range). Whatever else moto does with the request (headers,
-  conditions, errors, a multi-range or unparseable ``Range`` that S3 answers with the whole
-  object) is its own code.
+  1 MiB at a time as they are sent, not one ``bytes`` of the range). Whatever else moto does
+  with the request (headers, conditions, errors, a multi-range or unparseable ``Range`` that
+  S3 answers with the whole object) is its own code.
 - **A GET of the whole object** (no Range: a browser's download of a document, the CLI's of
   an export part) read it into one ``bytes`` before sending it. Through the HTTP server the
   body is now a :class:`_Stream` of the key's buffer, read 1 MiB at a time as it is sent
