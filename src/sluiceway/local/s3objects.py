@@ -120,14 +120,6 @@ class _Built:
         return bytes(self.buffer.read())
 
 
-def _blocks(part: Any) -> Iterator[bytes]:
-    with part.lock:
-        buffer = part._value_buffer
-        buffer.seek(0)
-        while block := buffer.read(COPY_BYTES):
-            yield block
-
-
 def install() -> None:
     """Patch moto's S3 in this process (idempotent)."""
     global _installed, moto_complete  # noqa: PLW0603 - moto's classes are process-wide
@@ -223,7 +215,7 @@ def _complete(self: Any, body: Iterator[tuple[int, str]]) -> tuple[Any, str, Any
             if last is not None and last.contentsize < S3_UPLOAD_PART_MIN_SIZE:
                 raise EntityTooSmall()
             md5s.extend(bytes.fromhex(part.etag.replace('"', "")))
-            for block in _blocks(part):  # the parts go with the upload: copied now
+            for block in _Stream(part):  # the parts go with the upload: copied now
                 built.write(block)
                 if running:
                     crc = binascii.crc32(block, crc)
