@@ -62,8 +62,7 @@ def precondition_failed(exc: BaseException | None) -> bool:
 
 def changed(bucket: str, key: str) -> Conflict:
     """The error of an import whose object was replaced after it was planned."""
-    planned = _PLANNED.get()
-    etag = planned[2] if planned is not None and planned[:2] == (bucket, key) else "?"
+    etag = if_match(bucket, key).get("IfMatch", "?")
     return Conflict(
         f"s3://{bucket}/{key} changed after this import planned it (its ETag was {etag}): "
         "another upload replaced it. The import stopped and committed nothing; retry the "
