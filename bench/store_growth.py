@@ -58,9 +58,7 @@ def _step(
     with conn.transaction():
         copy_range(conn, path)
         conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL")))
-        with conn.transaction():  # the probe alone, its settings undone with the savepoint
-            for statement in load._PROBE_BY_INDEX:
-                conn.execute(statement)
+        with db.probing_by_index(conn):  # the probe alone, planned as the insert's
             started = time.perf_counter()
             found = conn.execute(sql.SQL(PROBE).format(HASHED)).fetchone()
             probe_seconds = time.perf_counter() - started

@@ -149,6 +149,37 @@ def close_all() -> None:
 TEMP_BUFFERS = "256MB"
 
 
+# Without these the planner answers a probe of row_store's or row_leaves' key (NOT EXISTS, a
+# join, a semi-join) with a hash (or merge) join that reads the whole table, every dataset's
+# rows, once per range: a range's cost would grow with everything ever stored (one range into
+# 3.3M stored rows: 5-9 s against 2.5-3 s probing the index, bench/README.md).
+# Probing the primary key costs O(range x log(store)). Sequential scans go too: when
+# row_store's statistics say it is empty (ANALYZEd before the first import, or after gc swept
+# every row) the planner's cheapest probe is a scan of row_store per row, and an insert's
+# own rows lengthen every scan: quadratic, a 500,000-row range still running after ten
+# minutes (tests/integration/test_load_plan.py). A range's temp tables have no index, so they
+# are still read by a scan.
+_PROBE_BY_INDEX = (
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL enable_seqscan = off",
+)
+_PLAN_AS_USUAL = ("RESET enable_hashjoin", "RESET enable_mergejoin", "RESET enable_seqscan")
+
+
+@contextmanager
+def probing_by_index(conn: Conn) -> Iterator[None]:
+    """Plan the statements inside as probes of an index, never a scan or a hash of a stored
+    table. SET LOCAL: an error inside rolls the settings back with the transaction (or
+    savepoint) it aborts; otherwise they are RESET on the way out, so the rest plans as usual
+    (and so it does not nest: the inner one's RESET would end the outer one's too)."""
+    for statement in _PROBE_BY_INDEX:
+        conn.execute(statement)
+    yield
+    for statement in _PLAN_AS_USUAL:
+        conn.execute(statement)
+
+
 def room_for_temp_tables(conn: Conn) -> bool:
     """Give this session TEMP_BUFFERS for its temp tables; call before it creates any.
 

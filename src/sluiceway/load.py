@@ -441,22 +441,19 @@ STORED_SHARE = 0.95
 def _mostly_stored(conn: db.Conn, raw_table: sql.Identifier, columns: list[str]) -> bool:
     """Whether most of the range's first rows are in row_store already (a re-import): hashes
     them and probes row_store's key. A wrong guess costs time, never a different profile."""
-    for statement in _PROBE_BY_INDEX:
-        conn.execute(statement)
-    found = conn.execute(
-        sql.SQL(
-            "SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS ("
-            "SELECT 1 FROM dsa_core.row_store r WHERE r.row_hash = s.h)) AS stored "
-            "FROM (SELECT {h} AS h FROM (SELECT {vals} AS vals FROM {raw} LIMIT {n}) v) s"
-        ).format(
-            h=_row_hash(columns, sql.Identifier("vals")),
-            vals=_sorted_vals(columns),
-            raw=raw_table,
-            n=sql.Literal(STORED_SAMPLE_ROWS),
-        )
-    ).fetchone()
-    for statement in _PLAN_AS_USUAL:
-        conn.execute(statement)
+    with db.probing_by_index(conn):
+        found = conn.execute(
+            sql.SQL(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS ("
+                "SELECT 1 FROM dsa_core.row_store r WHERE r.row_hash = s.h)) AS stored "
+                "FROM (SELECT {h} AS h FROM (SELECT {vals} AS vals FROM {raw} LIMIT {n}) v) s"
+            ).format(
+                h=_row_hash(columns, sql.Identifier("vals")),
+                vals=_sorted_vals(columns),
+                raw=raw_table,
+                n=sql.Literal(STORED_SAMPLE_ROWS),
+            )
+        ).fetchone()
     assert found is not None
     return bool(found["n"] > 0 and found["stored"] >= STORED_SHARE * found["n"])
 
@@ -512,19 +509,16 @@ def _profile_new_leaves(
     # about the heap's: leaves are inserted sorted by hash), so neighbouring probes share
     # pages (the 1% re-import's 129,700 leaves: 318-323 ms against 453-487 ms in leaf order,
     # over two backends, bench/README.md).
-    for statement in _PROBE_BY_INDEX:
-        conn.execute(statement)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(_KNOWN, _CODES))
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {known} ON COMMIT DROP AS SELECT l.leaf_no, r.profile "
-            "FROM (SELECT leaf_no, leaf_hash FROM {leaves} ORDER BY leaf_hash OFFSET 0) l "
-            "JOIN dsa_core.row_leaves r ON r.leaf_hash = l.leaf_hash "
-            "WHERE r.profile IS NOT NULL"
-        ).format(known=_KNOWN, leaves=tree.LEAVES)
-    )
-    for statement in _PLAN_AS_USUAL:
-        conn.execute(statement)
+    with db.probing_by_index(conn):
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {known} ON COMMIT DROP AS SELECT l.leaf_no, r.profile "
+                "FROM (SELECT leaf_no, leaf_hash FROM {leaves} ORDER BY leaf_hash OFFSET 0) l "
+                "JOIN dsa_core.row_leaves r ON r.leaf_hash = l.leaf_hash "
+                "WHERE r.profile IS NOT NULL"
+            ).format(known=_KNOWN, leaves=tree.LEAVES)
+        )
     # The rows of the leaves without one, by pos: their positions in a table of their own,
     # analyzed, so the planner hashes those few and scans the range's rows once (rather than
     # sorting all of them by pos to merge: to disk, at 500,000 rows). They are also the only
@@ -610,23 +604,6 @@ _INSERT_NEW_ROWS = (
     "WHERE NOT EXISTS (SELECT 1 FROM dsa_core.row_store r WHERE r.row_hash = h.row_hash)"
 )
 PLAIN_INSERT_ATTEMPTS = 3
-# Without these the planner answers NOT EXISTS with a hash (or merge) anti join that reads all
-# of row_store, every dataset's rows, once per range: a range's cost would grow with everything
-# ever stored (one range into 3.3M stored rows: 5-9 s against 2.5-3 s probing the index,
-# bench/README.md).
-# Probing the primary key costs O(range x log(store)). Sequential scans go too: when
-# row_store's statistics say it is empty (ANALYZEd before the first import, or after gc swept
-# every row) the planner's cheapest probe is a scan of row_store per row, and the statement's
-# own inserts lengthen every scan: quadratic, a 500,000-row range still running after ten
-# minutes (tests/integration/test_load_plan.py). The range's temp table has no index, so it is
-# still read by a scan. SET LOCAL: undone with the savepoint or at the range's end; RESET
-# afterwards so the rest of the range plans as usual.
-_PROBE_BY_INDEX = (
-    "SET LOCAL enable_hashjoin = off",
-    "SET LOCAL enable_mergejoin = off",
-    "SET LOCAL enable_seqscan = off",
-)
-_PLAN_AS_USUAL = ("RESET enable_hashjoin", "RESET enable_mergejoin", "RESET enable_seqscan")
 
 
 def _insert_rows_of_new_leaves(
@@ -683,12 +660,9 @@ _INSERT_ALL_ROWS = (
 
 def insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
     """Add the rows of ``hashed_table`` (row_hash, vals) that row_store lacks, once each."""
-    for statement in _PROBE_BY_INDEX:
-        conn.execute(statement)
-    if not _inserted_unprobed(conn, hashed_table, column_set_id):
-        _insert_plain_first(conn, hashed_table, column_set_id)
-    for statement in _PLAN_AS_USUAL:  # an error instead rolls the range back, settings too
-        conn.execute(statement)
+    with db.probing_by_index(conn):  # the lookups of row_store's key (db.probing_by_index)
+        if not _inserted_unprobed(conn, hashed_table, column_set_id):
+            _insert_plain_first(conn, hashed_table, column_set_id)
 
 
 def _inserted_unprobed(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> bool:
