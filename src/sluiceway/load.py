@@ -638,48 +638,21 @@ def _insert_rows_of_new_leaves(
     insert_new_rows(conn, source, column_set_id)
 
 
-# A first import's rows are all new, and then the insert's NOT EXISTS lookup repeats what the
-# key's unique check does anyway: a second descent of the B-tree for every row. So when none
-# of the range's first UNPROBED_SAMPLE_ROWS rows is stored, the rows go in without the lookup;
-# a row stored after all (one the sample missed, or one a concurrent range commits first) is
-# a unique violation that undoes just that statement, and the range inserts the usual way.
-# The rows go in by hash, so the first stored one is met after about 1/(k+1) of the range's
-# k stored rows' share of the work: the attempt costs little when it fails. store_growth's
-# eight steps (715,000 rows each, into up to 5M stored, 7 Dec 2026): 15.3-16.0 s of inserts
-# without the lookup against 21.5-22.4 s with it (bench/README.md).
-UNPROBED_SAMPLE_ROWS = 1000
-_ANY_STORED = (
-    "SELECT EXISTS (SELECT 1 FROM (SELECT row_hash FROM {} LIMIT %s) s "
-    "JOIN dsa_core.row_store r ON r.row_hash = s.row_hash) AS found"
-)
+_ROW_STORE = sql.Identifier("dsa_core", "row_store")
 _INSERT_ALL_ROWS = (
     "INSERT INTO dsa_core.row_store (row_hash, column_set_id, vals) "
-    "SELECT DISTINCT ON (row_hash) row_hash, %s, vals FROM {} ORDER BY row_hash"
+    "SELECT DISTINCT ON (row_hash) row_hash, {}, vals FROM {} ORDER BY row_hash"
 )
 
 
 def insert_new_rows(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:
-    """Add the rows of ``hashed_table`` (row_hash, vals) that row_store lacks, once each."""
+    """Add the rows of ``hashed_table`` (row_hash, vals) that row_store lacks, once each: a
+    first import's without looking each one up (db.inserted_unprobed)."""
+    all_rows = sql.SQL(_INSERT_ALL_ROWS).format(sql.Literal(column_set_id), hashed_table)
+    if db.inserted_unprobed(conn, hashed_table, _ROW_STORE, "row_hash", [all_rows]):
+        return
     with db.probing_by_index(conn):  # the lookups of row_store's key (db.probing_by_index)
-        if not _inserted_unprobed(conn, hashed_table, column_set_id):
-            _insert_plain_first(conn, hashed_table, column_set_id)
-
-
-def _inserted_unprobed(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> bool:
-    """Insert every row of ``hashed_table`` without looking it up first, if a sample of them
-    finds none stored: whether it did (False: nothing was inserted)."""
-    found = conn.execute(
-        sql.SQL(_ANY_STORED).format(hashed_table), (UNPROBED_SAMPLE_ROWS,)
-    ).fetchone()
-    assert found is not None
-    if found["found"]:
-        return False
-    try:
-        with conn.transaction():  # a savepoint: a stored row undoes only this statement
-            conn.execute(sql.SQL(_INSERT_ALL_ROWS).format(hashed_table), (column_set_id,))
-    except psycopg.errors.UniqueViolation:
-        return False
-    return True
+        _insert_plain_first(conn, hashed_table, column_set_id)
 
 
 def _insert_plain_first(conn: db.Conn, hashed_table: sql.Identifier, column_set_id: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
 from psycopg import sql
 
 from . import db, schema
@@ -60,6 +59,7 @@ class ListRef:
 
 
 LEAVES = sql.Identifier("sluiceway_leaves")
+_ROW_LEAVES = sql.Identifier("dsa_core", "row_leaves")
 
 
 def build(
@@ -176,10 +176,10 @@ def store(
     """
     leaves, lists = LEAVES, sql.Identifier("sluiceway_lists")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(lists))
-    insert_leaves = sql.SQL(
+    insert_all = sql.SQL(
         "INSERT INTO dsa_core.row_leaves (leaf_hash, row_count, row_hashes, logical_ids, profile) "
         "SELECT DISTINCT ON (leaf_hash) leaf_hash, n, hs, ids, profile FROM {leaves} l {skip}"
-        "ORDER BY leaf_hash ON CONFLICT (leaf_hash) DO NOTHING"
+        "ORDER BY leaf_hash"
     ).format(
         leaves=leaves,
         skip=sql.SQL("")
@@ -188,6 +188,7 @@ def store(
             stored
         ),
     )
+    insert_leaves = insert_all + sql.SQL(" ON CONFLICT (leaf_hash) DO NOTHING")
     if new_leaves is None:
         conn.execute(insert_leaves)
     else:
@@ -198,7 +199,14 @@ def store(
                 "ON COMMIT DROP"
             ).format(new_leaves)
         )
-        if stored is not None or not _stored_unprobed(conn, new_leaves):
+        # a first import's leaves go in without ON CONFLICT's lookup (db.inserted_unprobed),
+        # every copy of them new
+        copies = sql.SQL("INSERT INTO {} SELECT n, leaf_no, last_pos FROM {}").format(
+            new_leaves, leaves
+        )
+        if stored is not None or not db.inserted_unprobed(
+            conn, leaves, _ROW_LEAVES, "leaf_hash", [insert_all, copies]
+        ):
             conn.execute(
                 sql.SQL(
                     "WITH ins AS ({} RETURNING leaf_hash) "
@@ -249,50 +257,6 @@ def store(
     if not rows:
         return [ListRef(EMPTY_LIST_HASH, 0)]
     return [ListRef(bytes(r["list_hash"]), int(r["row_count"])) for r in rows]
-
-
-# A first import's leaves are all new, and then ON CONFLICT's speculative insert looks each
-# one up in row_leaves' key before the unique check descends it again. So when none of the
-# range's first UNPROBED_SAMPLE_LEAVES leaves is stored, they go in with a plain INSERT, and
-# every copy of them is new; a stored one the sample missed (or one a concurrent range
-# commits first) is a unique violation that undoes just that attempt, and they go in the usual
-# way. The same as load.insert_new_rows does for rows.
-UNPROBED_SAMPLE_LEAVES = 1000
-
-
-def _stored_unprobed(conn: db.Conn, new_leaves: sql.Identifier) -> bool:
-    """Insert every leaf of ``LEAVES`` without ON CONFLICT, and every copy into
-    ``new_leaves``, if a sample of them finds none stored: whether it did (False: neither
-    table was written)."""
-    with db.probing_by_index(conn):
-        found = conn.execute(
-            sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM (SELECT leaf_hash FROM {} LIMIT %s) s "
-                "JOIN dsa_core.row_leaves r ON r.leaf_hash = s.leaf_hash) AS found"
-            ).format(LEAVES),
-            (UNPROBED_SAMPLE_LEAVES,),
-        ).fetchone()
-    assert found is not None
-    if found["found"]:
-        return False
-    try:
-        with conn.transaction():  # a savepoint: a stored leaf undoes only this attempt
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO dsa_core.row_leaves "
-                    "(leaf_hash, row_count, row_hashes, logical_ids, profile) "
-                    "SELECT DISTINCT ON (leaf_hash) leaf_hash, n, hs, ids, profile FROM {} "
-                    "ORDER BY leaf_hash"
-                ).format(LEAVES)
-            )
-            conn.execute(
-                sql.SQL("INSERT INTO {} SELECT n, leaf_no, last_pos FROM {}").format(
-                    new_leaves, LEAVES
-                )
-            )
-    except psycopg.errors.UniqueViolation:
-        return False
-    return True
 
 
 def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:

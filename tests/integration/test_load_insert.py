@@ -13,9 +13,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from tests.conftest import migrated_database
 
-from sluiceway import load
+from sluiceway import db, load
 
-RANGE_ROWS = 3 * load.UNPROBED_SAMPLE_ROWS
+RANGE_ROWS = 3 * db.UNPROBED_SAMPLE
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_range_of_new_rows_is_stored_without_looking_each_up(
     # Then all are stored, and row_store's key was searched only for the sample's rows
     stored = store.execute("SELECT count(*) AS n FROM dsa_core.row_store").fetchone()
     assert stored == {"n": RANGE_ROWS}
-    assert _key_lookups(store) <= load.UNPROBED_SAMPLE_ROWS
+    assert _key_lookups(store) <= db.UNPROBED_SAMPLE
 
 
 def test_a_stored_row_the_sample_missed_is_not_stored_twice(

@@ -14,10 +14,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from tests.conftest import migrated_database
 
-from sluiceway import tree
+from sluiceway import db, tree
 
 NEW = sql.Identifier("new_leaves")
-ROWS = 20 * tree.UNPROBED_SAMPLE_LEAVES  # leaves of about 7 rows: about 2,900 of them
+ROWS = 20 * db.UNPROBED_SAMPLE  # leaves of about 7 rows: about 2,900 of them
 
 
 @pytest.fixture
@@ -64,13 +64,13 @@ def test_a_range_of_new_leaves_is_stored_without_looking_each_up(
 ) -> None:
     # Given a range whose leaves row_leaves has none of
     leaves = _leaves(conn)
-    assert len(leaves) > 2 * tree.UNPROBED_SAMPLE_LEAVES
+    assert len(leaves) > 2 * db.UNPROBED_SAMPLE
 
     # When they are stored
     tree.store(conn, new_leaves=NEW)
 
     # Then each is stored, each is new, and row_leaves' key was searched only for the sample
-    assert _lookups(conn) <= tree.UNPROBED_SAMPLE_LEAVES
+    assert _lookups(conn) <= db.UNPROBED_SAMPLE
     assert _new(conn) == [(r["n"], r["leaf_no"], r["last_pos"]) for r in leaves]
     stored = conn.execute("SELECT count(*) AS n FROM dsa_core.row_leaves").fetchone()
     assert stored == {"n": len(leaves)}
