@@ -134,9 +134,12 @@ def update(
 def complete(
     conn: Conn, job_id: uuid.UUID, summary: dict[str, Any], dataset_id: int | None = None
 ) -> None:
+    # clock_timestamp(), not now(): now() is when the transaction began, and the one that ends
+    # an import is its commit (a re-import's diff, the lists, the ref), which the job's time
+    # and its rows per second must count
     conn.execute(
-        "UPDATE dsa_jobs.analysis_runs SET status = 'completed', completed_at = now(), "
-        "updated_at = now(), output_summary = %s, dataset_id = coalesce(%s, dataset_id), "
+        "UPDATE dsa_jobs.analysis_runs SET status = 'completed', completed_at = clock_timestamp(), "
+        "updated_at = clock_timestamp(), output_summary = %s, dataset_id = coalesce(%s, dataset_id), "
         "error_message = NULL WHERE id = %s",
         (Jsonb(summary), dataset_id, job_id),
     )
@@ -145,8 +148,8 @@ def complete(
 def fail(conn: Conn, job_id: uuid.UUID, message: str) -> bool:
     """Mark a job failed unless it already ended; True if this call ended it."""
     cur = conn.execute(
-        "UPDATE dsa_jobs.analysis_runs SET status = 'failed', completed_at = now(), "
-        "updated_at = now(), error_message = %s "
+        "UPDATE dsa_jobs.analysis_runs SET status = 'failed', completed_at = clock_timestamp(), "
+        "updated_at = clock_timestamp(), error_message = %s "
         "WHERE id = %s AND status IN ('pending', 'running')",
         (message, job_id),
     )
