@@ -239,7 +239,7 @@ def main() -> None:
         first_job = job["progress"].get("seconds", 0)
         again_seconds = again_job["progress"].get("seconds", 0)
         print(
-            f"RESULT the jobs alone (from the planner's start to the commit): re-import "
+            f"RESULT the jobs alone (from the planner's start to the commit's end): re-import "
             f"{again_seconds:.2f} s, first import {first_job:.2f} s: "
             f"{again_seconds / first_job if first_job else 0:.2f}x"
         )
