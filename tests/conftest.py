@@ -110,6 +110,13 @@ def dataset_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
+def index_scans(conn: psycopg.Connection[dict[str, Any]], index: str) -> int:
+    """How many times this transaction has searched ``index`` (each a descent of its tree)."""
+    found = conn.execute("SELECT pg_stat_get_xact_numscans(%s::regclass) AS n", (index,)).fetchone()
+    assert found is not None
+    return int(found["n"])
+
+
 def main_commit(db: psycopg.Connection[dict[str, Any]], dataset: str) -> str | None:
     """The commit the dataset's ``main`` ref points at (None before its first commit)."""
     row = db.execute(

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
-from tests.conftest import migrated_database
+from tests.conftest import index_scans, migrated_database
 
 from sluiceway import db, tree
 
@@ -44,14 +44,6 @@ def _leaves(conn: psycopg.Connection[dict[str, Any]]) -> list[dict[str, Any]]:
     ).fetchall()
 
 
-def _lookups(conn: psycopg.Connection[dict[str, Any]]) -> int:
-    found = conn.execute(
-        "SELECT pg_stat_get_xact_numscans('dsa_core.row_leaves_pkey'::regclass) AS n"
-    ).fetchone()
-    assert found is not None
-    return int(found["n"])
-
-
 def _new(conn: psycopg.Connection[dict[str, Any]]) -> list[tuple[int, int, int]]:
     return [
         (r["row_count"], r["first_pos"], r["last_pos"])
@@ -70,7 +62,7 @@ def test_a_range_of_new_leaves_is_stored_without_looking_each_up(
     tree.store(conn, new_leaves=NEW)
 
     # Then each is stored, each is new, and row_leaves' key was searched only for the sample
-    assert _lookups(conn) <= db.UNPROBED_SAMPLE
+    assert index_scans(conn, "dsa_core.row_leaves_pkey") <= db.UNPROBED_SAMPLE
     assert _new(conn) == [(r["n"], r["leaf_no"], r["last_pos"]) for r in leaves]
     stored = conn.execute("SELECT count(*) AS n FROM dsa_core.row_leaves").fetchone()
     assert stored == {"n": len(leaves)}
@@ -92,7 +84,7 @@ def test_a_stored_leaf_the_sample_missed_is_not_stored_again(
 
     # Then they were looked up after all, every leaf is stored once, and the stored one is
     # not among the new
-    assert _lookups(conn) >= len(leaves)
+    assert index_scans(conn, "dsa_core.row_leaves_pkey") >= len(leaves)
     assert _new(conn) == [(r["n"], r["leaf_no"], r["last_pos"]) for r in leaves[:-1]]
     stored = conn.execute("SELECT count(*) AS n FROM dsa_core.row_leaves").fetchone()
     assert stored == {"n": len(leaves)}
