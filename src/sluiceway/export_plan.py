@@ -31,11 +31,19 @@ class ExportState(BaseModel):
 
 
 def part_ranges(row_count: int, part_rows: int | None, settings: Settings) -> list[tuple[int, int]]:
-    """[from_row, to_row) of every part: the request's size, else about one per worker."""
+    """[from_row, to_row) of every part: the request's size, else about one per worker, and
+    as many parts as fill every round of the workers."""
     limits = settings.exports
     if part_rows is None:
-        per_worker = -(-row_count // max(settings.imports.map_concurrency, 1))
+        workers = max(settings.imports.map_concurrency, 1)
+        per_worker = -(-row_count // workers)
         part_rows = min(limits.default_part_rows, max(per_worker, limits.min_auto_part_rows))
+        # Parts run `workers` at a time, so 5 parts on 2 workers take 3 rounds, the last with
+        # one worker idle. The same rounds cut into 6 equal parts end a sixth sooner.
+        parts = -(-row_count // part_rows)
+        rounded = -(-parts // workers) * workers
+        if parts > workers and rounded <= limits.max_parts:
+            part_rows = max(-(-row_count // rounded), limits.min_auto_part_rows)
     if row_count == 0:
         return [(1, 1)]  # one empty part: a file with the header, so readers find a file
     return [(a, min(a + part_rows, row_count + 1)) for a in range(1, row_count + 1, part_rows)]
