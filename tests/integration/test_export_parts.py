@@ -275,3 +275,31 @@ def test_both_query_shapes_read_the_same_rows(
 
     expected = [r for r in dataset["records"][4:39] if r["category"] == "test"]
     assert [dict(zip(COLUMNS, row, strict=True)) for row in got] == expected
+
+
+def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from sluiceway.export_part import GATHER_BYTES, write_csv
+
+    class Counting(io.BytesIO):
+        writes = 0
+
+        def write(self, data: Any) -> int:
+            self.writes += 1
+            return super().write(data)
+
+    # Given a query of 100,000 rows (about 2.5 MB of CSV)
+    query = sql.SQL("SELECT g, repeat('x', 20) FROM generate_series(1, 100000) g")
+    out = Counting()
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        rows = write_csv(conn, query, [], ["n", "pad"], out)
+
+    # Then every row is written, in COPY's CSV after the header
+    text = out.getvalue().decode()
+    assert rows == 100_000
+    assert text.splitlines()[:2] == ["n,pad", "1," + "x" * 20]
+    assert len(text.splitlines()) == 100_001
+    # and the sink was called for the header and once per GATHER_BYTES, not once per row
+    assert 2 <= out.writes <= 1 + -(-len(out.getvalue()) // GATHER_BYTES)
