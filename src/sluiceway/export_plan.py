@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import db, export, jobs, schedules, storage
+from . import csvsplit, db, export, jobs, schedules, storage
 from .errors import NotFound
 from .settings import Settings, get_settings
 
@@ -39,11 +39,12 @@ def part_ranges(row_count: int, part_rows: int | None, settings: Settings) -> li
         per_worker = -(-row_count // workers)
         part_rows = min(limits.default_part_rows, max(per_worker, limits.min_auto_part_rows))
         # Parts run `workers` at a time, so 5 parts on 2 workers take 3 rounds, the last with
-        # one worker idle. The same rounds cut into 6 equal parts end a sixth sooner.
+        # one worker idle. The same rounds cut into 6 equal parts end a sixth sooner: the
+        # import's rule for its byte ranges (csvsplit.split_ranges), here over rows 1..N.
         parts = -(-row_count // part_rows)
-        rounded = -(-parts // workers) * workers
-        if parts > workers and rounded <= limits.max_parts:
-            part_rows = max(-(-row_count // rounded), limits.min_auto_part_rows)
+        if parts > workers and -(-parts // workers) * workers <= limits.max_parts:
+            cut = csvsplit.split_ranges(row_count, part_rows, workers)
+            return [(start + 1, end + 1) for start, end in cut]
     if row_count == 0:
         return [(1, 1)]  # one empty part: a file with the header, so readers find a file
     return [(a, min(a + part_rows, row_count + 1)) for a in range(1, row_count + 1, part_rows)]
