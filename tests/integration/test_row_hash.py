@@ -94,3 +94,39 @@ def test_a_stored_rows_hash_is_the_formula_over_postgresqls_cast_of_the_names(
         "SELECT row_hash FROM dsa_core.rows WHERE data->>'plain' = %s", (values[0],)
     ).fetchall()
     assert [bytes(s["row_hash"]) for s in stored] == [bytes(expected)]
+
+
+def test_the_hash_statement_builds_each_rows_array_once(db: Any) -> None:
+    from psycopg import sql
+
+    from sluiceway import load
+
+    # Given a range's raw table
+    columns = ["b", "a", "c"]
+    with db.transaction():
+        db.execute(
+            "CREATE TEMP TABLE hash_plan_raw (ord bigint, c1 text, c2 text, c3 text) ON COMMIT DROP"
+        )
+        db.execute("INSERT INTO hash_plan_raw VALUES (1, 'x', 'y', 'z')")
+        statement = load.hash_rows(
+            sql.Identifier("hash_plan_raw"),
+            sql.Identifier("hash_plan_hashed"),
+            columns,
+            key=sql.SQL("NULL"),
+        ).as_string(db)
+        select = "SELECT " + statement.split(" AS SELECT ", 1)[1]
+
+        # When PostgreSQL plans its SELECT, then the values' array is built in one place:
+        # for the hash and for the stored vals alike, not once for each
+        plan = [r["QUERY PLAN"] for r in db.execute("EXPLAIN (VERBOSE) " + select).fetchall()]
+        built = sum(line.count("ARRAY[") for line in plan if "Output:" in line)
+        assert built == 1, plan
+
+        # and the hash is still the formula over the names' and the values' text
+        db.execute(statement)
+        row = db.execute(
+            "SELECT h.row_hash = sha256(convert_to(%s::text[]::text || %s::text[]::text, "
+            "'UTF8')) AS same, h.vals FROM hash_plan_hashed h",
+            (["a", "b", "c"], ["y", "x", "z"]),
+        ).fetchone()
+        assert row == {"same": True, "vals": ["y", "x", "z"]}
