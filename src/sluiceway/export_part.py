@@ -323,8 +323,10 @@ def write_csv(
     params: list[Any],
     columns: list[str],
     out: Any,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Header, then COPY's own CSV; returns the rows written."""
+    """Header, then COPY's own CSV; returns the rows written. ``progress`` is told the rows
+    written so far each time a gathered MiB reaches the sink, and once at the end."""
     if not columns:
         return 0
     # The header is written here, not by COPY's HEADER: column names can be longer than
@@ -333,15 +335,22 @@ def write_csv(
     with conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query), params) as copy:
             # libpq hands COPY's output over a row at a time: gathered into GATHER_BYTES, the
-            # sink (its sha256, its buffer, a gzip stream) is called once per MiB, not per row
+            # sink (its sha256, its buffer, a gzip stream) is called once per MiB, not per row.
+            # The backend sends COPY TO's rows one CopyData message each, so blocks are rows.
             gathered = bytearray()
+            rows = 0
             for block in copy:
                 gathered += block
+                rows += 1
                 if len(gathered) >= GATHER_BYTES:
                     out.write(gathered)
                     gathered = bytearray()
+                    if progress is not None:
+                        progress(rows)
             if gathered:
                 out.write(gathered)
+        if progress is not None:
+            progress(rows)
         return max(cur.rowcount, 0)
 
 
@@ -538,7 +547,9 @@ def _write_rows(
     span = part["to_row"] - part["from_row"]
     batch = settings.exports.batch_rows
 
-    def progress(done: int) -> None:  # rows of the range read so far (filtered or not)
+    def progress(done: int) -> None:
+        # rows written so far: with a filter fewer than read, so the part's share runs low
+        # until it is written (then rows_done is its whole span)
         _update(conn, item, rows_done=min(done, span))
 
     # A connection of its own: the cursor's transaction must not hold this part's status
@@ -551,7 +562,7 @@ def _write_rows(
         if compression == "gzip" and fmt != "parquet":
             zipped = text_out = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0)
         if fmt == "csv":
-            rows = write_csv(read, query, values, columns, text_out)
+            rows = write_csv(read, query, values, columns, text_out, progress)
         elif fmt == "parquet":
             rows = write_parquet(
                 read,

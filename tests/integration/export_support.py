@@ -30,6 +30,29 @@ def run_export(client: Client, dataset: str, timeout: float = 120, **body: Any) 
     return status
 
 
+def wait_stalled(db: Any, job_id: str, stage: str, timeout: float = 120) -> None:
+    """Wait until the job's ``stall_<stage>`` fault holds it (its checkpoint says so)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = db.execute(
+            "SELECT checkpoint->>'stalled' AS stalled FROM dsa_jobs.analysis_runs WHERE id = %s",
+            (job_id,),
+        ).fetchone()
+        if row and row["stalled"] == stage:
+            return
+        assert time.monotonic() < deadline, f"the {stage} never stalled"
+        time.sleep(0.05)
+
+
+def release(db: Any, job_id: str) -> None:
+    """Let a stalled job go on."""
+    db.execute(
+        "UPDATE dsa_jobs.analysis_runs SET checkpoint = checkpoint || '{\"release\": true}' "
+        "WHERE id = %s",
+        (job_id,),
+    )
+
+
 def fetch(url: str) -> bytes:
     response = urllib3.request("GET", url)
     assert response.status == 200, response.data[:300]

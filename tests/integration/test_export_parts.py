@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from export_support import commit_records, exported_records, fetch, run_export, typed
+from export_support import (
+    commit_records,
+    exported_records,
+    fetch,
+    release,
+    run_export,
+    typed,
+    wait_stalled,
+)
 from tests.conftest import import_bytes
 
 from sluiceway.client import ApiError, Client
@@ -277,6 +287,36 @@ def test_both_query_shapes_read_the_same_rows(
     assert [dict(zip(COLUMNS, row, strict=True)) for row in got] == expected
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_parts_rows_count_in_the_status_before_it_is_written(
+    client: Client, db: Any, dataset: dict[str, Any], fmt: str
+) -> None:
+    # Given an export of one part, held after its rows are written and before its object is
+    # complete
+    started = client.call(
+        "POST",
+        f"/datasets/{dataset['name']}/exports",
+        {"format": fmt, "faults": {"stall_part": 1}},
+    )
+    try:
+        wait_stalled(db, started["job_id"], "part")
+        # Then its status already counts the part's rows, though no part is written yet
+        status = client.call("GET", started["status_url"])
+        assert (status["status"], status["parts_done"], status["parts_total"]) == (
+            "running",
+            0,
+            1,
+        )
+        assert status["processed_records"] == status["total_records"] == 53
+    finally:
+        release(db, started["job_id"])
+    deadline = time.monotonic() + 120
+    while (status := client.call("GET", started["status_url"]))["status"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["status"] == "completed", status["error"]
+
+
 def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
     import psycopg
     from psycopg import sql
@@ -293,8 +333,9 @@ def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
     # Given a query of 100,000 rows (about 2.5 MB of CSV)
     query = sql.SQL("SELECT g, repeat('x', 20) FROM generate_series(1, 100000) g")
     out = Counting()
+    told: list[int] = []
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        rows = write_csv(conn, query, [], ["n", "pad"], out)
+        rows = write_csv(conn, query, [], ["n", "pad"], out, told.append)
 
     # Then every row is written, in COPY's CSV after the header
     text = out.getvalue().decode()
@@ -303,3 +344,11 @@ def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
     assert len(text.splitlines()) == 100_001
     # and the sink was called for the header and once per GATHER_BYTES, not once per row
     assert 2 <= out.writes <= 1 + -(-len(out.getvalue()) // GATHER_BYTES)
+    # and progress was told the rows written at each MiB, growing, and all of them at the end
+    # once per full MiB sent and once at the end: as many as the rows' writes (the last one
+    # is part of a MiB)
+    assert len(told) == out.writes - 1
+    assert told == sorted(told)
+    assert told[0] < told[-1] == rows
+    sizes = itertools.accumulate(len(line) + 1 for line in text.splitlines()[1:])
+    assert told[0] == next(n for n, size in enumerate(sizes, 1) if size >= GATHER_BYTES)

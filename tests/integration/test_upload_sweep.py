@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from export_support import run_export
+from export_support import release, run_export, wait_stalled
 from tests.conftest import import_bytes
 
 from sluiceway import recovery
@@ -34,14 +34,6 @@ def _s3(stack: Any) -> Any:
 def _open(stack: Any, prefix: str) -> set[str]:
     found = _s3(stack).list_multipart_uploads(Bucket=stack.settings.storage.bucket, Prefix=prefix)
     return {u["UploadId"] for u in found.get("Uploads", [])}
-
-
-def _checkpoint(db: Any, job_id: str) -> dict[str, Any]:
-    row = db.execute(
-        "SELECT coalesce(checkpoint, '{}'::jsonb) AS c FROM dsa_jobs.analysis_runs WHERE id = %s",
-        (job_id,),
-    ).fetchone()
-    return dict(row["c"]) if row else {}
 
 
 def _cleanup(stack: Any, tmp_path: Path, hours: str) -> dict[str, Any]:
@@ -85,17 +77,14 @@ def test_the_sweep_aborts_what_ended_jobs_left_and_nothing_in_use(
         f"/datasets/{dataset_name}/exports",
         {"format": "csv", "part_rows": 100, "faults": {"stall_part": 1}},
     )
-    deadline = time.monotonic() + 120
-    while _checkpoint(db, running["job_id"]).get("stalled") != "part":
-        assert time.monotonic() < deadline, "the part never stalled"
-        time.sleep(0.05)
+    wait_stalled(db, running["job_id"], "part")
     running_prefix = f"exports/local/{running['job_id']}/"
     try:
         _sweep_around_a_running_export(
             stack, client, db, tmp_path, dataset_name, in_progress, running_prefix
         )
     finally:  # a stalled part would keep the session's stack from stopping
-        _release(db, running["job_id"])
+        release(db, running["job_id"])
     deadline = time.monotonic() + 120
     while (status := client.call("GET", running["status_url"]))["status"] in ("pending", "running"):
         assert time.monotonic() < deadline, "the released export never ended"
@@ -103,14 +92,6 @@ def test_the_sweep_aborts_what_ended_jobs_left_and_nothing_in_use(
     # and that export, released, completes and leaves nothing open
     assert status["status"] == "completed", status["error"]
     assert _open(stack, running_prefix) == set()
-
-
-def _release(db: Any, job_id: str) -> None:
-    db.execute(
-        "UPDATE dsa_jobs.analysis_runs SET checkpoint = checkpoint || '{\"release\": true}' "
-        "WHERE id = %s",
-        (job_id,),
-    )
 
 
 def _sweep_around_a_running_export(
