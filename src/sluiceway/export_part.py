@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -315,6 +316,9 @@ def _csv_line(values: Sequence[str]) -> bytes:
 # One part of 500,000 rows (41 MB): 0.44-0.48 CPU-s of its worker gathered, 0.58-0.61 CPU-s
 # with one write per row (bench/README.md)
 GATHER_BYTES = 1 << 20
+# A CSV part tells its progress at most this often (each time one more row of the job's parts
+# table, on AWS one more round trip through the proxy), and once at its end
+PROGRESS_SECONDS = 1.0
 
 
 def write_csv(
@@ -324,9 +328,11 @@ def write_csv(
     columns: list[str],
     out: Any,
     progress: Callable[[int], None] | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> int:
     """Header, then COPY's own CSV; returns the rows written. ``progress`` is told the rows
-    written so far each time a gathered MiB reaches the sink, and once at the end."""
+    written so far when a gathered MiB reaches the sink ``progress_seconds`` or more after it
+    was last told, and once at the end."""
     if not columns:
         return 0
     # The header is written here, not by COPY's HEADER: column names can be longer than
@@ -338,15 +344,16 @@ def write_csv(
             # sink (its sha256, its buffer, a gzip stream) is called once per MiB, not per row.
             # The backend sends COPY TO's rows one CopyData message each, so blocks are rows.
             gathered = bytearray()
-            rows = 0
+            rows, told = 0, time.monotonic()
             for block in copy:
                 gathered += block
                 rows += 1
                 if len(gathered) >= GATHER_BYTES:
                     out.write(gathered)
                     gathered = bytearray()
-                    if progress is not None:
+                    if progress is not None and time.monotonic() - told >= progress_seconds:
                         progress(rows)
+                        told = time.monotonic()
             if gathered:
                 out.write(gathered)
         if progress is not None:

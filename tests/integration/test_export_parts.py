@@ -335,7 +335,11 @@ def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
     out = Counting()
     told: list[int] = []
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        rows = write_csv(conn, query, [], ["n", "pad"], out, told.append)
+        rows = write_csv(conn, query, [], ["n", "pad"], out, told.append, progress_seconds=0)
+        # (and told only at the end when it takes less than the interval)
+        at_end: list[int] = []
+        write_csv(conn, query, [], ["n", "pad"], io.BytesIO(), at_end.append, progress_seconds=60)
+        assert at_end == [100_000]
 
     # Then every row is written, in COPY's CSV after the header
     text = out.getvalue().decode()
@@ -344,7 +348,8 @@ def test_a_csv_part_reaches_its_sink_a_mebibyte_at_a_time(stack: Any) -> None:
     assert len(text.splitlines()) == 100_001
     # and the sink was called for the header and once per GATHER_BYTES, not once per row
     assert 2 <= out.writes <= 1 + -(-len(out.getvalue()) // GATHER_BYTES)
-    # and progress was told the rows written at each MiB, growing, and all of them at the end
+    # and progress, with no interval, was told the rows written at each MiB, growing, and all
+    # of them at the end
     # once per full MiB sent and once at the end: as many as the rows' writes (the last one
     # is part of a MiB)
     assert len(told) == out.writes - 1
