@@ -27,7 +27,7 @@ from . import (
     versioning,
 )
 from .errors import MalformedFile
-from .plan import ChunkItem, _read, chunk_task, read_pieces, source_object
+from .plan import ChunkItem, _read, chunk_task, source_object
 from .settings import Settings
 
 
@@ -235,55 +235,23 @@ def _load_chunk(
                 )
             else:  # rows parsed here, written in COPY's text format
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(raw_table, cols)
+            src = readers.Source(
+                bucket, key, start, end, chunk["first_line"], columns, filename, settings
+            )
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
                 if fmt == "jsonl" and rejects.tolerant(checkpoint):
-                    filtered = rejects.copy_jsonl(
-                        copy,
-                        bucket=bucket,
-                        key=key,
-                        start=start,
-                        end=end,
-                        first_line=chunk["first_line"],
-                        columns=columns,
-                        settings=settings,
-                    )
+                    filtered = rejects.copy_jsonl(copy, src)
                 elif fmt == "jsonl":
-                    readers.copy_jsonl(
-                        copy,
-                        bucket=bucket,
-                        key=key,
-                        start=start,
-                        end=end,
-                        first_line=chunk["first_line"],
-                        columns=columns,
-                        filename=filename,
-                        settings=settings,
-                    )
+                    readers.copy_jsonl(copy, src)
                 elif fmt == "xlsx":
-                    readers.copy_sheet(
-                        copy,
-                        bucket=bucket,
-                        key=key,
-                        sheet_no=item.chunk_no,
-                        columns=columns,
-                        filename=filename,
-                        settings=settings,
-                    )
+                    readers.copy_sheet(copy, src, item.chunk_no)
                 elif fmt == "json":
-                    readers.copy_array(
-                        copy,
-                        bucket=bucket,
-                        key=key,
-                        start=start,
-                        end=end,
-                        columns=columns,
-                        filename=filename,
-                        settings=settings,
-                    )
+                    readers.copy_array(copy, src)
                 elif filtered is not None:
                     filtered.write_good(copy)
                 else:
-                    _stream_range(copy, bucket, key, start, end, settings)
+                    for piece in src.pieces():  # the range streamed, never held whole
+                        copy.write(piece)
             rejected = rejects.record_range(
                 conn,
                 raw_table,
@@ -677,14 +645,6 @@ def _insert_plain_first(conn: db.Conn, hashed_table: sql.Identifier, column_set_
         sql.SQL(_INSERT_NEW_ROWS + " ON CONFLICT (row_hash) DO NOTHING").format(hashed_table),
         (column_set_id,),
     )
-
-
-def _stream_range(
-    copy: psycopg.Copy, bucket: str, key: str, start: int, end: int, settings: Settings
-) -> None:
-    """Stream bytes [start, end) of the object into COPY without holding the range in memory."""
-    for piece in read_pieces(bucket, key, start, end, settings):
-        copy.write(piece)
 
 
 def _explain(

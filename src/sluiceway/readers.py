@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ijson
@@ -36,6 +37,29 @@ if IJSON_BACKEND != "yajl2_c":
     )
 
 
+@dataclass(frozen=True)
+class Source:
+    """What one load item reads: bytes [start, end) of s3://bucket/key, whose first record is
+    on line ``first_line`` of the file (``filename`` in errors), into ``columns``."""
+
+    bucket: str
+    key: str
+    start: int
+    end: int
+    first_line: int
+    columns: list[str]
+    filename: str
+    settings: Settings
+
+    def pieces(self) -> Iterator[bytes]:
+        """The range's bytes, in one GET (plan.read_pieces)."""
+        return read_pieces(self.bucket, self.key, self.start, self.end, self.settings)
+
+    def index(self) -> dict[str, int]:
+        """Each column's position in a row."""
+        return {c: i for i, c in enumerate(self.columns)}
+
+
 def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """The lines of a stream, each with its newline (the last one perhaps without)."""
     rest = b""
@@ -48,24 +72,11 @@ def _lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield rest
 
 
-def copy_jsonl(
-    copy: psycopg.Copy,
-    *,
-    bucket: str,
-    key: str,
-    start: int,
-    end: int,
-    first_line: int,
-    columns: list[str],
-    filename: str,
-    settings: Settings,
-) -> None:
-    """Write the JSON Lines records in bytes [start, end) to COPY as rows."""
-    index = {c: i for i, c in enumerate(columns)}
+def copy_jsonl(copy: psycopg.Copy, src: Source) -> None:
+    """Write the JSON Lines records of the range to COPY as rows."""
+    index, filename = src.index(), src.filename
     records = jsonsplit.jsonl_records(
-        _lines(read_pieces(bucket, key, start, end, settings)),
-        first_line=first_line,
-        start=start,
+        _lines(src.pieces()), first_line=src.first_line, start=src.start
     )
     try:
         for line, offset, record in records:
@@ -161,22 +172,12 @@ def array_range(
     )
 
 
-def copy_array(
-    copy: psycopg.Copy,
-    *,
-    bucket: str,
-    key: str,
-    start: int,
-    end: int,
-    columns: list[str],
-    filename: str,
-    settings: Settings,
-) -> None:
-    """Write the JSON array elements in bytes [start, end) (elements and commas) to COPY."""
-    if end <= start:
+def copy_array(copy: psycopg.Copy, src: Source) -> None:
+    """Write the JSON array elements of the range (elements and commas) to COPY."""
+    if src.end <= src.start:
         return
-    index = {c: i for i, c in enumerate(columns)}
-    stream = _Bracketed(read_pieces(bucket, key, start, end, settings))
+    index, filename, start = src.index(), src.filename, src.start
+    stream = _Bracketed(src.pieces())
     n = 0
     try:
         for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007
@@ -202,19 +203,11 @@ def copy_array(
         ) from exc
 
 
-def copy_sheet(
-    copy: psycopg.Copy,
-    *,
-    bucket: str,
-    key: str,
-    sheet_no: int,
-    columns: list[str],
-    filename: str,
-    settings: Settings,
-) -> None:
-    """Write one workbook sheet's rows, each followed by its ``sheet:row`` id, to COPY."""
-    index = {c: i for i, c in enumerate(columns)}
-    with storage.open_object(bucket, key, settings) as f:
+def copy_sheet(copy: psycopg.Copy, src: Source, sheet_no: int) -> None:
+    """Write one workbook sheet's rows, each followed by its ``sheet:row`` id, to COPY (a
+    workbook is read whole: the range's bytes say nothing)."""
+    index, filename = src.index(), src.filename
+    with storage.open_object(src.bucket, src.key, src.settings) as f:
         book = xlsx.open_workbook(f, filename)
         try:
             if sheet_no >= len(book.sheetnames):

@@ -28,7 +28,7 @@ from smart_open import open as smart_open
 
 from . import csvsplit, db, jsonsplit, readers, storage
 from .errors import MalformedFile
-from .plan import ChunkItem, _read, read_pieces, source_object
+from .plan import ChunkItem, _read, source_object
 from .rules import Rules, strip_where, violations_query
 from .settings import Settings
 
@@ -141,26 +141,13 @@ def split_csv_range(job: dict[str, Any], chunk: dict[str, Any], settings: Settin
     return filtered
 
 
-def copy_jsonl(
-    copy: psycopg.Copy,
-    *,
-    bucket: str,
-    key: str,
-    start: int,
-    end: int,
-    first_line: int,
-    columns: list[str],
-    settings: Settings,
-) -> Filtered:
-    """Write the JSON Lines records of bytes [start, end) to COPY, setting aside (not raising
-    on) each line that is not a JSON object of the file's columns: a tolerant import's reader."""
-    index = {c: i for i, c in enumerate(columns)}
+def copy_jsonl(copy: psycopg.Copy, src: readers.Source) -> Filtered:
+    """Write the JSON Lines records of the range to COPY, setting aside (not raising on) each
+    line that is not a JSON object of the file's columns: a tolerant import's reader."""
+    index = src.index()
     filtered = Filtered()
-    offset = start
-    for n, line in enumerate(
-        readers._lines(read_pieces(bucket, key, start, end, settings)),
-        first_line,
-    ):
+    offset = src.start
+    for n, line in enumerate(readers._lines(src.pieces()), src.first_line):
         if line.strip():
             try:
                 record = jsonsplit.parse_line(line, n, offset)

@@ -42,14 +42,7 @@ def _jsonl_range(bucket: str, key: str, start: int, end: int, settings: Any) -> 
 
     readers.copy_jsonl(
         Copy(),  # type: ignore[arg-type]
-        bucket=bucket,
-        key=key,
-        start=start,
-        end=end,
-        first_line=1,
-        columns=["a"],
-        filename="object.jsonl",
-        settings=settings,
+        readers.Source(bucket, key, start, end, 1, ["a"], "object.jsonl", settings),
     )
     return rows
 
