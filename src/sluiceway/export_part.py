@@ -316,8 +316,8 @@ def _csv_line(values: Sequence[str]) -> bytes:
 # One part of 500,000 rows (41 MB): 0.44-0.48 CPU-s of its worker gathered, 0.58-0.61 CPU-s
 # with one write per row (bench/README.md)
 GATHER_BYTES = 1 << 20
-# A CSV part tells its progress at most this often (each time one more row of the job's parts
-# table, on AWS one more round trip through the proxy), and once at its end
+# A CSV part tells its progress at most this often, and once at its end: each telling is an
+# UPDATE of the part's row, on AWS a round trip through the proxy
 PROGRESS_SECONDS = 1.0
 
 
@@ -340,9 +340,9 @@ def write_csv(
     out.write(_csv_line(columns))
     with conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(query), params) as copy:
-            # libpq hands COPY's output over a row at a time: gathered into GATHER_BYTES, the
-            # sink (its sha256, its buffer, a gzip stream) is called once per MiB, not per row.
-            # The backend sends COPY TO's rows one CopyData message each, so blocks are rows.
+            # libpq hands COPY's output over a row at a time (a block is a row: the backend
+            # sends each in a CopyData message of its own): gathered into GATHER_BYTES, the
+            # sink (its sha256, its buffer, a gzip stream) is called once per MiB, not per row
             gathered = bytearray()
             rows, told = 0, time.monotonic()
             for block in copy:
