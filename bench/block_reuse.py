@@ -86,14 +86,18 @@ def numbered(blocks: list[Block]) -> list[tuple[int, bytes, int, int]]:
 def not_found(
     body: bytes, blocks: list[Block], rows: list[tuple[int, bytes, int, int]], found: set[int]
 ) -> tuple[list[tuple[int, int, int]], list[bytes]]:
-    """The blocks not found: (block_no, first ord in the raw table, first pos), and their bytes."""
-    new, pieces, ords = [], [], 1
+    """The blocks not found: (block_no, first ord in the raw table, first pos), and their bytes
+    (neighbours in one piece)."""
+    new, spans, ords = [], [], 1
     for (no, _digest, first_pos, n), (_d, start, end, _n) in zip(rows, blocks, strict=True):
         if no not in found:
             new.append((no, ords, first_pos))
-            pieces.append(body[start:end])
+            if spans and spans[-1][1] == start:  # next to the last: one write
+                spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
             ords += n
-    return new, pieces
+    return new, [body[start:end] for start, end in spans]
 
 
 def copy_bytes(conn: Conn, pieces: list[bytes]) -> None:
@@ -357,6 +361,7 @@ def leaf_blocks(conn: Conn, body: bytes, lines_per_block: int) -> tuple[list[tre
             "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT first_pos AS leaf_no FROM {}"
         ).format(STORED, KNOWN)
     )
+    clock.step("leaves")
     load.leaves_profile(conn, sorted(COLUMNS))
     conn.execute(
         sql.SQL(
@@ -365,8 +370,9 @@ def leaf_blocks(conn: Conn, body: bytes, lines_per_block: int) -> tuple[list[tre
             "WHERE l.hs IS NOT NULL ON CONFLICT (digest) DO NOTHING"
         ).format(memo=LEAF_MEMO, leaves=tree.LEAVES, b=BLOCKS)
     )
+    clock.step("profile and memo")
     refs = tree.store(conn, stored=STORED)
-    clock.step("leaves, lists and the memo")
+    clock.step("store leaves and lists")
     load.insert_new_rows(conn, HASHED, 1)
     clock.step("rows")
     return refs, clock
