@@ -22,14 +22,15 @@ rows.
   profile; a known block costs nothing a row. A first import is made the same way.
 
 Every way runs in a transaction (re-imports rolled back, so each run finds the same store), and
-each must give the same rows in the same order (a digest of the lists' row hashes), or the
-script stops. The last lines print each way's first import and re-import and their ratio.
+each re-import must give the same rows in the same order (a digest of the lists' row hashes)
+and the same type profile of the range, or the script stops. The last lines print each way's first import and re-import and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import tempfile
 import time
 import zlib
@@ -163,6 +164,13 @@ def hash_new_rows(
     )
 
 
+def found(conn: Conn, refs: list[tree.ListRef], clock: Clock) -> str:
+    """What a way made: the digest of its rows (:func:`rows_digest`) and its range's profile
+    (but the count of rows it tested)."""
+    profile = {k: v for k, v in clock.profile.items() if k != "tested_rows"}
+    return f"rows {rows_digest(conn, refs)}, profile {json.dumps(profile, sort_keys=True)}"
+
+
 def rows_digest(conn: Conn, refs: list[tree.ListRef]) -> str:
     """sha256 of the row hashes of ``refs``'s lists, in order: the same rows, whatever leaves."""
     row = conn.execute(
@@ -186,6 +194,7 @@ class Clock:
     def __init__(self) -> None:
         self.steps: dict[str, float] = {}
         self.last = time.perf_counter()
+        self.profile: dict[str, Any] = {}  # the range's type profile, as the way found it
 
     def step(self, name: str) -> None:
         now = time.perf_counter()
@@ -208,7 +217,7 @@ def first_today(conn: Conn, body: bytes) -> tuple[list[tree.ListRef], Clock]:
     conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL"), codes=codes))
     clock.step("hash")
     tree.cut(conn, HASHED, keyed=False, codes=len(codes), dense=True)
-    load.leaves_profile(conn, sorted(COLUMNS))
+    clock.profile = load.leaves_profile(conn, sorted(COLUMNS))
     refs = tree.store(conn, new_leaves=load._NEW_LEAVES)
     clock.step("leaves and lists")
     load._insert_rows_of_new_leaves(conn, HASHED, sum(r.row_count for r in refs), 1)
@@ -224,7 +233,7 @@ def again_today(conn: Conn, body: bytes) -> tuple[list[tree.ListRef], Clock]:
     conn.execute(load.hash_rows(RAW, HASHED, COLUMNS, key=sql.SQL("NULL")))
     clock.step("hash")
     tree.cut(conn, HASHED, keyed=False, codes=0, dense=True)
-    load._profile_new_leaves(conn, HASHED, sorted(COLUMNS), sample)
+    clock.profile = load._profile_new_leaves(conn, HASHED, sorted(COLUMNS), sample)
     refs = tree.store(conn, stored=load._KNOWN)
     load.insert_new_rows(conn, load._FRESH, 1)
     clock.step("cut, profile and store")
@@ -303,7 +312,7 @@ def again_row_memo(
             hashed=HASHED, g=GAP_VALS
         )
     )
-    load._profile_new_leaves(conn, HASHED, sorted(COLUMNS), sample)
+    clock.profile = load._profile_new_leaves(conn, HASHED, sorted(COLUMNS), sample)
     refs = tree.store(conn, stored=load._KNOWN)
     load.insert_new_rows(conn, load._FRESH, 1)
     clock.step("cut, profile and store")
@@ -362,7 +371,7 @@ def leaf_blocks(conn: Conn, body: bytes, lines_per_block: int) -> tuple[list[tre
         ).format(STORED, KNOWN)
     )
     clock.step("leaves")
-    load.leaves_profile(conn, sorted(COLUMNS))
+    clock.profile = load.leaves_profile(conn, sorted(COLUMNS))
     conn.execute(
         sql.SQL(
             "INSERT INTO {memo} (digest, leaf_hash, profile) SELECT b.digest, l.leaf_hash, "
@@ -446,7 +455,7 @@ def main() -> None:
                                 if way == "today"
                                 else again_row_memo(conn, changed, lines)
                             )
-                            digests[way] = rows_digest(conn, refs)
+                            digests[way] = found(conn, refs, clock)
                         report(f"run {run} re-import, {way}", clock)
                         best[way] = min(best.get(way, float("inf")), clock.total)
                 results["load.py"] = (first, best["today"], digests["today"])
@@ -464,7 +473,7 @@ def main() -> None:
                 for run in range(args.runs):
                     with conn.transaction(force_rollback=True):
                         refs, clock = leaf_blocks(conn, changed, lines)
-                        digest = rows_digest(conn, refs)
+                        digest = found(conn, refs, clock)
                     report(f"run {run} re-import, leaf blocks", clock)
                     best["leaf"] = min(best.get("leaf", float("inf")), clock.total)
                 results["leaf blocks"] = (first_leaf, best["leaf"], digest)
