@@ -46,7 +46,10 @@ Status = Literal["uploading", "stored", "aborted"]
 class CreateDocument(BaseModel):
     name: str = Field(min_length=1, max_length=1024, description="File name, for display only.")
     size: int = Field(ge=0, description="Bytes; checked against the limit before any is stored.")
-    content_type: str = Field(default="application/octet-stream", max_length=255)
+    # sent to S3 and back as a header: printable ASCII only (a CR or LF would end the header)
+    content_type: str = Field(
+        default="application/octet-stream", max_length=255, pattern=r"^[!-~][ -~]*$"
+    )
     category: str = Field(default="", max_length=255)
     description: str = Field(default="", max_length=10_000)
 

@@ -291,3 +291,20 @@ def test_cli_put_list_get_resumes_and_rm(stack: Any, tmp_path: Path) -> None:
     assert rm.exit_code == 0
     listed = CliRunner().invoke(cli, ["documents", "list", *common])
     assert doc["document_id"] not in [d["document_id"] for d in json.loads(listed.output)]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain\r\nX-Injected: 1", "\u00b4\r3", " text/plain"]
+)
+def test_a_content_type_that_cannot_be_a_header_is_refused_before_anything_is_stored(
+    client: Client, db: Any, content_type: str
+) -> None:
+    # found by schemathesis: a CR in the content type reached S3 as a header, a 503
+    before = db.execute("SELECT count(*) AS n FROM dsa_core.documents").fetchone()["n"]
+    with pytest.raises(ApiError) as refused:
+        client.call(
+            "POST", "/documents", {"name": "a.txt", "size": 3, "content_type": content_type}
+        )
+    assert refused.value.http_status == 422  # the API's answer to a body its schema refuses
+    assert "content_type" in refused.value.message
+    assert db.execute("SELECT count(*) AS n FROM dsa_core.documents").fetchone()["n"] == before
