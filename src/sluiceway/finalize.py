@@ -52,7 +52,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     with conn.transaction():
         chunks = conn.execute(
             "SELECT chunk_no, status, row_count, list_hashes, list_rows, profile, "
-            "rejected_count, rejected_key FROM dsa_jobs.import_chunks "
+            "rejected_count, rejected_key, reused_rows FROM dsa_jobs.import_chunks "
             "WHERE job_id = %s AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
@@ -100,11 +100,13 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             params["dataset"],
             filename,
         )
+        # ranges loaded by blocks keep their leaves at the seams (tree.stitch)
+        whole = any(c["reused_rows"] is not None for c in chunks)
         if mode == "replace":
-            lists = tree.stitch(conn, ranges)
+            lists = tree.stitch(conn, ranges, leaves_whole=whole)
             new_columns = columns
         elif mode == "append":
-            lists = tree.stitch(conn, [parent_lists, *ranges])
+            lists = tree.stitch(conn, [parent_lists, *ranges], leaves_whole=whole)
         else:
             assert key_columns
             lists = versioning.merge_keyed(
@@ -113,10 +115,10 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             if mode == "delete":
                 new_columns = parent_columns
 
-        if parent_commit is not None and (
-            tree.same_content(lists, parent_lists) and new_columns == parent_columns
-        ):
+        def unchanged() -> dict[str, Any]:
             # Nothing changed: the job is recorded, but no empty commit is made.
+            assert parent_commit is not None
+            assert parent is not None
             summary = {
                 "dataset": params["dataset"],
                 "commit_id": parent,
@@ -131,12 +133,16 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
                 "message": f"{filename} changes nothing in {ref!r}; no commit was made.",
             }
             if created_ref:
-                assert parent is not None
                 versioning.move_ref(
                     conn, dataset_id, ref, expected=None, new=parent, reason=f"import {job_id}"
                 )
             _finish(conn, job_id, summary, dataset_id)
             return {**plan.model_dump(), "commit": summary}
+
+        if parent_commit is not None and (
+            tree.same_content(lists, parent_lists) and new_columns == parent_columns
+        ):
+            return unchanged()
 
         commit_id = uuid.uuid4().hex
         commit_key = int(checkpoint["commit_key"])
@@ -146,31 +152,35 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             if mode != "replace"
             else f"Import {filename} ({total:,} rows)"
         )
-        conn.execute(
-            """
-            INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
-                message, author, authored_at, row_count, columns, job_id, kind, key_columns,
-                schema)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            """,
-            (
-                commit_key,
-                commit_id,
-                dataset_id,
-                parent,
-                message,
-                owner,
-                datetime.now(UTC),
-                total,
-                Jsonb(new_columns),
-                job_id,
-                mode,
-                key_columns,
-                Jsonb(schema.store(commit_schema)) if commit_schema is not None else None,
-            ),
-        )
-        tree.write_chunks(conn, commit_key, lists)
-        stats = versioning.record_stats(conn, parent, commit_id)
+        try:
+            with conn.transaction():  # a savepoint: undone if the commit holds the parent's rows
+                stats = _commit_lists(
+                    conn,
+                    commit_key,
+                    commit_id,
+                    dataset_id,
+                    parent,
+                    message,
+                    owner,
+                    total,
+                    new_columns,
+                    job_id,
+                    mode,
+                    key_columns,
+                    commit_schema,
+                    lists,
+                )
+                if (
+                    parent is not None
+                    and not any(stats.values())
+                    and new_columns == parent_columns
+                    and versioning.same_rows(conn, parent, commit_id)
+                ):
+                    raise _SameRows
+        except _SameRows:
+            # other lists, the same rows: a CSV's blocks follow its bytes (sluiceway.blocks),
+            # so the same rows in other bytes (line endings, quoting) are other leaves
+            return unchanged()
         versioning.move_ref(
             conn,
             dataset_id,
@@ -204,6 +214,54 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
     if exports:
         jobs.update(conn, job_id, progress={"commit_exports": exports})
     return {**plan.model_dump(), "commit": summary}
+
+
+class _SameRows(Exception):
+    """The new commit's rows are its parent's, in the same order."""
+
+
+def _commit_lists(
+    conn: db.Conn,
+    commit_key: int,
+    commit_id: str,
+    dataset_id: int,
+    parent: str | None,
+    message: str,
+    owner: str,
+    total: int,
+    columns: list[str],
+    job_id: uuid.UUID,
+    mode: str,
+    key_columns: list[str] | None,
+    commit_schema: Any,
+    lists: list[tree.ListRef],
+) -> dict[str, int]:
+    """Write the commit of ``lists`` and count its changes against ``parent``."""
+    conn.execute(
+        """
+        INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
+            message, author, authored_at, row_count, columns, job_id, kind, key_columns,
+            schema)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            commit_key,
+            commit_id,
+            dataset_id,
+            parent,
+            message,
+            owner,
+            datetime.now(UTC),
+            total,
+            Jsonb(columns),
+            job_id,
+            mode,
+            key_columns,
+            Jsonb(schema.store(commit_schema)) if commit_schema is not None else None,
+        ),
+    )
+    tree.write_chunks(conn, commit_key, lists)
+    return versioning.record_stats(conn, parent, commit_id)
 
 
 def _settle_rejects(

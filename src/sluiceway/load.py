@@ -8,6 +8,7 @@ happens in one transaction, so a retried range leaves each row exactly once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -15,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import (
+    blocks,
     csvsplit,
     db,
     faults,
@@ -115,9 +117,16 @@ def hash_rows(
     key: sql.Composable,
     extra: list[sql.Identifier] | None = None,
     codes: list[sql.Composable] | None = None,
+    blocks: list[tuple[int, int, int]] | None = None,
 ) -> sql.Composed:
     """CREATE the range's hashed table (pos, row_hash, vals, logical_id, code1..codeK) from
     its raw one.
+
+    ``blocks``: the raw table holds a range's new blocks only (:func:`_copy_new_blocks`):
+    each new block's number, first ord in the raw table and first position in the range (as
+    literal arrays: a parameter would have the query's text parsed for placeholders, and a
+    column name may hold a percent sign). A row's block is found once, by a binary search of
+    the first ords (``width_bucket``); the table then has a block_no column too.
 
     A row's hash is sha256 over its canonical content: the sorted column names, then the
     values in that order, as PostgreSQL's text of two text arrays (the names' text computed
@@ -131,11 +140,21 @@ def hash_rows(
     against 1.14-1.18 s without codes, 1.85-2.00 s against 2.03-2.10 s with them;
     bench/README.md).
     """
+    position: sql.Composable = sql.SQL("ord AS pos")
+    bucket: sql.Composable = sql.SQL("")
+    if blocks is not None:
+        b, s, f = (sql.Literal([x[i] for x in blocks] or [i]) for i in range(3))
+        position = sql.SQL(
+            "({b}::int[])[k] AS block_no, ord - ({s}::bigint[])[k] + ({f}::bigint[])[k] AS pos"
+        ).format(b=b, s=s, f=f)
+        bucket = sql.SQL("width_bucket(ord, {}::bigint[]) AS k, ").format(s)
     return sql.SQL(
-        "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT ord AS pos, "
+        "CREATE TEMP TABLE {h} ON COMMIT DROP AS SELECT {position}, "
         "{row_hash} AS row_hash, vals, {key} AS logical_id{codes} "
-        "FROM (SELECT ord, {vals} AS vals, {key_source} FROM {raw} OFFSET 0) s"
+        "FROM (SELECT ord, {bucket}{vals} AS vals, {key_source} FROM {raw} OFFSET 0) s"
     ).format(
+        position=position,
+        bucket=bucket,
         codes=sql.SQL("").join(
             sql.SQL(", {} AS {}").format(c, sql.Identifier(f"code{k}"))
             for k, c in enumerate(codes or [], 1)
@@ -197,8 +216,10 @@ def _load_chunk(
     chunk: dict[str, Any],
     settings: Settings,
     filtered: rejects.Filtered | None = None,
+    reuse: bool = True,
 ) -> dict[str, Any]:
-    """``filtered``: a CSV range COPY refused, re-read with its bad records set aside."""
+    """``filtered``: a CSV range COPY refused, re-read with its bad records set aside.
+    ``reuse``: a CSV range may take its blocks found stored as they are (:mod:`.blocks`)."""
     if chunk["status"] == "loaded":  # a retry after a lost response: already done
         return {"chunk_no": item.chunk_no, "rows": chunk["row_count"]}
     params, checkpoint = job["run_parameters"], job["checkpoint"]
@@ -207,8 +228,12 @@ def _load_chunk(
     fmt = checkpoint.get("format") or "csv"
     filename = params.get("filename") or params["key"]
     start, end = chunk["start_byte"], chunk["end_byte"]
+    first_line = chunk["first_line"]
     if fmt == "json":
         start, end = readers.array_range(bucket, key, chunk, checkpoint, settings)
+    by_blocks = _reuses_blocks(fmt, params, checkpoint, settings)
+    if by_blocks:  # its ends moved to blocks' ends, whether it then finds blocks or not
+        start, end, first_line = _block_bounds(conn, item, bucket, key, chunk, settings)
     # Session-local tables dropped at commit: nothing to clean up after a failure, no WAL.
     raw_table, hashed_table = sql.Identifier("sluiceway_raw"), sql.Identifier("sluiceway_hashed")
     # a workbook's rows carry their logical id, sheet:row
@@ -235,11 +260,12 @@ def _load_chunk(
                 )
             else:  # rows parsed here, written in COPY's text format
                 copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(raw_table, cols)
-            src = readers.Source(
-                bucket, key, start, end, chunk["first_line"], columns, filename, settings
-            )
+            src = readers.Source(bucket, key, start, end, first_line, columns, filename, settings)
+            layout: _Layout | None = None
             with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-                if fmt == "jsonl" and rejects.tolerant(checkpoint):
+                if reuse and by_blocks:
+                    layout = _copy_new_blocks(copy, src, checkpoint, settings)
+                elif fmt == "jsonl" and rejects.tolerant(checkpoint):
                     filtered = rejects.copy_jsonl(copy, src)
                 elif fmt == "jsonl":
                     readers.copy_jsonl(copy, src)
@@ -252,6 +278,8 @@ def _load_chunk(
                 else:
                     for piece in src.pieces():  # the range streamed, never held whole
                         copy.write(piece)
+            if layout is not None:
+                _check_copied(conn, raw_table, layout)
             rejected = rejects.record_range(
                 conn,
                 raw_table,
@@ -263,78 +291,11 @@ def _load_chunk(
                 filtered=filtered,
                 settings=settings,
             )
-            mode = params.get("options", {}).get("mode", "replace")
-            key_columns: list[str] | None = checkpoint.get("key_columns")
-            # A range's profile is over its values in name order, as the row hashes take them,
-            # so a leaf's profile is its content's (tree.cut). A delete file lists keys: its
-            # values say nothing of types.
-            profiled = mode != "delete"
-            names, order = sorted(columns), sorted_order(columns)
-            sample = schema.sample_masks(conn, raw_table, len(columns)) if profiled else []
-            sample = [sample[i] for i in order] if sample else []
-            # Each row's profile codes while it is hashed, unless most of the range's rows
-            # are stored already (a re-import): then only the leaves not found stored are
-            # profiled, once they are cut (_profile_new_leaves).
-            inline = profiled and (
-                bool(key_columns) or not _mostly_stored(conn, raw_table, columns)
-            )
-            codes = (
-                schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample)
-                if inline
-                else []
-            )
-            conn.execute(
-                hash_rows(
-                    raw_table,
-                    hashed_table,
-                    columns,
-                    key=key_expression(key_columns, columns)
-                    if key_columns
-                    else (rid[0] if rid else sql.SQL("NULL")),
-                    extra=rid,
-                    codes=codes,
-                )
-            )
-            conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
-            if key_columns:
-                if profiled:
-                    _record_profile(conn, item, fold_profile(conn, hashed_table, names, len(codes)))
-                rows = _stage_keyed_rows(conn, hashed_table, item, chunk, params, key_columns)
-                if mode != "delete":  # a delete file lists keys; its rows are not data
-                    insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
+            if layout is not None:
+                rows = _store_blocks(conn, raw_table, hashed_table, layout, item, checkpoint)
             else:
-                _stage_unique_keys(conn, hashed_table, item, columns, checkpoint)
-                # The range's own leaves and lists; the commit stitches the seams between
-                # ranges (tree.stitch) and points at them.
-                # pos is COPY's numbering, 1..N, unless the range rejected rows (rules take
-                # rows that break them out of the raw table)
-                tree.cut(conn, hashed_table, keyed=bool(rid), codes=len(codes), dense=rejected == 0)
-                if profiled and not inline:
-                    _record_profile(
-                        conn, item, _profile_new_leaves(conn, hashed_table, names, sample)
-                    )
-                    # the leaves found stored are not offered to store again, and only the
-                    # rows of the others may be new
-                    refs = tree.store(conn, stored=_KNOWN)
-                    rows = sum(ref.row_count for ref in refs)
-                    insert_new_rows(conn, _FRESH, checkpoint["column_set_id"])
-                else:
-                    if profiled:
-                        _record_profile(conn, item, leaves_profile(conn, names))
-                    refs = tree.store(conn, new_leaves=_NEW_LEAVES)
-                    rows = sum(ref.row_count for ref in refs)
-                    _insert_rows_of_new_leaves(
-                        conn, hashed_table, rows, checkpoint["column_set_id"]
-                    )
-                conn.execute(
-                    "UPDATE dsa_jobs.import_chunks SET list_hashes = %s, list_rows = %s "
-                    "WHERE job_id = %s AND chunk_no = %s",
-                    (
-                        [ref.list_hash for ref in refs],
-                        [ref.row_count for ref in refs],
-                        item.job_id,
-                        item.chunk_no,
-                    ),
+                rows = _hash_and_store(
+                    conn, raw_table, hashed_table, item, job, chunk, rejected, rid
                 )
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', "
@@ -348,6 +309,8 @@ def _load_chunk(
                 jobs.add_counter(conn, item.job_id, "rejected_rows", rejected)
             if inject:  # everything done but the commit: all of it must roll back
                 raise faults.fail("load")
+    except _NoBlocks:  # the range's bytes are not what blocks can take: all of them to COPY
+        return _load_chunk(conn, item, job, chunk, settings, filtered, reuse=False)
     except psycopg.DataError as exc:
         if fmt in ("csv", "tsv") and filtered is None and rejects.tolerant(checkpoint):
             # bad records are tolerated: load the range's good ones, report the others
@@ -361,8 +324,331 @@ def _load_chunk(
                 file=filename,
                 byte_offset=start,
             ) from exc
-        raise _explain(exc, job, chunk, len(columns), settings) from exc
+        read = {**chunk, "start_byte": start, "end_byte": end, "first_line": first_line}
+        raise _explain(exc, job, read, len(columns), settings) from exc
     return {"chunk_no": item.chunk_no, "rows": rows}
+
+
+def _hash_and_store(
+    conn: db.Conn,
+    raw_table: sql.Identifier,
+    hashed_table: sql.Identifier,
+    item: ChunkItem,
+    job: dict[str, Any],
+    chunk: dict[str, Any],
+    rejected: int,
+    rid: list[sql.Identifier],
+) -> int:
+    """A range's rows from its raw table: hashed, profiled, cut into leaves and lists, and the
+    new ones stored (the range's lists kept on its row). Returns the range's row count."""
+    params, checkpoint = job["run_parameters"], job["checkpoint"]
+    columns: list[str] = checkpoint["columns"]
+    mode = params.get("options", {}).get("mode", "replace")
+    key_columns: list[str] | None = checkpoint.get("key_columns")
+    # A range's profile is over its values in name order, as the row hashes take them,
+    # so a leaf's profile is its content's (tree.cut). A delete file lists keys: its
+    # values say nothing of types.
+    profiled = mode != "delete"
+    names, order = sorted(columns), sorted_order(columns)
+    sample = schema.sample_masks(conn, raw_table, len(columns)) if profiled else []
+    sample = [sample[i] for i in order] if sample else []
+    # Each row's profile codes while it is hashed, unless most of the range's rows
+    # are stored already (a re-import): then only the leaves not found stored are
+    # profiled, once they are cut (_profile_new_leaves).
+    inline = profiled and (bool(key_columns) or not _mostly_stored(conn, raw_table, columns))
+    codes = schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample) if inline else []
+    conn.execute(
+        hash_rows(
+            raw_table,
+            hashed_table,
+            columns,
+            key=key_expression(key_columns, columns)
+            if key_columns
+            else (rid[0] if rid else sql.SQL("NULL")),
+            extra=rid,
+            codes=codes,
+        )
+    )
+    conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
+    if key_columns:
+        if profiled:
+            _record_profile(conn, item, fold_profile(conn, hashed_table, names, len(codes)))
+        rows = _stage_keyed_rows(conn, hashed_table, item, chunk, params, key_columns)
+        if mode != "delete":  # a delete file lists keys; its rows are not data
+            insert_new_rows(conn, hashed_table, checkpoint["column_set_id"])
+    else:
+        _stage_unique_keys(conn, hashed_table, item, columns, checkpoint)
+        # The range's own leaves and lists; the commit stitches the seams between
+        # ranges (tree.stitch) and points at them.
+        # pos is COPY's numbering, 1..N, unless the range rejected rows (rules take
+        # rows that break them out of the raw table)
+        tree.cut(conn, hashed_table, keyed=bool(rid), codes=len(codes), dense=rejected == 0)
+        if profiled and not inline:
+            _record_profile(conn, item, _profile_new_leaves(conn, hashed_table, names, sample))
+            # the leaves found stored are not offered to store again, and only the
+            # rows of the others may be new
+            refs = tree.store(conn, stored=_KNOWN)
+            rows = sum(ref.row_count for ref in refs)
+            insert_new_rows(conn, _FRESH, checkpoint["column_set_id"])
+        else:
+            if profiled:
+                _record_profile(conn, item, leaves_profile(conn, names))
+            refs = tree.store(conn, new_leaves=_NEW_LEAVES)
+            rows = sum(ref.row_count for ref in refs)
+            _insert_rows_of_new_leaves(conn, hashed_table, rows, checkpoint["column_set_id"])
+        _keep_lists(conn, item, refs)
+    return rows
+
+
+def _keep_lists(conn: db.Conn, item: ChunkItem, refs: list[tree.ListRef]) -> None:
+    """The range's lists, in order, on its row: the commit stitches them (tree.stitch)."""
+    conn.execute(
+        "UPDATE dsa_jobs.import_chunks SET list_hashes = %s, list_rows = %s "
+        "WHERE job_id = %s AND chunk_no = %s",
+        (
+            [ref.list_hash for ref in refs],
+            [ref.row_count for ref in refs],
+            item.job_id,
+            item.chunk_no,
+        ),
+    )
+
+
+# -- a CSV range by blocks (sluiceway.blocks) ------------------------------------------------
+
+LOOKUP_BYTES = 4 << 20  # the blocks looked up at once, and then written to COPY
+
+
+class _NoBlocks(Exception):
+    """The range cannot be taken by blocks (line endings mixed, or COPY made other rows than
+    the blocks counted): it is loaded again, every byte to COPY."""
+
+
+@dataclass
+class _Layout:
+    """A range's blocks in order: (block_no, digest, first pos, records, stored leaf hash or
+    None, its profile), and those COPYed: (block_no, first ord in the raw table, first pos)."""
+
+    blocks: list[tuple[int, bytes, int, int, bytes | None, list[int] | None]] = field(
+        default_factory=list
+    )
+    new: list[tuple[int, int, int]] = field(default_factory=list)
+    copied: int = 0
+    reused: int = 0
+
+
+def _reuses_blocks(
+    fmt: str, params: dict[str, Any], checkpoint: dict[str, Any], settings: Settings
+) -> bool:
+    """Blocks make a range's leaves: a CSV range, unkeyed, with no rules (whose checks and
+    rejects need every row's values)."""
+    mode = params.get("options", {}).get("mode") or "replace"
+    return (
+        settings.imports.reuse_blocks
+        and fmt in ("csv", "tsv")
+        and mode in ("replace", "append")
+        and not checkpoint.get("key_columns")
+        and not checkpoint.get("rules")
+    )
+
+
+def _copy_new_blocks(
+    copy: psycopg.Copy, src: readers.Source, checkpoint: dict[str, Any], settings: Settings
+) -> _Layout:
+    """Stream the range, cut into blocks; look them up (on a connection of its own, while
+    COPY holds this one) a few MiB at a time, and write to COPY only those not found."""
+    ctx = blocks.context(
+        checkpoint.get("format") or "csv",
+        checkpoint.get("delimiter") or ",",
+        checkpoint.get("encoding") or "utf-8",
+        checkpoint["columns"],
+    )
+    cutter = blocks.Cutter(ctx)
+    layout = _Layout()
+    pending: list[blocks.Block] = []
+    next_pos = 1
+
+    def flush(lookup: db.Conn) -> None:
+        nonlocal next_pos
+        if cutter.mixed_endings:
+            raise _NoBlocks("mixed line endings")
+        if not pending:
+            return
+        found = {
+            bytes(r["digest"]): r
+            for r in lookup.execute(
+                # the leaf's own profile: NULL (unknown, see migration 0012) and the block
+                # is loaded again, so its rows are tested
+                "SELECT b.digest, b.leaf_hash, b.row_count, l.profile "
+                "FROM dsa_core.block_leaves b JOIN dsa_core.row_leaves l USING (leaf_hash) "
+                "WHERE b.digest = ANY(%s) AND l.profile IS NOT NULL",
+                ([b.digest for b in pending],),
+            ).fetchall()
+        }
+        run: list[bytes] = []  # neighbouring new blocks, written at once
+        for b in pending:
+            stored = found.get(b.digest)
+            no = len(layout.blocks)
+            if stored is not None and stored["row_count"] == b.records:
+                layout.blocks.append(
+                    (
+                        no,
+                        b.digest,
+                        next_pos,
+                        b.records,
+                        bytes(stored["leaf_hash"]),
+                        stored["profile"],
+                    )
+                )
+                layout.reused += b.records
+                if run:
+                    copy.write(b"".join(run))
+                    run = []
+            else:
+                layout.blocks.append((no, b.digest, next_pos, b.records, None, None))
+                layout.new.append((no, layout.copied + 1, next_pos))
+                layout.copied += b.records
+                run.append(b.data)
+            next_pos += b.records
+        if run:
+            copy.write(b"".join(run))
+        pending.clear()
+
+    with db.connect(settings, autocommit=True) as lookup:
+        size = 0
+        for piece in src.pieces():
+            for b in cutter.feed(piece):
+                pending.append(b)
+                size += len(b.data)
+            if size >= LOOKUP_BYTES:
+                flush(lookup)
+                size = 0
+        pending.extend(cutter.finish())
+        flush(lookup)
+    return layout
+
+
+def _block_bounds(
+    conn: db.Conn,
+    item: ChunkItem,
+    bucket: str,
+    key: str,
+    chunk: dict[str, Any],
+    settings: Settings,
+) -> tuple[int, int, int]:
+    """The range's bytes for blocks: from the first block boundary at or after its start
+    (but the file's first range) to the first at or after its end (but the last range);
+    :func:`blocks.natural_boundary`. Returns (start, end, first line)."""
+    start, end, first_line = chunk["start_byte"], chunk["end_byte"], chunk["first_line"]
+    row = conn.execute(
+        "SELECT min(start_byte) AS first, max(end_byte) AS last FROM dsa_jobs.import_chunks "
+        "WHERE job_id = %s",
+        (item.job_id,),
+    ).fetchone()
+    assert row is not None
+    first, last = int(row["first"]), int(row["last"])
+
+    def read(a: int, b: int) -> bytes:
+        return _read(bucket, key, a, b, settings)
+
+    new_start = start if start <= first else blocks.natural_boundary(read, start, last)
+    new_end = end if end >= last else blocks.natural_boundary(read, end, last)
+    if new_start > start:  # the records skipped are the range before's
+        first_line += read(start, new_start).count(b"\n")
+    return new_start, max(new_start, new_end), first_line
+
+
+def _check_copied(conn: db.Conn, raw_table: sql.Identifier, layout: _Layout) -> None:
+    """COPY made exactly the rows the blocks counted, or positions would be wrong."""
+    row = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(raw_table)).fetchone()
+    if row is None or int(row["n"]) != layout.copied:
+        raise _NoBlocks("COPY's rows differ from the blocks' records")
+
+
+_BLOCKS = sql.Identifier("sluiceway_blocks")
+_STORED_BLOCKS = sql.Identifier("sluiceway_stored_blocks")
+
+
+def _store_blocks(
+    conn: db.Conn,
+    raw_table: sql.Identifier,
+    hashed_table: sql.Identifier,
+    layout: _Layout,
+    item: ChunkItem,
+    checkpoint: dict[str, Any],
+) -> int:
+    """A range by blocks: the new blocks' rows hashed (with their profile codes) and made one
+    leaf a block; the stored blocks' leaves taken as they are; the lists of all of them
+    stored, the new blocks kept in block_leaves. Returns the range's row count."""
+    columns: list[str] = checkpoint["columns"]
+    names, order = sorted(columns), sorted_order(columns)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(_BLOCKS, _STORED_BLOCKS))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (block_no int, digest bytea, first_pos bigint, n int, "
+            "leaf_hash bytea, profile bigint[]) ON COMMIT DROP"
+        ).format(_BLOCKS)
+    )
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_BLOCKS)) as copy:
+        for block in layout.blocks:
+            copy.write_row(block)
+    sample = schema.sample_masks(conn, raw_table, len(columns))
+    sample = [sample[i] for i in order] if sample else []
+    codes = schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample)
+    conn.execute(
+        hash_rows(
+            raw_table, hashed_table, columns, key=sql.SQL("NULL"), codes=codes, blocks=layout.new
+        )
+    )
+    conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
+    code_columns = [sql.Identifier(f"code{k}") for k in range(1, len(codes) + 1)]
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tree.LEAVES))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
+            SELECT leaf_no, last_pos, n, hs, NULL::text[] AS ids, sha256(hs) AS leaf_hash, profile
+            FROM (SELECT min(pos) AS leaf_no, max(pos) AS last_pos, count(*)::int AS n,
+                         string_agg(row_hash, ''::bytea ORDER BY pos) AS hs,
+                         {profile}::bigint[] AS profile
+                  FROM {hashed} GROUP BY block_no) e
+            UNION ALL
+            SELECT first_pos, first_pos + n - 1, n, NULL::bytea, NULL::text[], leaf_hash, profile
+            FROM {blocks} WHERE leaf_hash IS NOT NULL
+            """
+        ).format(
+            leaves=tree.LEAVES,
+            profile=schema.and_codes(code_columns),
+            hashed=hashed_table,
+            blocks=_BLOCKS,
+        )
+    )
+    profile = leaves_profile(conn, names)
+    profile["tested_rows"] = layout.copied
+    _record_profile(conn, item, profile)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO dsa_core.block_leaves (digest, leaf_hash, row_count) "
+            "SELECT b.digest, l.leaf_hash, l.n FROM {leaves} l "
+            "JOIN {blocks} b ON b.first_pos = l.leaf_no WHERE b.leaf_hash IS NULL "
+            "ORDER BY b.digest ON CONFLICT (digest) DO NOTHING"
+        ).format(leaves=tree.LEAVES, blocks=_BLOCKS)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS "
+            "SELECT first_pos AS leaf_no FROM {} WHERE leaf_hash IS NOT NULL"
+        ).format(_STORED_BLOCKS, _BLOCKS)
+    )
+    refs = tree.store(conn, stored=_STORED_BLOCKS, new_leaves=_NEW_LEAVES)
+    rows = sum(ref.row_count for ref in refs)
+    _insert_rows_of_new_leaves(conn, hashed_table, layout.copied, checkpoint["column_set_id"])
+    _keep_lists(conn, item, refs)
+    conn.execute(
+        "UPDATE dsa_jobs.import_chunks SET reused_rows = %s WHERE job_id = %s AND chunk_no = %s",
+        (layout.reused, item.job_id, item.chunk_no),
+    )
+    return rows
 
 
 def _stage_unique_keys(

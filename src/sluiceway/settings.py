@@ -74,6 +74,9 @@ class ImportSettings(BaseModel):
     max_unpacked_bytes: int = Field(default=64 * 1024 * MiB, ge=1)
     # The columns of JSON records are the keys of the records in this many first bytes.
     json_sample_bytes: int = Field(default=1 * MiB, ge=1024)
+    # A CSV range's blocks found stored (their bytes seen before) are not COPYed or hashed
+    # again (sluiceway.blocks).
+    reuse_blocks: bool = True
 
 
 class ExportSettings(BaseModel):

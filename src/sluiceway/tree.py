@@ -259,7 +259,9 @@ def store(
     return [ListRef(bytes(r["list_hash"]), int(r["row_count"])) for r in rows]
 
 
-def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
+def stitch(
+    conn: db.Conn, segments: list[list[ListRef]], *, leaves_whole: bool = False
+) -> list[ListRef]:
     """One commit's lists, from sequences of lists built apart: one per import range (and,
     for an append, the parent's lists first), cut as if all the rows had been built at once.
 
@@ -274,6 +276,11 @@ def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
     segment's own cuts are the whole's. So the lists are the same wherever the ranges were
     cut: an insertion before a seam does not change the lists after it. Lists whose leaves
     carry ids of two kinds (a keyed parent, unkeyed new rows) are kept as they are.
+
+    ``leaves_whole``: the segments' leaves are kept as they are and only the lists at each
+    seam are cut again from their leaves (:func:`_relist`): a CSV range's leaves are its
+    blocks (:mod:`.blocks`), cut by the file's bytes, which a cut by row hash would never meet
+    again, so rebuilding rows would run to the end of every range.
     """
     out: list[ListRef] = []
     run: list[ListRef] = []  # lists to re-cut as one run; the first starts at a whole's cut
@@ -285,11 +292,11 @@ def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
                 out.append(ref)
                 continue
             run.append(ref)
-            rebuilt = _rebuild(conn, run)
+            rebuilt = _relist(conn, run) if leaves_whole else _rebuild(conn, run)
             if rebuilt is None:  # mixed ids
                 out.extend(run)
                 run = []
-            elif _ends_truly(conn, rebuilt[-1]):
+            elif _ends_truly(conn, rebuilt[-1], leaves_whole=leaves_whole):
                 out.extend(rebuilt)
                 run = []
             else:
@@ -299,16 +306,21 @@ def stitch(conn: db.Conn, segments: list[list[ListRef]]) -> list[ListRef]:
     return out or [ListRef(EMPTY_LIST_HASH, 0)]
 
 
-def _ends_truly(conn: db.Conn, ref: ListRef) -> bool:
+def _ends_truly(conn: db.Conn, ref: ListRef, *, leaves_whole: bool = False) -> bool:
     """Whether a list that starts at one of the whole's cuts ends at one too, rows after it
-    or not: its last leaf is whole (its last row is a natural cut, or it has the cap's rows)
-    and ends the list (by its hash, or as the cap's leaf)."""
+    or not: its last leaf is whole (its last row is a natural cut, or it has the cap's rows;
+    ``leaves_whole``: always) and ends the list (by its hash, or as the cap's leaf)."""
     last_leaf = "substring(ll.leaf_hashes FROM (ll.leaf_count - 1) * 32 + 1 FOR 32)"
     last_row = "substring(l.row_hashes FROM (l.row_count - 1) * 32 + 1 FOR 32)"
+    whole_leaf = (
+        "true"
+        if leaves_whole
+        else NATURAL_CUT.format(h=last_row) + f" OR l.row_count = {MAX_LEAF_ROWS}"
+    )
     row = conn.execute(
         "SELECT ("
-        + NATURAL_CUT.format(h=last_row)
-        + f" OR l.row_count = {MAX_LEAF_ROWS}) AND ("
+        + whole_leaf
+        + ") AND ("
         + LIST_BOUNDARY.format(h=last_leaf)
         + f" OR ll.leaf_count = {MAX_LIST_LEAVES}) AS ends "
         "FROM dsa_core.leaf_lists ll JOIN dsa_core.row_leaves l ON l.leaf_hash = "
@@ -319,6 +331,39 @@ def _ends_truly(conn: db.Conn, ref: ListRef) -> bool:
     if row is None:
         raise RuntimeError(f"The stored list {ref.list_hash.hex()} is incomplete.")
     return bool(row["ends"])
+
+
+def _relist(conn: db.Conn, group: list[ListRef]) -> list[ListRef]:
+    """The lists of the leaves of ``group``'s lists, in order, cut as one run (the leaves as
+    they are, all stored)."""
+    stored = sql.Identifier("sluiceway_relisted")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}, {}").format(LEAVES, stored))
+    conn.execute(
+        sql.SQL(
+            """
+            CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
+            SELECT sum(l.row_count) OVER (ORDER BY m.n, j) AS leaf_no, 0::bigint AS last_pos,
+                   l.row_count AS n, NULL::bytea AS hs, NULL::text[] AS ids, l.leaf_hash,
+                   NULL::bigint[] AS profile
+            FROM (SELECT g.n, ll.leaf_count, ll.leaf_hashes || ''::bytea AS hs
+                  FROM unnest(%s::bytea[]) WITH ORDINALITY g(list_hash, n)
+                  JOIN dsa_core.leaf_lists ll ON ll.list_hash = g.list_hash OFFSET 0) m
+            CROSS JOIN LATERAL generate_series(1, m.leaf_count) j
+            JOIN dsa_core.row_leaves l ON l.leaf_hash = substring(m.hs FROM (j - 1) * 32 + 1 FOR 32)
+            """
+        ).format(leaves=LEAVES),
+        ([ref.list_hash for ref in group],),
+    )
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT leaf_no FROM {}").format(
+            stored, LEAVES
+        )
+    )
+    lists = store(conn, stored=stored)
+    conn.execute(sql.SQL("DROP TABLE {}").format(stored))
+    if sum(x.row_count for x in lists) != sum(ref.row_count for ref in group):
+        raise RuntimeError(f"The stored lists {[r.list_hash.hex() for r in group]} are incomplete.")
+    return lists
 
 
 def _rebuild(conn: db.Conn, group: list[ListRef]) -> list[ListRef] | None:

@@ -359,6 +359,19 @@ def record_stats(conn: db.Conn, parent: str | None, commit_id: str) -> dict[str,
     return counts
 
 
+def same_rows(conn: db.Conn, a: str, b: str) -> bool:
+    """Whether commits a and b hold the same rows in the same order, whatever their lists
+    and leaves (a diff pairs rows by content, so it counts nothing for a reordering)."""
+    row = conn.execute(
+        "SELECT (SELECT sha256(string_agg(row_hash, ''::bytea ORDER BY row_number)) "
+        "        FROM dsa_core.commit_row_range(%s)) "
+        "IS NOT DISTINCT FROM (SELECT sha256(string_agg(row_hash, ''::bytea ORDER BY row_number)) "
+        "        FROM dsa_core.commit_row_range(%s)) AS same",
+        (a, b),
+    ).fetchone()
+    return bool(row and row["same"])
+
+
 class DiffRow(BaseModel):
     op: Op
     logical_row_id: str
@@ -830,6 +843,11 @@ def sweep(conn: db.Conn) -> dict[str, int]:
         "(SELECT 1 FROM sluiceway_live v WHERE v.leaf_hash = l.leaf_hash)"
     ).rowcount
     conn.execute("DROP TABLE sluiceway_live")
+    if leaves:  # the blocks that named a deleted leaf (sluiceway.blocks)
+        conn.execute(
+            "DELETE FROM dsa_core.block_leaves b WHERE NOT EXISTS "
+            "(SELECT 1 FROM dsa_core.row_leaves l WHERE l.leaf_hash = b.leaf_hash)"
+        )
     conn.execute(
         """
         CREATE TEMP TABLE sluiceway_live ON COMMIT DROP AS

@@ -176,7 +176,9 @@ def test_the_scale_bench_runs_two_sizes(tmp_path: Path) -> None:
 
 
 def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> None:
-    out = _run(tmp_path, "profile_import.py", "--rows", "2000", "--chunk-size", "64KiB")
+    out = _run(
+        tmp_path, "profile_import.py", *("--rows", "2000", "--chunk-size", "64KiB", "--top", "40")
+    )
     assert "Load ranges in parallel" in out
     assert "INSERT INTO dsa_core.row_store" in out
     assert re.search(r"^WAL: [\d,]+ MB in [\d,]+ records, ", out, re.M)
