@@ -5,7 +5,8 @@ address -> the leaf its records made) does not COPY, hash or cut those records a
 leaf is the block's. Only the blocks not found go to COPY (bench/README.md, block_reuse.py:
 a 1% re-import of a range in 0.36x of a first import, against 0.58x without blocks).
 
-A block ends after a record whose last line's CRC-32 is 0 modulo :data:`NATURAL` (so an edit
+A block ends after a record whose last line's CRC-32 (without its newline) is 0 modulo
+:data:`NATURAL` (so an edit
 moves only the block boundaries next to it), after :data:`tree.MAX_LEAF_ROWS` records, or once
 it holds :data:`MAX_BLOCK_BYTES`. A record ends at a newline outside quotes (an even count of
 quote characters since the record began), which is how PostgreSQL's CSV COPY splits lines.
@@ -21,6 +22,7 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import methodcaller
 
 from .tree import MAX_LEAF_ROWS
 
@@ -49,13 +51,14 @@ def context(fmt: str, delimiter: str, encoding: str, columns: list[str]) -> byte
 class Cutter:
     """Cuts a range's bytes, fed piece by piece, into blocks (:class:`Block`).
 
-    ``mixed_endings`` turns True once a record ends with CR LF and another with LF alone:
-    COPY refuses such a file, so the caller must then send it every byte."""
+    Each line's CRC-32 and quote count are taken by C loops (``map``), so the Python loop
+    does a few integer tests a line. ``mixed_endings`` turns True once records end with CR
+    LF and others with a bare LF (a quoted field's newlines do not count): COPY refuses such
+    a file, which must then be loaded the ordinary way."""
 
     def __init__(self, context: bytes) -> None:
         self._context = context
-        self._lines: list[bytes] = []  # the block's complete lines so far
-        self._size = 0
+        self._carry = b""  # the current block's bytes from earlier pieces
         self._records = 0
         self._quotes = 0  # quote characters since the record began
         self._tail = b""  # an incomplete last line
@@ -63,49 +66,70 @@ class Cutter:
         self.mixed_endings = False
 
     def feed(self, piece: bytes) -> list[Block]:
-        out: list[Block] = []
-        lines = (self._tail + piece).split(_NEWLINE) if self._tail else piece.split(_NEWLINE)
+        buf = self._tail + piece if self._tail else piece
+        lines = buf.split(_NEWLINE)
         self._tail = lines.pop()
-        for line in lines:
-            self._line(line + _NEWLINE, out)
+        whole = len(buf) - len(self._tail)  # the complete lines' bytes
+        out: list[Block] = []
+        start = pos = ends = crlf = 0
+        records, quotes, carry = self._records, self._quotes, len(self._carry)
+        for crc, q, n, cr in zip(
+            map(zlib.crc32, lines),
+            map(methodcaller("count", _QUOTE), lines),
+            map(len, lines),
+            map(methodcaller("endswith", b"\r"), lines),
+            strict=True,
+        ):
+            pos += n + 1
+            quotes += q
+            if quotes & 1:  # inside a quoted field: the record goes on
+                continue
+            quotes = 0
+            records += 1
+            ends += 1
+            crlf += cr
+            if (
+                crc % NATURAL == 0
+                or records >= MAX_LEAF_ROWS
+                or pos - start + carry >= MAX_BLOCK_BYTES
+            ):
+                self._emit(out, buf[start:pos], records)
+                start, records, carry = pos, 0, 0
+        self._carry += buf[start:whole]
+        self._records, self._quotes = records, quotes
+        self._endings(ends, crlf)
         return out
 
     def finish(self) -> list[Block]:
         """The last blocks: with the last record if the range does not end with a newline."""
         out: list[Block] = []
         if self._tail:
-            self._line(self._tail, out, last=True)
+            self._carry += self._tail
+            if not (self._quotes + self._tail.count(_QUOTE)) & 1:
+                self._records += 1
             self._tail = b""
-        if self._lines:
-            self._emit(out)
+        if self._carry:
+            self._emit(out, b"", self._records)
         return out
 
-    def _line(self, line: bytes, out: list[Block], last: bool = False) -> None:
-        self._lines.append(line)
-        self._size += len(line)
-        self._quotes += line.count(_QUOTE)
-        if self._quotes % 2:  # inside a quoted field: the record goes on
+    def _endings(self, lines: int, crlf: int) -> None:
+        if not lines:
             return
-        self._quotes = 0
-        self._records += 1
-        if not last:
-            crlf = line.endswith(b"\r\n")
-            if self._crlf is None:
-                self._crlf = crlf
-            elif crlf != self._crlf:
-                self.mixed_endings = True
-        if (
-            zlib.crc32(line) % NATURAL == 0
-            or self._records >= MAX_LEAF_ROWS
-            or self._size >= MAX_BLOCK_BYTES
-        ):
-            self._emit(out)
+        if 0 < crlf < lines:
+            self.mixed_endings = True
+            return
+        kind = crlf == lines
+        if self._crlf is None:
+            self._crlf = kind
+        elif self._crlf != kind:
+            self.mixed_endings = True
 
-    def _emit(self, out: list[Block]) -> None:
-        data = b"".join(self._lines)
+    def _emit(self, out: list[Block], data: bytes, records: int) -> None:
+        if self._carry:
+            data, self._carry = self._carry + data, b""
         digest = hashlib.sha256(self._context + data).digest()
-        out.append(Block(digest, data, self._records))
-        self._lines, self._size, self._records = [], 0, 0
+        out.append(Block(digest, data, records))
+        self._records = 0
 
 
 def natural_boundary(read: Callable[[int, int], bytes], at: int, stop: int) -> int:
@@ -132,6 +156,6 @@ def natural_boundary(read: Callable[[int, int], bytes], at: int, stop: int) -> i
             if quotes % 2:
                 continue
             quotes = 0
-            if zlib.crc32(line + _NEWLINE) % NATURAL == 0 or offset - at >= MAX_BLOCK_BYTES:
+            if zlib.crc32(line) % NATURAL == 0 or offset - at >= MAX_BLOCK_BYTES:
                 return offset
     return stop

@@ -38,6 +38,12 @@ class ImportOptions(BaseModel):
     ``run_parameters.options``)."""
 
     chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
+    reuse_blocks: bool | None = Field(
+        default=None,
+        description="CSV: cut each range into blocks of its bytes, one leaf each, so that a "
+        "later import of bytes seen before neither COPYs nor hashes them again (unkeyed "
+        "imports without rules). Default: the server's setting (off).",
+    )
     message: str | None = Field(default=None, max_length=10_000)
     format: str | None = Field(
         default=None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from tests.conftest import import_bytes
+from tests.conftest import import_bytes as plain_import
 
 from sluiceway.client import Client
 
@@ -34,6 +34,11 @@ def _csv(rows: list[list[str]], newline: str = "\n") -> bytes:
     writer.writerow(HEADER)
     writer.writerows(rows)
     return buf.getvalue().encode()
+
+
+def import_bytes(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """An import that asks for blocks (off by default: sluiceway.settings)."""
+    return plain_import(*args, reuse_blocks=True, **kwargs)
 
 
 def _ok(job: dict[str, Any]) -> dict[str, Any]:
