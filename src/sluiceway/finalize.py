@@ -154,22 +154,31 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
         )
         try:
             with conn.transaction():  # a savepoint: undone if the commit holds the parent's rows
-                stats = _commit_lists(
-                    conn,
-                    commit_key,
-                    commit_id,
-                    dataset_id,
-                    parent,
-                    message,
-                    owner,
-                    total,
-                    new_columns,
-                    job_id,
-                    mode,
-                    key_columns,
-                    commit_schema,
-                    lists,
+                conn.execute(
+                    """
+                    INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id,
+                        parent_commit_id, message, author, authored_at, row_count, columns,
+                        job_id, kind, key_columns, schema)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    """,
+                    (
+                        commit_key,
+                        commit_id,
+                        dataset_id,
+                        parent,
+                        message,
+                        owner,
+                        datetime.now(UTC),
+                        total,
+                        Jsonb(new_columns),
+                        job_id,
+                        mode,
+                        key_columns,
+                        Jsonb(schema.store(commit_schema)) if commit_schema is not None else None,
+                    ),
                 )
+                tree.write_chunks(conn, commit_key, lists)
+                stats = versioning.record_stats(conn, parent, commit_id)
                 if (
                     parent is not None
                     and not any(stats.values())
@@ -218,50 +227,6 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
 
 class _SameRows(Exception):
     """The new commit's rows are its parent's, in the same order."""
-
-
-def _commit_lists(
-    conn: db.Conn,
-    commit_key: int,
-    commit_id: str,
-    dataset_id: int,
-    parent: str | None,
-    message: str,
-    owner: str,
-    total: int,
-    columns: list[str],
-    job_id: uuid.UUID,
-    mode: str,
-    key_columns: list[str] | None,
-    commit_schema: Any,
-    lists: list[tree.ListRef],
-) -> dict[str, int]:
-    """Write the commit of ``lists`` and count its changes against ``parent``."""
-    conn.execute(
-        """
-        INSERT INTO dsa_core.commits (commit_key, commit_id, dataset_id, parent_commit_id,
-            message, author, authored_at, row_count, columns, job_id, kind, key_columns,
-            schema)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        """,
-        (
-            commit_key,
-            commit_id,
-            dataset_id,
-            parent,
-            message,
-            owner,
-            datetime.now(UTC),
-            total,
-            Jsonb(columns),
-            job_id,
-            mode,
-            key_columns,
-            Jsonb(schema.store(commit_schema)) if commit_schema is not None else None,
-        ),
-    )
-    tree.write_chunks(conn, commit_key, lists)
-    return versioning.record_stats(conn, parent, commit_id)
 
 
 def _settle_rejects(
