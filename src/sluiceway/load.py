@@ -426,12 +426,10 @@ class _NoBlocks(Exception):
 
 @dataclass
 class _Layout:
-    """A range's blocks in order: (block_no, digest, first pos, records, stored leaf hash or
-    None, its profile), and those COPYed: (block_no, first ord in the raw table, first pos)."""
+    """A range's blocks in order: (block_no, digest, first pos, records, found stored), and
+    those COPYed: (block_no, first ord in the raw table, first pos)."""
 
-    blocks: list[tuple[int, bytes, int, int, bytes | None, list[int] | None]] = field(
-        default_factory=list
-    )
+    blocks: list[tuple[int, bytes, int, int, bool]] = field(default_factory=list)
     new: list[tuple[int, int, int]] = field(default_factory=list)
     copied: int = 0
     reused: int = 0
@@ -452,6 +450,19 @@ def _reuses_blocks(
         and not checkpoint.get("key_columns")
         and not checkpoint.get("rules")
     )
+
+
+# Which of the blocks are stored with a profile: their places (0-based) among those sent, as
+# one bytea of their digests end to end and one of their record counts (a byte each, at most
+# tree.MAX_LEAF_ROWS): parameters that cost nothing to send or read, where a bytea[] of 30,000
+# digests took 3 us a digest to read. LATERAL ... LIMIT 1 makes each block one probe of
+# block_leaves' key, whatever the planner thinks of generate_series.
+_FOUND_BLOCKS = (
+    "SELECT g.i FROM generate_series(0, %(count)s - 1) g(i) CROSS JOIN LATERAL "
+    "(SELECT 1 FROM dsa_core.block_leaves b "
+    "WHERE b.digest = substring(%(digests)s::bytea FROM g.i * 32 + 1 FOR 32) "
+    "AND b.row_count = get_byte(%(records)s::bytea, g.i) AND b.profile IS NOT NULL LIMIT 1) f"
+)
 
 
 def _copy_new_blocks(
@@ -477,39 +488,28 @@ def _copy_new_blocks(
         if not pending:
             return
         found = {
-            bytes(r["digest"]): r
+            r["i"]
             for r in lookup.execute(
-                # the leaf's own profile: NULL (unknown, see migration 0012) and the block
-                # is loaded again, so its rows are tested
-                # (a lookup of row_leaves' key a block found: a join hashed all of it)
-                "SELECT * FROM (SELECT b.digest, b.leaf_hash, b.row_count, (SELECT l.profile "
-                "FROM dsa_core.row_leaves l WHERE l.leaf_hash = b.leaf_hash) AS profile "
-                "FROM dsa_core.block_leaves b WHERE b.digest = ANY(%s)) f "
-                "WHERE profile IS NOT NULL",
-                ([b.digest for b in pending],),
-            ).fetchall()
+                _FOUND_BLOCKS,
+                {
+                    "count": len(pending),
+                    "digests": b"".join(b.digest for b in pending),
+                    "records": bytes(b.records for b in pending),
+                },
+                binary=True,
+            )
         }
         run: list[bytes] = []  # neighbouring new blocks, written at once
-        for b in pending:
-            stored = found.get(b.digest)
+        for i, b in enumerate(pending):
             no = len(layout.blocks)
-            if stored is not None and stored["row_count"] == b.records:
-                layout.blocks.append(
-                    (
-                        no,
-                        b.digest,
-                        next_pos,
-                        b.records,
-                        bytes(stored["leaf_hash"]),
-                        stored["profile"],
-                    )
-                )
+            stored = i in found
+            layout.blocks.append((no, b.digest, next_pos, b.records, stored))
+            if stored:
                 layout.reused += b.records
                 if run:
                     copy.write(b"".join(run))
                     run = []
             else:
-                layout.blocks.append((no, b.digest, next_pos, b.records, None, None))
                 layout.new.append((no, layout.copied + 1, next_pos))
                 layout.copied += b.records
                 run.append(b.data)
@@ -565,14 +565,9 @@ def _block_bounds(
 def _blocks_text(layout: _Layout) -> bytes:
     """The blocks in COPY's text format, written here (write_row a block cost 3 us)."""
 
-    def line(block: tuple[int, bytes, int, int, bytes | None, list[int] | None]) -> str:
-        no, digest, first, n, leaf, profile = block
-        stored = (
-            "\\N\t\\N"
-            if leaf is None
-            else (f"\\\\x{leaf.hex()}\t{{{','.join(map(str, profile or []))}}}")
-        )
-        return f"{no}\t\\\\x{digest.hex()}\t{first}\t{n}\t{stored}\n"
+    def line(block: tuple[int, bytes, int, int, bool]) -> str:
+        no, digest, first, n, stored = block
+        return f"{no}\t\\\\x{digest.hex()}\t{first}\t{n}\t{'t' if stored else 'f'}\n"
 
     return "".join(map(line, layout.blocks)).encode()
 
@@ -605,11 +600,16 @@ def _store_blocks(
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE {} (block_no int, digest bytea, first_pos bigint, n int, "
-            "leaf_hash bytea, profile bigint[]) ON COMMIT DROP"
+            "found bool) ON COMMIT DROP"
         ).format(_BLOCKS)
     )
     with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_BLOCKS)) as copy:
         copy.write(_blocks_text(layout))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT first_pos AS leaf_no FROM {} WHERE found"
+        ).format(_STORED_BLOCKS, _BLOCKS)
+    )
     sample = schema.sample_masks(conn, raw_table, len(columns))
     sample = [sample[i] for i in order] if sample else []
     codes = schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample)
@@ -621,7 +621,9 @@ def _store_blocks(
     conn.execute(sql.SQL("DROP TABLE {}").format(raw_table))
     code_columns = [sql.Identifier(f"code{k}") for k in range(1, len(codes) + 1)]
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tree.LEAVES))
-    conn.execute(
+    # the new blocks' leaves, and those of the blocks found: a probe of block_leaves' key
+    # each (gc's lock, held since before the lookups, keeps them stored)
+    leaves = conn.execute(
         sql.SQL(
             """
             CREATE TEMP TABLE {leaves} ON COMMIT DROP AS
@@ -631,8 +633,12 @@ def _store_blocks(
                          {profile}::bigint[] AS profile
                   FROM {hashed} GROUP BY block_no) e
             UNION ALL
-            SELECT first_pos, first_pos + n - 1, n, NULL::bytea, NULL::text[], leaf_hash, profile
-            FROM {blocks} WHERE leaf_hash IS NOT NULL
+            SELECT b.first_pos, b.first_pos + b.n - 1, b.n, NULL::bytea, NULL::text[],
+                   s.leaf_hash, s.profile
+            FROM {blocks} b CROSS JOIN LATERAL (
+                SELECT x.leaf_hash, x.profile FROM dsa_core.block_leaves x
+                WHERE x.digest = b.digest AND x.profile IS NOT NULL LIMIT 1) s
+            WHERE b.found
             """
         ).format(
             leaves=tree.LEAVES,
@@ -640,23 +646,19 @@ def _store_blocks(
             hashed=hashed_table,
             blocks=_BLOCKS,
         )
-    )
+    ).rowcount
+    if leaves != len(layout.blocks):
+        raise _NoBlocks("a block found is no longer stored")
     profile = leaves_profile(conn, names)
     profile["tested_rows"] = layout.copied
     _record_profile(conn, item, profile)
     conn.execute(
         sql.SQL(
-            "INSERT INTO dsa_core.block_leaves (digest, leaf_hash, row_count) "
-            "SELECT b.digest, l.leaf_hash, l.n FROM {leaves} l "
-            "JOIN {blocks} b ON b.first_pos = l.leaf_no WHERE b.leaf_hash IS NULL "
+            "INSERT INTO dsa_core.block_leaves (digest, leaf_hash, row_count, profile) "
+            "SELECT b.digest, l.leaf_hash, l.n, l.profile FROM {leaves} l "
+            "JOIN {blocks} b ON b.first_pos = l.leaf_no WHERE NOT b.found "
             "ORDER BY b.digest ON CONFLICT (digest) DO NOTHING"
         ).format(leaves=tree.LEAVES, blocks=_BLOCKS)
-    )
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS "
-            "SELECT first_pos AS leaf_no FROM {} WHERE leaf_hash IS NOT NULL"
-        ).format(_STORED_BLOCKS, _BLOCKS)
     )
     refs = tree.store(conn, stored=_STORED_BLOCKS, new_leaves=_NEW_LEAVES)
     rows = sum(ref.row_count for ref in refs)
