@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+import zlib
 
 import pytest
 
@@ -80,3 +82,87 @@ def test_a_quoted_newline_is_not_a_line_ending() -> None:
     cutter = blocks.Cutter(b"context")
     cutter.feed(b'1,"a\nb"\r\n2,c\r\n')
     assert not cutter.mixed_endings
+
+
+def _reference(data: bytes, context: bytes) -> list[tuple[bytes, bytes, int]]:
+    """The blocks by their definition, a record at a time (slow and plain)."""
+    out: list[tuple[bytes, bytes, int]] = []
+    block, records, record, quotes = b"", 0, b"", 0
+    lines = data.split(b"\n")
+    for k, line in enumerate(lines):
+        last = k == len(lines) - 1
+        if last and not line:
+            break
+        record = record + b"\n" + line if k and record else line
+        quotes += line.count(b'"')
+        if quotes % 2:
+            continue
+        block += record + (b"" if last else b"\n")
+        records += 1
+        if (
+            zlib.crc32(record) % blocks.NATURAL == 0
+            or records == blocks.MAX_LEAF_ROWS
+            or len(block) >= blocks.MAX_BLOCK_BYTES
+        ):
+            out.append((hashlib.sha256(context + block).digest(), block, records))
+            block, records = b"", 0
+        record, quotes = b"", 0
+    if block:
+        out.append((hashlib.sha256(context + block).digest(), block, records))
+    return out
+
+
+def _records(rng: random.Random, count: int) -> bytes:
+    """CSV records of every shape: one line, a quoted field over 2 to 5 lines (LF and CR LF
+    inside), escaped quotes, empty fields, and now and then one of 300 KB or 1.2 MB."""
+    out = []
+    for i in range(count):
+        kind = rng.random()
+        if kind < 0.5:
+            out.append(f"{i},plain {rng.random()}\r\n")
+        elif kind < 0.75:
+            out.append(f'{i},"two\nlines {rng.random()}"\r\n')
+        elif kind < 0.9:
+            inner = "\r\n".join(f"part {k}" for k in range(rng.randint(2, 5)))
+            out.append(f'{i},"{inner} ""quoted"" {rng.random()}"\r\n')
+        elif kind < 0.98:
+            out.append(f'{i},"",""""\r\n')
+        else:
+            big = "x" * rng.choice([300_000, 1_200_000])
+            out.append(f'{i},"{big}\n{rng.random()}"\r\n')
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_blocks_are_their_definition_whatever_the_pieces(seed: int) -> None:
+    rng = random.Random(seed)
+    data = _records(rng, 4000)
+    expected = _reference(data, b"context")
+    sizes = [rng.choice([1, 7, 100, 4096, 65536, 300_000]) for _ in range(400)]
+    got = _cut(data, sizes)
+    assert [(b.digest, b.data, b.records) for b in got] == expected
+    assert sum(b.records for b in got) == 4000
+    assert any(len(b.data) >= blocks.MAX_BLOCK_BYTES for b in got)  # the byte cap is met
+
+
+def test_a_range_without_a_last_newline_ends_with_its_last_record() -> None:
+    data = b'1,a\r\n2,"b\r\nc"'
+    got = _cut(data, [6])
+    assert [(b.data, b.records) for b in got] == [(x[1], x[2]) for x in _reference(data, b"c")]
+    assert sum(b.records for b in got) == 2
+
+
+def test_a_block_ends_once_it_holds_max_block_bytes() -> None:
+    size = blocks.MAX_BLOCK_BYTES
+    fill = next(c for c in b"xyzw" if zlib.crc32(bytes([c]) * (size - 1)) % blocks.NATURAL)
+    exact = bytes([fill]) * (size - 1) + b"\n"  # a record of MAX_BLOCK_BYTES, newline counted
+    small = b"1,b\n"
+    for pieces in ([], [size // 3, size // 3], [size - 1, 1]):
+        got = _cut(exact + small * 3, pieces)
+        assert got[0].data == exact
+        assert [(b.data, b.records) for b in got] == [
+            (x[1], x[2]) for x in _reference(exact + small * 3, b"context")
+        ]
+    under = bytes([fill]) * (size - 2) + b"\n"
+    got = _cut(under + small, [])
+    assert len(got) == 1 or zlib.crc32(under[:-1]) % blocks.NATURAL == 0
