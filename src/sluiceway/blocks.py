@@ -3,13 +3,17 @@
 A re-import that finds a block's bytes already stored (``dsa_core.block_leaves``: the block's
 address -> the leaf its records made) does not COPY, hash or cut those records again: the
 leaf is the block's. Only the blocks not found go to COPY (bench/README.md, block_reuse.py:
-a 1% re-import of a range in 0.36x of a first import, against 0.58x without blocks).
+a 1% re-import of a range in 0.36x of a first import, against 0.58x without blocks, on one
+backend). Off by default (``imports.reuse_blocks``): through the whole pipeline on two shared
+cores, a re-import with blocks takes about what it takes without, and a first import a third
+longer (bench/README.md, "The cut by whole records").
 
 A block ends after a record whose CRC-32 (of its bytes without the last newline) is 0
 modulo :data:`NATURAL` (so an edit moves only the block boundaries next to it; a record's
-last line alone would not do, since a file's multi-line fields often end alike), after :data:`tree.MAX_LEAF_ROWS` records, or once
-it holds :data:`MAX_BLOCK_BYTES`. A record ends at a newline outside quotes (an even count of
-quote characters since the record began), which is how PostgreSQL's CSV COPY splits lines.
+last line alone would not do, since a file's multi-line fields often end alike), after
+:data:`tree.MAX_LEAF_ROWS` records, or once it holds :data:`MAX_BLOCK_BYTES`. A record ends
+at a newline outside quotes (an even count of quote characters since the record began),
+which is how PostgreSQL's CSV COPY splits lines.
 A block's address is sha256 over the parse context (:func:`context`) and its bytes. A range
 loaded by blocks runs from one :func:`natural_boundary` to the next, so its blocks are the
 ones the whole file has, wherever the planner cut it.

@@ -552,13 +552,20 @@ def _block_bounds(
     assert row is not None
     first, last = int(row["first"]), int(row["last"])
 
+    held: list[tuple[int, bytes]] = []  # the last piece read: the skipped head is in it
+
     def read(a: int, b: int) -> bytes:
-        return _read(bucket, key, a, b, settings)
+        if held and held[0][0] <= a and b <= held[0][0] + len(held[0][1]):
+            at, piece = held[0]
+            return piece[a - at : b - at]
+        piece = _read(bucket, key, a, b, settings)
+        held[:] = [(a, piece)]
+        return piece
 
     new_start = start if start <= first else blocks.natural_boundary(read, start, last)
-    new_end = end if end >= last else blocks.natural_boundary(read, end, last)
     if new_start > start:  # the records skipped are the range before's
         first_line += read(start, new_start).count(b"\n")
+    new_end = end if end >= last else blocks.natural_boundary(read, end, last)
     return new_start, max(new_start, new_end), first_line
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from tests.conftest import import_bytes as plain_import
 
 from sluiceway.client import Client
@@ -161,3 +163,47 @@ def test_gc_forgets_the_blocks_of_the_leaves_it_deletes(
     summary = _ok(job)
     assert _stored(db, summary["commit_id"]) == old_rows
     assert _reused(db, job) == 0
+
+
+def _main(db: Conn, dataset: str) -> str | None:
+    row = db.execute(
+        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
+        "WHERE d.name = %s AND r.name = 'main'",
+        (dataset,),
+    ).fetchone()
+    return None if row is None else str(row["commit_id"])
+
+
+@pytest.mark.parametrize(
+    ("where", "bad"),
+    [
+        (1200, b"1200,name 1200,n1200,7,an extra field\n"),  # a record too long
+        (1800, b"1800,name \xff\xfe 1800,n1800,7\n"),  # not UTF-8
+        (2999, b'2999,name 2999,"an unterminated quote\n'),  # the quote runs to the end
+    ],
+    ids=["extra field", "not utf-8", "unterminated quote"],
+)
+def test_a_bad_record_in_a_new_block_fails_the_reimport_as_the_ordinary_load_does(
+    client: Client, tmp_path: Path, db: Conn, where: int, bad: bytes
+) -> None:
+    # Given the same good file imported into two datasets, with blocks and without
+    good = _csv(_rows(3000))
+    blocks_set, plain_set = f"b-{uuid.uuid4().hex[:10]}", f"p-{uuid.uuid4().hex[:10]}"
+    _ok(import_bytes(client, tmp_path / "1", good, blocks_set, chunk_bytes=40_000))
+    _ok(plain_import(client, tmp_path / "2", good, plain_set, chunk_bytes=40_000))
+    before = _main(db, blocks_set), _main(db, plain_set)
+
+    # When a file with one bad record in the middle of reused blocks is imported into both
+    lines = good.split(b"\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith(f"{where},".encode())]
+    lines[starts[0]] = bad.rstrip(b"\n")
+    bad_file = b"\n".join(lines)
+    with_blocks = import_bytes(client, tmp_path / "3", bad_file, blocks_set, chunk_bytes=40_000)
+    without = plain_import(client, tmp_path / "4", bad_file, plain_set, chunk_bytes=40_000)
+
+    # Then both fail with the same message, which names the place, and main keeps its commit
+    assert without["status"] == "failed"
+    assert with_blocks["status"] == "failed"
+    assert with_blocks["error_message"] == without["error_message"]
+    assert "data.csv" in with_blocks["error_message"], with_blocks["error_message"]
+    assert (_main(db, blocks_set), _main(db, plain_set)) == before
