@@ -11,7 +11,10 @@ and prints:
   - PostgreSQL's statements by total time (pg_stat_statements, top level and nested);
   - the WAL it wrote (pg_stat_wal: bytes, records, full-page images, times the WAL buffers
     were full) and its I/O by process kind, object and context (pg_stat_io: what a backend
-    wrote or read itself, temp tables and sorts' files included).
+    wrote or read itself, temp tables and sorts' files included);
+  - the CPU seconds of the profiled upload and job, by PostgreSQL, the workers and the stack
+    (import_scale.cpu_seconds): on AWS the workers are Lambdas of their own, so PostgreSQL's
+    share is what the database's capacity must pay.
 Run it under ``py-spy record --subprocesses`` for the Python side (see bench/README.md).
 """
 
@@ -27,6 +30,7 @@ from typing import Any
 
 import boto3
 import psycopg
+from import_scale import cpu_seconds
 
 from sluiceway.cli import parse_size
 from sluiceway.client import Client
@@ -131,11 +135,15 @@ def main() -> None:
                 print(f"profiling the re-import of {path}")
                 with psycopg.connect(stack.database_url, autocommit=True) as conn:
                     _reset_stats(conn)
+            # the embedded server's postmaster (first line of postmaster.pid)
+            pg_pid = int((Path(home) / "pg" / "postmaster.pid").read_text().split()[0])
+            cpu_before = cpu_seconds(pg_pid)
             t0 = time.perf_counter()
             created = client.upload_file(path, "profile", options)
             t_up = time.perf_counter()
             job = client.wait_for_job(created["job_id"], poll_seconds=0.05)
             t_done = time.perf_counter()
+            cpu_after = cpu_seconds(pg_pid)
             if job["status"] != "completed":
                 raise SystemExit(f"import failed: {job.get('error_message')}")
             sfn = boto3.client(
@@ -192,6 +200,8 @@ def main() -> None:
             f"  {r[0]:20s} {r[1]:13s} {r[2]:9s} read {r[3] or 0:9,d} ({_mb(r[4])}), "
             f"written {r[5] or 0:9,d} ({_mb(r[6])}), extended {r[7] or 0:9,d} ({_mb(r[8])})"
         )
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    print("CPU s of the upload and the job: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     print(f"RESULT upload {t_up - t0:.2f} s; job {t_done - t_up:.2f} s; total {t_done - t0:.2f} s")
 
 
