@@ -120,6 +120,7 @@ class Functions(Construct):
         database: Database,
         map_concurrency: int = DEFAULT_MAP_CONCURRENCY,
         database_concurrency: int | None = None,
+        reuse_blocks: bool = False,
     ) -> None:
         super().__init__(scope, id)
         if set(SIZES) != set(names.FUNCTIONS):
@@ -169,6 +170,8 @@ class Functions(Construct):
             "SLUICEWAY_DATABASE_SECRET_ARN": database.secret.secret_arn,
             # the Map's MaxConcurrency: ranges of one import loading at once
             "SLUICEWAY_IMPORTS__MAP_CONCURRENCY": str(map_concurrency),
+            # CSV re-imports by blocks of bytes seen before (sluiceway.blocks; docs/scale.md)
+            "SLUICEWAY_IMPORTS__REUSE_BLOCKS": "true" if reuse_blocks else "false",
         }
         if database.host is not None:
             environment["SLUICEWAY_DATABASE_HOST"] = database.host

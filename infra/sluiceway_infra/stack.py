@@ -18,6 +18,7 @@ from .constants import (
     CONTEXT_FUNCTIONS_DIR,
     CONTEXT_LAYER_DIR,
     CONTEXT_MAP_CONCURRENCY,
+    CONTEXT_REUSE_BLOCKS,
     FUNCTIONS_DIR,
     LAYER_BUILD_DIR,
 )
@@ -29,6 +30,21 @@ from .migrations import Migrations
 from .network import Network
 from .operations import Operations, tag_components
 from .storage import Storage
+
+
+def context_flag(key: str, value: Any, default: bool = False) -> bool:
+    """A yes/no context value: a JSON boolean from cdk.json, or ``true``/``false`` from
+    ``-c key=value``; anything else is refused, so a typo is not read as the default."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"Context {key!r} must be true or false, not {value!r}.")
 
 
 class SluicewayStack(Stack):
@@ -67,6 +83,7 @@ class SluicewayStack(Stack):
             database=database,
             map_concurrency=int(context(CONTEXT_MAP_CONCURRENCY) or DEFAULT_MAP_CONCURRENCY),
             database_concurrency=int(context(CONTEXT_DATABASE_FUNCTION_CONCURRENCY) or 0) or None,
+            reuse_blocks=context_flag(CONTEXT_REUSE_BLOCKS, context(CONTEXT_REUSE_BLOCKS)),
         )
         Migrations(
             self,

@@ -75,7 +75,12 @@ def synthesized(node: str, tmp_path_factory: pytest.TempPathFactory) -> Synthesi
 
 
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
-OPTIONS = {"dataKmsKeyArn": KEY_ARN, "mapConcurrency": "24", "databaseFunctionConcurrency": "40"}
+OPTIONS = {
+    "dataKmsKeyArn": KEY_ARN,
+    "mapConcurrency": "24",
+    "databaseFunctionConcurrency": "40",
+    "reuseBlocks": "true",
+}
 
 
 @pytest.fixture(scope="session")

@@ -91,3 +91,31 @@ def test_database_concurrency_is_the_maps_by_default_and_capped_when_asked(
     ] == ("24")
     capped = {n for n, f in given.items() if f.get("ReservedConcurrentExecutions") == 40}
     assert capped == {"load_chunk", "write_export_part", "commit_import"}
+
+
+def test_reusing_blocks_is_off_by_default_and_on_when_asked(
+    synthesized: Synthesized, synthesized_with_options: Synthesized
+) -> None:
+    # By default every function reads the local default (off); reuseBlocks=true turns it on
+    for function in _functions(synthesized).values():
+        assert function["Environment"]["Variables"]["SLUICEWAY_IMPORTS__REUSE_BLOCKS"] == "false"
+    for name, function in _functions(synthesized_with_options).items():
+        variables = function["Environment"]["Variables"]
+        assert variables["SLUICEWAY_IMPORTS__REUSE_BLOCKS"] == "true", name
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [(None, False), (True, True), (False, False), ("true", True), ("False", False), ("0", False)],
+)
+def test_a_yes_no_context_reads_booleans_and_their_words(given: object, read: bool) -> None:
+    from sluiceway_infra.stack import context_flag
+
+    assert context_flag("reuseBlocks", given) is read
+
+
+def test_a_yes_no_context_refuses_anything_else() -> None:
+    from sluiceway_infra.stack import context_flag
+
+    with pytest.raises(ValueError, match="reuseBlocks"):
+        context_flag("reuseBlocks", "ture")
