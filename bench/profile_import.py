@@ -12,6 +12,7 @@ and prints:
   - the WAL it wrote (pg_stat_wal: bytes, records, full-page images, times the WAL buffers
     were full) and its I/O by process kind, object and context (pg_stat_io: what a backend
     wrote or read itself, temp tables and sorts' files included);
+  - the versioned tables' sizes after it (rows, heap and indexes), ``block_leaves`` included;
   - the CPU seconds of the profiled upload and job, by PostgreSQL, the workers and the stack
     (import_scale.cpu_seconds): on AWS the workers are Lambdas of their own, so PostgreSQL's
     share is what the database's capacity must pay.
@@ -97,6 +98,13 @@ def _state_spans(events: list[dict[str, Any]]) -> list[tuple[str, datetime, date
     return spans
 
 
+STORED = ("row_store", "row_leaves", "leaf_lists", "block_leaves")
+SIZE = (
+    "SELECT count(*), pg_relation_size('dsa_core.{t}'), pg_indexes_size('dsa_core.{t}') "
+    "FROM dsa_core.{t}"
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +178,7 @@ def main() -> None:
                 ).fetchall()
                 wal = conn.execute(WAL).fetchone()
                 io = conn.execute(IO).fetchall()
+                sizes = [(t, *conn.execute(SIZE.format(t=t)).fetchone()) for t in STORED]
 
     print(f"client: upload {t_up - t0:.2f} s, then the job {t_done - t_up:.2f} s")
     if spans:
@@ -200,6 +209,9 @@ def main() -> None:
             f"  {r[0]:20s} {r[1]:13s} {r[2]:9s} read {r[3] or 0:9,d} ({_mb(r[4])}), "
             f"written {r[5] or 0:9,d} ({_mb(r[6])}), extended {r[7] or 0:9,d} ({_mb(r[8])})"
         )
+    print("stored after it (rows, heap, indexes):")
+    for table, count, heap, indexes in sizes:
+        print(f"  {table:13s} {count:>12,} rows {heap / 1e6:9.1f} MB {indexes / 1e6:9.1f} MB")
     cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
     print("CPU s of the upload and the job: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     print(f"RESULT upload {t_up - t0:.2f} s; job {t_done - t_up:.2f} s; total {t_done - t0:.2f} s")

@@ -184,7 +184,17 @@ def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> Non
     assert re.search(r"^WAL: [\d,]+ MB in [\d,]+ records, ", out, re.M)
     # the backends extended row_store (and its key) as they loaded the rows
     assert re.search(r"^  client backend +relation +normal +read .* extended +[1-9]", out, re.M)
+    assert re.search(r"^  row_store +2,000 rows", out, re.M)
+    assert re.search(r"^  block_leaves +0 rows", out, re.M)  # blocks are off by default
+    assert re.search(r"^CPU s of the upload and the job: stack [\d.]+, workers", out, re.M)
     assert out.strip().splitlines()[-1].startswith("RESULT upload")
+
+
+def test_the_block_cut_bench_cuts_the_whole_file_into_blocks(tmp_path: Path) -> None:
+    out = _run(tmp_path, "block_cut.py", "--rows", "3000", "--runs", "1", "--piece", "4KiB")
+    assert re.search(r"^cut: [\d.]+ s \(\d+ MB/s\), [\d,]+ blocks$", out, re.M)
+    last = out.strip().splitlines()[-1]
+    assert re.match(r"RESULT \d+\.\d\d records a block; cut / floor: \d+\.\d\dx$", last)
 
 
 def test_the_range_statements_bench_compares_the_two_insert_plans(tmp_path: Path) -> None:
