@@ -667,7 +667,11 @@ def _store_blocks(
             "ORDER BY b.digest ON CONFLICT (digest) DO NOTHING"
         ).format(leaves=tree.LEAVES, blocks=_BLOCKS)
     )
-    refs = tree.store(conn, stored=_STORED_BLOCKS, new_leaves=_NEW_LEAVES)
+    # nothing found (a first import): every leaf is offered, so the insert may skip its
+    # lookups as the ordinary load's does (db.inserted_unprobed)
+    refs = tree.store(
+        conn, stored=_STORED_BLOCKS if layout.reused else None, new_leaves=_NEW_LEAVES
+    )
     rows = sum(ref.row_count for ref in refs)
     _insert_rows_of_new_leaves(conn, hashed_table, layout.copied, checkpoint["column_set_id"])
     _keep_lists(conn, item, refs)
