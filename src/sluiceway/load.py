@@ -612,11 +612,6 @@ def _store_blocks(
     )
     with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(_BLOCKS)) as copy:
         copy.write(_blocks_text(layout))
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT first_pos AS leaf_no FROM {} WHERE found"
-        ).format(_STORED_BLOCKS, _BLOCKS)
-    )
     sample = schema.sample_masks(conn, raw_table, len(columns))
     sample = [sample[i] for i in order] if sample else []
     codes = schema.row_codes([sql.Identifier(f"c{i + 1}") for i in order], sample)
@@ -669,9 +664,16 @@ def _store_blocks(
     )
     # nothing found (a first import): every leaf is offered, so the insert may skip its
     # lookups as the ordinary load's does (db.inserted_unprobed)
-    refs = tree.store(
-        conn, stored=_STORED_BLOCKS if layout.reused else None, new_leaves=_NEW_LEAVES
-    )
+    stored = None
+    if layout.reused:
+        stored = _STORED_BLOCKS
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DROP AS "
+                "SELECT first_pos AS leaf_no FROM {} WHERE found"
+            ).format(_STORED_BLOCKS, _BLOCKS)
+        )
+    refs = tree.store(conn, stored=stored, new_leaves=_NEW_LEAVES)
     rows = sum(ref.row_count for ref in refs)
     _insert_rows_of_new_leaves(conn, hashed_table, layout.copied, checkpoint["column_set_id"])
     _keep_lists(conn, item, refs)

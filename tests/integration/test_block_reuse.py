@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from tests.conftest import import_bytes as plain_import
+from tests.conftest import main_commit
 
 from sluiceway.client import Client
 
@@ -165,15 +166,6 @@ def test_gc_forgets_the_blocks_of_the_leaves_it_deletes(
     assert _reused(db, job) == 0
 
 
-def _main(db: Conn, dataset: str) -> str | None:
-    row = db.execute(
-        "SELECT r.commit_id FROM dsa_core.refs r JOIN dsa_core.datasets d ON d.id = r.dataset_id "
-        "WHERE d.name = %s AND r.name = 'main'",
-        (dataset,),
-    ).fetchone()
-    return None if row is None else str(row["commit_id"])
-
-
 @pytest.mark.parametrize(
     ("where", "bad"),
     [
@@ -191,7 +183,7 @@ def test_a_bad_record_in_a_new_block_fails_the_reimport_as_the_ordinary_load_doe
     blocks_set, plain_set = f"b-{uuid.uuid4().hex[:10]}", f"p-{uuid.uuid4().hex[:10]}"
     _ok(import_bytes(client, tmp_path / "1", good, blocks_set, chunk_bytes=40_000))
     _ok(plain_import(client, tmp_path / "2", good, plain_set, chunk_bytes=40_000))
-    before = _main(db, blocks_set), _main(db, plain_set)
+    before = main_commit(db, blocks_set), main_commit(db, plain_set)
 
     # When a file with one bad record in the middle of reused blocks is imported into both
     lines = good.split(b"\n")
@@ -206,4 +198,4 @@ def test_a_bad_record_in_a_new_block_fails_the_reimport_as_the_ordinary_load_doe
     assert with_blocks["status"] == "failed"
     assert with_blocks["error_message"] == without["error_message"]
     assert "data.csv" in with_blocks["error_message"], with_blocks["error_message"]
-    assert (_main(db, blocks_set), _main(db, plain_set)) == before
+    assert (main_commit(db, blocks_set), main_commit(db, plain_set)) == before
