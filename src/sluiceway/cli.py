@@ -224,6 +224,7 @@ def run_import(
         "bytes": size,
         "seconds": round(time.perf_counter() - started, 3),
         "error": job.get("error_message"),
+        "error_code": job.get("error_code"),
         "accepted_rows": job.get("progress", {}).get("accepted_rows"),
         "rejected_rows": job.get("progress", {}).get("rejected_rows"),
         "report_key": job.get("progress", {}).get("report_key"),
@@ -323,7 +324,7 @@ def import_(
             f"{result.get('report_url') or result.get('report_key')}"
         )
     if result["status"] != "completed":
-        err.print(f"[red]import failed[/red]: {result['error']}")
+        err.print(f"[red]import failed[/red] ({result['error_code']}): {result['error']}")
         sys.exit(1)
 
 
@@ -456,7 +457,9 @@ def export(
         status, urls = client.run_export(dataset, request, show)
         if urls is None:
             bar.stop()
-            err.print(f"[red]export failed[/red]: {status.get('error')}")
+            err.print(
+                f"[red]export failed[/red] ({status.get('error_code')}): {status.get('error')}"
+            )
             sys.exit(1)
         bar.update(task, completed=status.get("total_records") or 1)
         down = bar.add_task("download", total=urls["bytes"] or 1, rows=f"{urls['rows']:,} rows")
@@ -569,6 +572,7 @@ def uploads_retry(state: State, upload_id: str, wait: bool) -> None:
             job = client.wait_for_job(result["job_id"])
             result = {**result, "status": "fresh" if job["status"] == "completed" else "failed"}
             result["error_message"] = job["error_message"]
+            result["error_code"] = job.get("error_code")
     _emit(state, result, f"upload {upload_id}: {result['status']} (job {result['job_id']})")
     if result["status"] == "failed":
         sys.exit(1)
@@ -798,12 +802,14 @@ def demo(state: State, rows: int, chunk_size: str) -> None:
                 client, src, "demo", parse_size(chunk_size), "demo import", not state.json
             )
             if result["status"] != "completed":
-                err.print(f"[red]import failed[/red]: {result['error']}")
+                err.print(f"[red]import failed[/red] ({result['error_code']}): {result['error']}")
                 sys.exit(1)
             export_started = time.perf_counter()
             status, urls = client.run_export("demo", {"format": "csv"})
             if urls is None:
-                err.print(f"[red]export failed[/red]: {status.get('error')}")
+                err.print(
+                    f"[red]export failed[/red] ({status.get('error_code')}): {status.get('error')}"
+                )
                 sys.exit(1)
             back = Path(tmp) / "back.csv"
             write_atomically(back, lambda f: client.download_export(urls, f))

@@ -112,3 +112,41 @@ class RulesBroken(SluicewayError):
 
     code = "rules_broken"
     http_status = 422
+
+
+class RangeFailed(SluicewayError):
+    """A range of the job failed before this step and its own error is recorded: the step
+    stops without redoing it. The job keeps the range's code (``details["range_code"]``),
+    not this one's: a range that found a bad record fails the job as ``malformed_file``.
+
+    Not a retryable class: raising the range's own (``DatabaseUnavailable``, say) would have
+    the state machine retry a step that can only find the same failure again."""
+
+    code = "range_failed"
+    http_status = 500
+
+
+# The codes of failures that are not an error of this hierarchy (a job's ``error_code``).
+STATE_MACHINE_TIMEOUT = "timeout"  # States.Timeout: a task ran past its limit
+ABORTED = "aborted"  # the upload was aborted, or abandoned unfinished
+STACK_STOPPED = "stack_stopped"  # the local stack running the job died
+
+
+def code_of(exc: BaseException) -> str:
+    """The code a job records for an exception: its own, or ``internal_error``."""
+    return exc.code if isinstance(exc, SluicewayError) else SluicewayError.code
+
+
+def code_of_name(name: str | None) -> str:
+    """The code of a Step Functions error name (a Catch result's ``Error``): the class of
+    this hierarchy by that name, ``timeout`` for a task that ran past its limit, else
+    ``internal_error`` (a Lambda that crashed, a bug)."""
+    if name in ("States.Timeout", "States.HeartbeatTimeout", "Sandbox.Timedout"):
+        return STATE_MACHINE_TIMEOUT
+    found: list[type[SluicewayError]] = [SluicewayError]
+    while found:
+        cls = found.pop()
+        if cls.__name__ == name:
+            return cls.code
+        found.extend(cls.__subclasses__())
+    return SluicewayError.code

@@ -111,6 +111,7 @@ class ExportStatus(BaseModel):
     bytes: int | None
     manifest_key: str | None
     error: str | None
+    error_code: str | None = None  # what kind of failure (docs/architecture.md)
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -350,7 +351,7 @@ def start_export(
     try:
         start_execution(settings, job_id)
     except Exception as exc:
-        jobs.fail(conn, job_id, f"The export could not be started: {exc}")
+        jobs.fail(conn, job_id, f"The export could not be started: {exc}", StorageUnavailable.code)
         raise StorageUnavailable(f"The export state machine could not be started: {exc}") from exc
     return ExportStarted(
         job_id=str(job_id),
@@ -404,6 +405,7 @@ def status(conn: db.Conn, owner: str, job_id: str) -> ExportStatus:
         bytes=summary.get("bytes"),
         manifest_key=summary.get("manifest_key"),
         error=job.error_message,
+        error_code=job.error_code,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.completed_at,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import db, jobs, storage
-from .errors import SluicewayError
+from .errors import SluicewayError, code_of_name
 from .export_part import abort_upload
 from .export_plan import ExportState
 from .finalize import error_message
@@ -98,16 +98,19 @@ def fail_export(state: dict[str, Any], settings: Settings | None = None) -> dict
     settings = settings or get_settings()
     conn = db.shared_connection(settings)
     message = error_message(state.get("error"))
+    code = code_of_name((state.get("error") or {}).get("Error"))
     job_id_text = state.get("job_id") or (state.get("input") or {}).get("job_id")
     if not job_id_text:
-        return {"job_id": None, "error": message}
+        return {"job_id": None, "error": message, "error_code": code}
     job_id = uuid.UUID(str(job_id_text))
     row = conn.execute(
         "SELECT run_parameters->>'prefix' AS prefix FROM dsa_jobs.analysis_runs WHERE id = %s",
         (job_id,),
     ).fetchone()
     parts = _parts(conn, job_id)
-    message = next((p["error"] for p in parts if p["error"]), None) or message
+    failed = next((p for p in parts if p["error"]), None)
+    if failed is not None:
+        message, code = failed["error"], failed["error_code"] or code
     left_open = release_storage(conn, settings, job_id, row["prefix"] if row else None, parts)
     with conn.transaction():
         conn.execute(
@@ -115,17 +118,17 @@ def fail_export(state: dict[str, Any], settings: Settings | None = None) -> dict
             "updated_at = now() WHERE job_id = %s AND status <> 'aborted'",
             (job_id,),
         )
-        jobs.fail(conn, job_id, message)
+        jobs.fail(conn, job_id, message, code)
     if left_open:
         raise ExportIncomplete(
             f"{left_open} multipart upload(s) of export {job_id} could not be aborted yet."
         )
-    return {"job_id": str(job_id), "error": message}
+    return {"job_id": str(job_id), "error": message, "error_code": code}
 
 
 def _parts(conn: db.Conn, job_id: uuid.UUID) -> list[dict[str, Any]]:
     return conn.execute(
-        "SELECT part_no, object_key, s3_upload_id, error FROM dsa_jobs.export_parts "
+        "SELECT part_no, object_key, s3_upload_id, error, error_code FROM dsa_jobs.export_parts "
         "WHERE job_id = %s ORDER BY part_no",
         (job_id,),
     ).fetchall()

@@ -29,7 +29,13 @@ from psycopg.rows import tuple_row
 from pydantic import BaseModel
 
 from . import db, export, faults, schema, storage
-from .errors import DatabaseUnavailable, NotFound, SluicewayError, StorageUnavailable
+from .errors import (
+    DatabaseUnavailable,
+    NotFound,
+    SluicewayError,
+    StorageUnavailable,
+    code_of,
+)
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -464,7 +470,9 @@ def write_part(event: dict[str, Any], settings: Settings | None = None) -> dict[
     bucket = settings.storage.bucket
     if part["s3_upload_id"]:  # what an earlier attempt left open
         abort_upload(client, bucket, part["object_key"], part["s3_upload_id"])
-    _update(conn, item, status="writing", s3_upload_id=None, rows_done=0, error=None)
+    _update(
+        conn, item, status="writing", s3_upload_id=None, rows_done=0, error=None, error_code=None
+    )
     inject = faults.take(conn, item.job_id, "part", settings)
     params = part["run_parameters"]
     fmt = params["format"]
@@ -492,11 +500,18 @@ def write_part(event: dict[str, Any], settings: Settings | None = None) -> dict[
     except Exception as exc:
         gone = sink.abort()
         message = exc.message if isinstance(exc, SluicewayError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, psycopg.OperationalError):
+            code = DatabaseUnavailable.code
+        elif isinstance(exc, (ClientError, BotoCoreError)):
+            code = StorageUnavailable.code
+        else:
+            code = code_of(exc)
         _update(
             conn,
             item,
             status="failed",
             error=f"part {item.part_no}: {message}",
+            error_code=code,
             **({"s3_upload_id": None} if gone else {}),
         )
         if isinstance(exc, SluicewayError):

@@ -18,9 +18,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from . import db, export, faults, jobs, rejects, rules, schema, tree, versioning
-from .errors import MalformedFile, RulesBroken
+from .errors import RulesBroken, code_of_name
 from .names import MAIN_REF
-from .plan import first_chunk_error, job_of_state, job_source
+from .plan import first_chunk_error, job_of_state, job_source, stop_if_a_range_failed
 from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ def commit_import(state: dict[str, Any], settings: Settings | None = None) -> di
             "WHERE job_id = %s AND status IN ('resolved', 'loaded') ORDER BY chunk_no",
             (job_id,),
         ).fetchall()
-        failed = first_chunk_error(conn, job_id)
-        if failed:
-            raise MalformedFile(failed)
+        stop_if_a_range_failed(conn, job_id)
         unloaded = [c["chunk_no"] for c in chunks if c["status"] != "loaded"]
         if unloaded:
             raise RuntimeError(f"Ranges {unloaded[:10]} of job {job_id} were never loaded.")
@@ -385,6 +383,7 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
     settings = settings or get_settings()
     conn = db.shared_connection(settings)
     message = error_message(state.get("error"))
+    code = code_of_name((state.get("error") or {}).get("Error"))
     job_id: uuid.UUID | None = None
     if state.get("job_id"):
         job_id = uuid.UUID(state["job_id"])
@@ -398,14 +397,16 @@ def fail_import(state: dict[str, Any], settings: Settings | None = None) -> dict
         ).fetchone()
         job_id = row["job_id"] if row else None
     if job_id is not None:
-        message = first_chunk_error(conn, job_id) or message
+        failed = first_chunk_error(conn, job_id)
+        if failed is not None:
+            message, code = failed
         # the report first: whoever sees the job failed can already read it
         report = _report_failure(conn, job_id, message, settings)
         with conn.transaction():
-            if jobs.fail(conn, job_id, message) and report:
+            if jobs.fail(conn, job_id, message, code) and report:
                 jobs.update(conn, job_id, progress=report)
             discard_rows(conn, job_id)
-    return {"job_id": str(job_id) if job_id else None, "error": message}
+    return {"job_id": str(job_id) if job_id else None, "error": message, "error_code": code}
 
 
 def _report_failure(

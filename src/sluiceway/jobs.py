@@ -36,6 +36,8 @@ class Job(BaseModel):
     checkpoint: dict[str, Any] | None
     output_summary: dict[str, Any] | None
     error_message: str | None
+    # what kind of failure: malformed_file, database_unavailable, ... (docs/architecture.md)
+    error_code: str | None = None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -45,7 +47,8 @@ class Job(BaseModel):
 _SELECT = """
 SELECT r.id AS job_id, r.run_type::text AS run_type, r.status::text AS status, r.owner,
        coalesce(d.name, r.run_parameters->>'dataset') AS dataset, r.run_parameters,
-       r.progress, r.checkpoint, r.output_summary, r.error_message, r.created_at,
+       r.progress, r.checkpoint, r.output_summary, r.error_message, r.error_code,
+       r.created_at,
        r.started_at, r.completed_at
 FROM dsa_jobs.analysis_runs r
 LEFT JOIN dsa_core.datasets d ON d.id = r.dataset_id
@@ -140,18 +143,19 @@ def complete(
     conn.execute(
         "UPDATE dsa_jobs.analysis_runs SET status = 'completed', completed_at = clock_timestamp(), "
         "updated_at = clock_timestamp(), output_summary = %s, dataset_id = coalesce(%s, dataset_id), "
-        "error_message = NULL WHERE id = %s",
+        "error_message = NULL, error_code = NULL WHERE id = %s",
         (Jsonb(summary), dataset_id, job_id),
     )
 
 
-def fail(conn: Conn, job_id: uuid.UUID, message: str) -> bool:
-    """Mark a job failed unless it already ended; True if this call ended it."""
+def fail(conn: Conn, job_id: uuid.UUID, message: str, code: str) -> bool:
+    """Mark a job failed unless it already ended; True if this call ended it. ``code`` says
+    what kind of failure it was (an error class's ``code``, or one of errors.py's others)."""
     cur = conn.execute(
         "UPDATE dsa_jobs.analysis_runs SET status = 'failed', completed_at = clock_timestamp(), "
-        "updated_at = clock_timestamp(), error_message = %s "
+        "updated_at = clock_timestamp(), error_message = %s, error_code = %s "
         "WHERE id = %s AND status IN ('pending', 'running')",
-        (message, job_id),
+        (message, code, job_id),
     )
     return cur.rowcount == 1
 

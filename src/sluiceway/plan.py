@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
@@ -25,6 +25,7 @@ from .errors import (
     MalformedFile,
     NotFound,
     PayloadTooLarge,
+    RangeFailed,
     SluicewayError,
     StorageUnavailable,
     UnsupportedFormat,
@@ -560,20 +561,36 @@ def job_source(conn: db.Conn, job_id: uuid.UUID) -> dict[str, Any]:
 def record_chunk_error(conn: db.Conn, item: ChunkItem, error: SluicewayError) -> None:
     """Keep a range's own error: a Map's failure reports only that some iteration failed."""
     conn.execute(
-        "UPDATE dsa_jobs.import_chunks SET status = 'failed', error = %s, updated_at = now() "
-        "WHERE job_id = %s AND chunk_no = %s",
-        (error.message, item.job_id, item.chunk_no),
+        "UPDATE dsa_jobs.import_chunks SET status = 'failed', error = %s, error_code = %s, "
+        "updated_at = now() WHERE job_id = %s AND chunk_no = %s",
+        (error.message, error.code, item.job_id, item.chunk_no),
     )
 
 
-def first_chunk_error(conn: db.Conn, job_id: uuid.UUID) -> str | None:
+class ChunkError(NamedTuple):
+    """A failed range's own error: its message and its code (``MalformedFile.code``...)."""
+
+    message: str
+    code: str
+
+
+def first_chunk_error(conn: db.Conn, job_id: uuid.UUID) -> ChunkError | None:
     """The error of the earliest failed range: the first bad place in the file."""
     row = conn.execute(
-        "SELECT error FROM dsa_jobs.import_chunks WHERE job_id = %s AND status = 'failed' "
-        "ORDER BY chunk_no LIMIT 1",
+        "SELECT error, error_code FROM dsa_jobs.import_chunks "
+        "WHERE job_id = %s AND status = 'failed' ORDER BY chunk_no LIMIT 1",
         (job_id,),
     ).fetchone()
-    return str(row["error"]) if row else None
+    if row is None:
+        return None
+    return ChunkError(str(row["error"]), row["error_code"] or SluicewayError.code)
+
+
+def stop_if_a_range_failed(conn: db.Conn, job_id: uuid.UUID) -> None:
+    """Raise :class:`RangeFailed` with the earliest failed range's error, if a range failed."""
+    failed = first_chunk_error(conn, job_id)
+    if failed is not None:
+        raise RangeFailed(failed.message, range_code=failed.code)
 
 
 def chunk_task(
@@ -635,7 +652,7 @@ def _scan_chunk(
     raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
     if cp.get("format") == "xlsx":  # a sheet: nothing to find
         conn.execute(
-            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, updated_at = now() "
+            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, error_code = NULL, updated_at = now() "
             "WHERE job_id = %s AND chunk_no = %s",
             (item.job_id, item.chunk_no),
         )
@@ -647,7 +664,7 @@ def _scan_chunk(
         )
         conn.execute(
             "UPDATE dsa_jobs.import_chunks SET quote_count = %s, scan = %s, status = 'scanned', "
-            "error = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
+            "error = NULL, error_code = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
             (
                 array.quote_count,
                 Jsonb({"delta_out": array.delta_out, "delta_in": array.delta_in}),
@@ -667,7 +684,7 @@ def _scan_chunk(
             """
             UPDATE dsa_jobs.import_chunks SET quote_count = %s, first_nl_even = %s, first_nl_odd = %s,
                 lines_to_even = %s, lines_to_odd = %s, newline_count = %s, status = 'scanned',
-                error = NULL, updated_at = now()
+                error = NULL, error_code = NULL, updated_at = now()
             WHERE job_id = %s AND chunk_no = %s
             """,
             (
@@ -731,9 +748,7 @@ def resolve_chunks(state: dict[str, Any], settings: Settings | None = None) -> d
     rows = conn.execute(
         "SELECT * FROM dsa_jobs.import_chunks WHERE job_id = %s ORDER BY chunk_no", (job_id,)
     ).fetchall()
-    failed = first_chunk_error(conn, job_id)
-    if failed:
-        raise MalformedFile(failed)
+    stop_if_a_range_failed(conn, job_id)
     missing = [r["chunk_no"] for r in rows if r["status"] == "planned"]
     if missing:
         raise RuntimeError(f"Ranges {missing[:10]} of job {job_id} were never scanned.")

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from . import db, export_finish, finalize, jobs, storage
-from .errors import StorageUnavailable
+from .errors import STACK_STOPPED, StorageUnavailable
 from .export_part import abort_upload
 from .settings import Settings
 
@@ -60,7 +60,7 @@ def fail_abandoned(conn: db.Conn, settings: Settings, *, uploads_lost: bool) -> 
         elif job["run_type"] == "export":
             message += " No manifest was written and no part was kept: request the export again."
         with conn.transaction():
-            if not jobs.fail(conn, job_id, message):
+            if not jobs.fail(conn, job_id, message, STACK_STOPPED):
                 continue
             finalize.discard_rows(conn, job_id)
             if job["run_type"] == "export":

@@ -28,7 +28,14 @@ from smart_open import open as smart_open
 
 from . import datasets, jobs, storage, upload
 from .db import Conn
-from .errors import Conflict, MalformedFile, NotFound, PayloadTooLarge, StorageUnavailable
+from .errors import (
+    Conflict,
+    MalformedFile,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+    code_of,
+)
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -516,7 +523,14 @@ def commit(
                     "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s",
                     (uuid.UUID(created.upload_id),),
                 )
-                jobs.fail(conn, uuid.UUID(created.job_id), f"Assembling the session failed: {exc}")
+                jobs.fail(
+                    conn,
+                    uuid.UUID(created.job_id),
+                    f"Assembling the session failed: {exc}",
+                    StorageUnavailable.code
+                    if isinstance(exc, (ClientError, BotoCoreError))
+                    else code_of(exc),
+                )
         if isinstance(exc, (ClientError, BotoCoreError)):
             raise StorageUnavailable(f"Assembling the session's chunks failed: {exc}") from exc
         raise

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from . import jobs, sessions, storage
 from .db import Conn
-from .errors import Conflict, StorageUnavailable
+from .errors import ABORTED, Conflict, StorageUnavailable
 from .settings import Settings, get_settings
 from .upload import upload_row
 
@@ -174,7 +174,9 @@ def retry(conn: Conn, owner: str, upload_id: str, settings: Settings | None = No
     try:
         start_import(settings, row["bucket"], row["object_key"], head, name=f"retry-{job_id}")
     except Exception as exc:
-        jobs.fail(conn, job_id, f"The retry could not start the import: {exc}")
+        jobs.fail(
+            conn, job_id, f"The retry could not start the import: {exc}", StorageUnavailable.code
+        )
         raise StorageUnavailable(f"The retry could not start the import: {exc}") from exc
     return get(conn, owner, upload_id)
 
@@ -284,6 +286,7 @@ def cleanup(
                         conn,
                         row["job_id"],
                         f"The upload was abandoned: still incomplete after {older_than_hours:g} h.",
+                        ABORTED,
                     )
             aborted[kind].append(row["id"])
     return CleanupResult(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from . import datasets, formats, jobs, rules, storage
 from .db import Conn
-from .errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
+from .errors import ABORTED, Conflict, InvalidRequest, NotFound, PayloadTooLarge, StorageUnavailable
 from .rules import Rules
 from .settings import MiB, Settings, get_settings
 
@@ -448,4 +448,4 @@ def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | No
         "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s",
         (upload["upload_id"],),
     )
-    jobs.fail(conn, upload["job_id"], "The upload was aborted before it completed.")
+    jobs.fail(conn, upload["job_id"], "The upload was aborted before it completed.", ABORTED)

@@ -108,6 +108,7 @@ def test_a_stack_killed_mid_import_commits_nothing_and_the_next_one_fails_the_jo
         job = client.call("GET", f"/jobs/{v2['job_id']}")
         assert job["status"] == "failed"
         assert "stopped before the job ended" in job["error_message"]
+        assert job["error_code"] == "stack_stopped"
         assert "Upload the file again" in job["error_message"]  # the embedded S3 went with it
         # and nothing of it is visible: main is still the first commit, with its two rows
         commits = client.call("GET", "/datasets/crash/commits")["commits"]
@@ -229,6 +230,7 @@ def test_a_stack_killed_mid_export_leaves_no_multipart_upload_once_the_next_one_
         assert status["status"] == "failed"
         assert "stopped before the job ended" in status["error"]
         assert "request the export again" in status["error"]
+        assert status["error_code"] == "stack_stopped"
         assert (
             s3.list_multipart_uploads(Bucket="sluiceway-data", Prefix=prefix).get("Uploads", [])
             == []

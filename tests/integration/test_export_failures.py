@@ -45,6 +45,7 @@ def test_a_part_that_keeps_failing_leaves_no_upload_no_parts_and_no_manifest(
     # Then the job failed and says why
     assert status["status"] == "failed"
     assert "Injected fault at 'part'" in status["error"]
+    assert status["error_code"] == "database_unavailable"  # the part's own error's code
     assert status["finished_at"] is not None
     # And nothing is left under its prefix: no open multipart upload, no part, no manifest
     prefix = f"exports/local/{status['job_id']}/"

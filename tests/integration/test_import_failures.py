@@ -62,9 +62,16 @@ def _commit_count(db: Conn, dataset: str) -> int:
 
 
 def _assert_names_the_problem(
-    job: dict[str, Any], *, line: int | None, byte: int | None, reason: str
+    job: dict[str, Any],
+    *,
+    line: int | None,
+    byte: int | None,
+    reason: str,
+    code: str = "malformed_file",
 ) -> None:
     assert job["status"] == "failed"
+    # the code says it is the file to fix, not a service to retry, however it was cut
+    assert job["error_code"] == code, job
     message = job["error_message"]
     assert FILENAME in message
     if line is not None:
@@ -203,6 +210,30 @@ def test_a_file_with_cr_only_line_ends_does_not_silently_import_nothing(
         assert job["output_summary"]["rows"] == 2
     else:
         assert FILENAME in job["error_message"]
+
+
+def test_a_range_the_database_keeps_failing_fails_the_job_as_unavailable_not_as_a_bad_file(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a dataset with a good commit
+    good = import_bytes(client, tmp_path, GOOD, dataset_name)
+    before = _head(db, dataset_name)
+    assert before is not None
+    assert good["status"] == "completed"
+
+    # When a good file's range fails with the database unavailable on every attempt (the
+    # state machine retries it four times with backoff, then gives up)
+    job = import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name, faults={"load": 10})
+
+    # Then the job failed with the range's own error and its code: a service to retry later,
+    # not a file to fix (the check after the Map used to report every range failure as a
+    # malformed file)
+    assert job["status"] == "failed"
+    assert job["error_code"] == "database_unavailable", job
+    assert "Injected fault at 'load'" in job["error_message"]
+    # ... and main did not move
+    assert _head(db, dataset_name) == before
+    _assert_nothing_staged(db, job)
 
 
 # -- API errors ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def conn(stack: Any) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     "end",
     [
         lambda conn, job_id: jobs.complete(conn, job_id, {"rows": 0}),
-        lambda conn, job_id: jobs.fail(conn, job_id, "the file was cut short"),
+        lambda conn, job_id: jobs.fail(conn, job_id, "the file was cut short", "malformed_file"),
     ],
     ids=["completed", "failed"],
 )
