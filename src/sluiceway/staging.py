@@ -53,6 +53,7 @@ class UploadInfo(BaseModel):
     stage: str | None
     progress: dict[str, Any]
     error_message: str | None
+    error_code: str | None  # what kind of failure (docs/architecture.md)
     output_summary: dict[str, Any] | None
     attempts: int
     created_at: datetime
@@ -61,8 +62,8 @@ class UploadInfo(BaseModel):
 
 _SELECT = """
 SELECT upload_id, state AS status, filename, dataset_name AS dataset, object_key AS key,
-       size_bytes, options, job_id, job_status, stage, progress, error_message, output_summary,
-       attempts, created_at, completed_at
+       size_bytes, options, job_id, job_status, stage, progress, error_message, error_code,
+       output_summary, attempts, created_at, completed_at
 FROM dsa_jobs.upload_states
 """
 

@@ -80,12 +80,12 @@ def test_a_real_import_ends_fresh_and_a_bad_one_failed(
     good = import_bytes(client, tmp_path / "a", b"a,b\n1,2\n", dataset_name)
     bad = import_bytes(client, tmp_path / "b", b"a,b\n1,2,3\n", dataset_name)
     states = {
-        u["job_id"]: (u["status"], u["error_message"])
+        u["job_id"]: (u["status"], u["error_code"], u["error_message"])
         for u in client.list_uploads(dataset=dataset_name)
     }
-    assert states[good["job_id"]] == ("fresh", None)
-    assert states[bad["job_id"]][0] == "failed"
-    assert "3 field(s)" in states[bad["job_id"]][1]
+    assert states[good["job_id"]] == ("fresh", None, None)
+    assert states[bad["job_id"]][:2] == ("failed", "malformed_file")
+    assert "3 field(s)" in states[bad["job_id"]][2]
 
 
 def test_retry_runs_a_failed_import_again_on_the_same_object(
@@ -197,7 +197,9 @@ def test_cleanup_aborts_only_old_open_uploads_of_the_caller(
     assert theirs["s3_upload_id"] in still_open
     aborted = client.call("GET", f"/uploads/{old['upload_id']}")
     assert aborted["status"] == "aborted"
-    assert "abandoned" in client.call("GET", f"/jobs/{old['job_id']}")["error_message"]
+    abandoned = client.call("GET", f"/jobs/{old['job_id']}")
+    assert "abandoned" in abandoned["error_message"]
+    assert abandoned["error_code"] == "aborted"
     assert client.call("GET", f"/uploads/{recent['upload_id']}")["status"] == "uploading"
     assert client.call("GET", f"/documents/{old_doc['document_id']}")["status"] == "aborted"
     assert other.call("GET", f"/uploads/{theirs['upload_id']}")["status"] == "uploading"

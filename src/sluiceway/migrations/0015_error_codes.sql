@@ -8,3 +8,26 @@
 ALTER TABLE dsa_jobs.analysis_runs ADD COLUMN error_code text;
 ALTER TABLE dsa_jobs.import_chunks ADD COLUMN error_code text;
 ALTER TABLE dsa_jobs.export_parts ADD COLUMN error_code text;
+
+-- An upload's state says it too (migration 0006's view, with error_code at its end).
+CREATE OR REPLACE VIEW dsa_jobs.upload_states AS
+SELECT u.*,
+       CASE
+           WHEN u.status = 'aborted' THEN 'aborted'
+           WHEN r.status = 'completed' THEN 'fresh'
+           WHEN r.status IN ('failed', 'cancelled') THEN 'failed'
+           WHEN r.status = 'running' AND coalesce(r.progress->>'stage', 'planning')
+                IN ('planning', 'scanning') THEN 'validating'
+           WHEN r.status = 'running' THEN 'processing'
+           WHEN u.status = 'uploading' THEN 'uploading'
+           ELSE 'uploaded'
+       END AS state,
+       r.status::text AS job_status,
+       r.progress->>'stage' AS stage,
+       r.progress,
+       r.error_message,
+       r.output_summary,
+       r.updated_at AS job_updated_at,
+       r.error_code
+FROM dsa_jobs.uploads u
+JOIN dsa_jobs.analysis_runs r ON r.id = u.job_id;
