@@ -184,12 +184,27 @@ def csv_line(values: list[Any]) -> str:
     return ",".join(csv_field(v) for v in values) + "\n"
 
 
+def _encodes(text: str) -> bool:
+    """Whether the text is UTF-8 (JSON's \\ud800 escapes decode to lone surrogates, which are not)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_columns(columns: list[str], where: str) -> None:
+    if not columns:
+        raise MalformedFile(
+            f"{where}: there are no columns (a record with no fields, or an empty header line)."
+        )
     for name in columns:
         if not name.strip():
             raise MalformedFile(f"{where}: a column name is empty.")
         if "\x00" in name:
             raise MalformedFile(f"{where}: column name {name!r} contains a NUL character.")
+        if not _encodes(name):
+            raise MalformedFile(f"{where}: column name {name!r} is not valid Unicode text.")
     if len(set(columns)) != len(columns):
         raise MalformedFile(f"{where}: column names repeat: {columns}.")
 
@@ -202,7 +217,7 @@ def _records_body(
     columns = columns or first_keys
     _check_columns(columns, f"chunk {number}")
     wanted = set(columns)
-    out = io.StringIO()
+    out = io.BytesIO()
     for i, record in enumerate(records, 1):
         if set(record) != wanted:
             extra, absent = sorted(set(record) - wanted), sorted(wanted - set(record))
@@ -218,8 +233,17 @@ def _records_body(
                 raise MalformedFile(
                     f"chunk {number}, record {i}, column {c!r}: contains a NUL character."
                 )
-        out.write(csv_line(values))
-    return columns, out.getvalue().encode()
+        line = csv_line(values)
+        if not _encodes(line):
+            bad = next(
+                c for c, v in zip(columns, values, strict=True) if not _encodes(csv_field(v))
+            )
+            raise MalformedFile(
+                f"chunk {number}, record {i}, column {bad!r}: not valid Unicode text "
+                "(a lone surrogate, such as a JSON \\ud800 escape without its pair)."
+            )
+        out.write(line.encode())
+    return columns, out.getvalue()
 
 
 def _csv_body(text: str, columns: list[str] | None, number: int) -> tuple[list[str], bytes, int]:

@@ -150,6 +150,8 @@ def test_a_gap_at_commit_is_409_and_the_session_says_what_is_missing(
         ({"csv": "a,b\n1,2,3\n"}, 422, "3 field(s)"),
         ({"csv": 'a,b\n1,"open\n'}, 422, "not valid CSV"),
         ({"records": [{"a": 1, "b": "nul\u0000"}]}, 422, "NUL"),
+        ({"records": [{"a": 1, "b": "lone \ud800"}]}, 422, "record 1, column 'b'"),
+        ({"records": [{"a": 1, "b": {"deep": ["\udfff"]}}]}, 422, "not valid Unicode"),
         ({"records": [{"a": 1, "b": 2}], "csv": "a,b\n"}, 422, "either records"),
         ({"records": []}, 422, "records"),
         ({"records": [1, 2]}, 422, "records"),
@@ -166,6 +168,33 @@ def test_a_bad_second_chunk_is_refused_and_changes_nothing(
     assert words in body["message"]
     session = client.call("GET", f"/sessions/{sid}")
     assert (session["received"], session["records"], session["status"]) == ([1], 1, "open")
+
+
+@pytest.mark.parametrize(
+    ("first", "words"),
+    [
+        ({"records": [{}]}, "no columns"),
+        ({"records": [{}, {}]}, "no columns"),
+        ({"csv": "\n"}, "no columns"),
+        ({"csv": "\n\n"}, "no columns"),
+        ({"records": [{"\ud800": 1}]}, "not valid Unicode"),
+    ],
+)
+def test_a_first_chunk_without_usable_columns_is_refused_and_later_ones_are_not_mixed_in(
+    client: Client, dataset_name: str, first: dict[str, Any], words: str
+) -> None:
+    # Given a new session
+    sid = client.call("POST", "/sessions", {"dataset": dataset_name})["session_id"]
+    # When its first chunk has records with no fields (or a CSV with an empty header)
+    got, body = _post_chunk(client, sid, {"chunk_number": 1, **first})
+    # Then it is refused saying what is wrong with its columns, and nothing was kept
+    assert got == 422, body
+    assert words in body["message"]
+    session = client.call("GET", f"/sessions/{sid}")
+    assert (session["received"], session["columns"]) == ([], None)
+    # and a chunk with columns still opens the session's columns
+    assert _post_chunk(client, sid, {"chunk_number": 1, "records": [{"a": 1}]})[0] == 202
+    assert client.call("GET", f"/sessions/{sid}")["columns"] == ["a"]
 
 
 def test_limits_totals_and_malformed_bodies(
