@@ -7,6 +7,7 @@ Routes stay thin: parse, call one domain function, return its model. Errors are 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import datetime
 from http.cookies import SimpleCookie
@@ -497,12 +498,12 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
     """An upload request from Uppy's file metadata: dataset (required), size, chunk_bytes."""
     if not metadata.get("dataset"):
         raise InvalidRequest("metadata.dataset is required: which dataset should this file go to?")
-    size = metadata.get("size")
+    size = _whole_number(metadata, "size")
     options: dict[str, Any] = {}
     if metadata.get("description"):
         options["message"] = str(metadata["description"])
     if metadata.get("chunk_bytes"):
-        options["chunk_bytes"] = int(metadata["chunk_bytes"])
+        options["chunk_bytes"] = _whole_number(metadata, "chunk_bytes")
     for name in ("format", "mode", "delimiter", "encoding"):
         if metadata.get(name):
             options[name] = str(metadata[name])
@@ -520,9 +521,22 @@ def _uppy_request(filename: str, metadata: dict[str, Any]) -> upload.CreateUploa
     return upload.CreateUpload(
         dataset=str(metadata["dataset"]),
         filename=filename,
-        size=int(size) if size not in (None, "") else None,
+        size=size,
         options=upload.ImportOptions(**options),
     )
+
+
+def _whole_number(metadata: dict[str, Any], name: str) -> int | None:
+    """A number of bytes from Uppy's metadata (its values are often strings)."""
+    value = metadata.get(name)
+    if value in (None, ""):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    raise InvalidRequest(f"metadata.{name} must be a whole number of bytes, not {value!r}.")
 
 
 @app.post("/uploads/s3/multipart")
@@ -556,7 +570,7 @@ def uppy_list_parts(upload_id: str) -> list[dict[str, Any]]:
 
 class UppyPart(BaseModel):
     PartNumber: int = Field(ge=1, le=upload.MAX_PARTS)  # Uppy's field names
-    ETag: str
+    ETag: str = Field(pattern=upload.ETAG_PATTERN)
 
 
 class UppyComplete(BaseModel):

@@ -35,6 +35,7 @@ from .upload import (
     MIN_PART_BYTES,
     CompletedPart,
     PartUrl,
+    check_parts,
     display_filename,
     part_size,
     safe_filename,
@@ -200,10 +201,16 @@ def complete(
         return get(conn, owner, document_id)
     if row["status"] != "uploading":
         raise Conflict(f"Document {document_id} was {row['status']}.")
+    check_parts(parts)
+    if not parts and row["size_bytes"]:
+        raise InvalidRequest(
+            f"No parts listed, but document {document_id} is {row['size_bytes']:,} bytes: list "
+            "every part uploaded (part_number and etag) to complete it."
+        )
     client = storage.s3_client(settings)
     bucket, key = row["bucket"], row["object_key"]
     try:
-        if not parts and row["size_bytes"] == 0:
+        if not parts:
             empty = client.upload_part(
                 Bucket=bucket, Key=key, UploadId=row["s3_upload_id"], PartNumber=1, Body=b""
             )

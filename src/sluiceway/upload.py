@@ -16,7 +16,7 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import datasets, formats, jobs, rules, storage
 from .db import Conn
@@ -35,7 +35,10 @@ ImportMode = Literal["replace", "append", "upsert", "delete"]
 
 class ImportOptions(BaseModel):
     """Options an import carries from upload to commit (the pipeline reads them from the job's
-    ``run_parameters.options``)."""
+    ``run_parameters.options``). An unknown option is refused: a misspelt ``mode`` would
+    otherwise import as ``replace``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
     reuse_blocks: bool | None = Field(
@@ -141,9 +144,14 @@ class PartUrl(BaseModel):
     url: str
 
 
+# An ETag is printable ASCII (RFC 9110's etagc, as S3 sends them): anything else S3 cannot
+# even parse, and its answer would read as an outage.
+ETAG_PATTERN = r"^[!-~]{1,1024}$"
+
+
 class CompletedPart(BaseModel):
     part_number: int = Field(ge=1, le=MAX_PARTS)
-    etag: str
+    etag: str = Field(pattern=ETAG_PATTERN)
 
 
 def part_size(size: int | None, settings: Settings) -> int:
@@ -318,6 +326,25 @@ def upload_row(conn: Conn, owner: str, upload_id: str) -> dict[str, Any]:
     return row
 
 
+def _multipart(upload: dict[str, Any]) -> str:
+    """The S3 upload id of a multipart upload; an upload opened as one presigned POST has none."""
+    if upload["s3_upload_id"] is None:
+        raise Conflict(
+            f"Upload {upload['upload_id']} is one presigned POST, not a multipart upload: it has "
+            "no parts to sign, complete or abort (POST the file to its URL)."
+        )
+    return str(upload["s3_upload_id"])
+
+
+def check_parts(parts: list[CompletedPart]) -> None:
+    """Each part once (S3 itself refuses a repeat, but moto's S3 stores the part twice)."""
+    seen: set[int] = set()
+    for p in parts:
+        if p.part_number in seen:
+            raise InvalidRequest(f"Part {p.part_number} is listed twice; list each part once.")
+        seen.add(p.part_number)
+
+
 def sign_parts(
     conn: Conn,
     owner: str,
@@ -330,6 +357,7 @@ def sign_parts(
     upload = upload_row(conn, owner, upload_id)
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} is {upload['status']}; it takes no more parts.")
+    s3_upload_id = _multipart(upload)
     size = upload["size_bytes"]
     # Clients choose their part size (Uppy's default is 5 MiB); S3 needs >= 5 MiB but the last.
     limit = MAX_PARTS if size is None else min(MAX_PARTS, max(1, math.ceil(size / MIN_PART_BYTES)))
@@ -345,7 +373,7 @@ def sign_parts(
                     {
                         "Bucket": upload["bucket"],
                         "Key": upload["object_key"],
-                        "UploadId": upload["s3_upload_id"],
+                        "UploadId": s3_upload_id,
                         "PartNumber": n,
                     },
                     settings,
@@ -373,14 +401,31 @@ def complete_upload(
         }
     if upload["status"] != "uploading":
         raise Conflict(f"Upload {upload_id} was {upload['status']}.")
+    s3_upload_id = _multipart(upload)
+    check_parts(parts)
     client = storage.s3_client(settings)
     try:
-        if not parts and not upload["size_bytes"]:
-            # S3 needs at least one part; an empty file is a single empty part.
+        if not parts:
+            # S3 needs at least one part; an empty file is a single empty part. Never in place
+            # of parts S3 holds: part 1 would become empty, and the import an empty file.
+            size = upload["size_bytes"]
+            held = (
+                []
+                if size
+                else storage.list_parts(
+                    upload["bucket"], upload["object_key"], s3_upload_id, settings
+                )
+            )
+            if size or held:
+                raise InvalidRequest(
+                    f"No parts listed, but upload {upload_id} "
+                    + (f"is {size:,} bytes" if size else f"holds {len(held)} part(s)")
+                    + ": list every part uploaded (part_number and etag) to complete it."
+                )
             part = client.upload_part(
                 Bucket=upload["bucket"],
                 Key=upload["object_key"],
-                UploadId=upload["s3_upload_id"],
+                UploadId=s3_upload_id,
                 PartNumber=1,
                 Body=b"",
             )
@@ -388,7 +433,7 @@ def complete_upload(
         client.complete_multipart_upload(
             Bucket=upload["bucket"],
             Key=upload["object_key"],
-            UploadId=upload["s3_upload_id"],
+            UploadId=s3_upload_id,
             MultipartUpload={
                 "Parts": [
                     {"PartNumber": p.part_number, "ETag": p.etag}
@@ -439,10 +484,16 @@ def _publish_object_created(settings: Settings, bucket: str, key: str) -> None:
 def abort_upload(conn: Conn, owner: str, upload_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     upload = upload_row(conn, owner, upload_id)
+    if upload["status"] == "completed":
+        raise Conflict(
+            f"Upload {upload_id} was completed: its import (job {upload['job_id']}) goes on and "
+            "cannot be aborted."
+        )
     if upload["status"] != "uploading":
-        return
+        return  # aborted already
+    s3_upload_id = _multipart(upload)
     storage.s3_client(settings).abort_multipart_upload(
-        Bucket=upload["bucket"], Key=upload["object_key"], UploadId=upload["s3_upload_id"]
+        Bucket=upload["bucket"], Key=upload["object_key"], UploadId=s3_upload_id
     )
     conn.execute(
         "UPDATE dsa_jobs.uploads SET status = 'aborted' WHERE upload_id = %s",
