@@ -52,6 +52,12 @@ class FilterRange(BaseModel):
     def _one_bound(self) -> FilterRange:
         if not self.model_fields_set:
             raise ValueError("a range needs at least one of eq, gt, gte, lt, lte")
+        nulls = sorted(b for b in self.model_fields_set if getattr(self, b) is None)
+        if nulls:  # dropped from the stored options, the filter would match every row
+            raise ValueError(
+                f"a range's bounds cannot be null ({', '.join(nulls)}); "
+                'to match empty values use "column": null'
+            )
         return self
 
 
