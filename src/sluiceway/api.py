@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from datetime import datetime
 from http.cookies import SimpleCookie
 from typing import Annotated, Any
@@ -45,7 +46,22 @@ from .handlers import logger
 from .names import MAIN_REF
 from .settings import get_settings
 
-app = APIGatewayRestResolver(enable_validation=True)
+
+def _json_body(text: str) -> Any:
+    """The body as JSON; a number too long for Python to read (over 4,300 digits) is a
+    malformed body (a 400), not the ValueError json.loads raises (a 500)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        long = re.search(r"\d{4301,}", text)
+        raise json.JSONDecodeError(
+            "a number of more than 4,300 digits", text, long.start() if long else 0
+        ) from exc
+
+
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=_json_body)
 
 
 PUBLIC_ROUTES = frozenset({"/health", "/openapi.json", "/docs"})
