@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import urllib3
 from tests.conftest import import_bytes
+from tests.integration.export_support import exported_records, run_export
 
 from sluiceway.client import Client
 
@@ -57,3 +58,19 @@ def test_a_number_too_long_to_read_is_a_400_not_a_500(
     body = answer.json()
     assert body["error"] == "invalid_request"
     assert "digits" in body["message"]
+
+
+def test_a_numeric_filter_skips_a_value_numeric_cannot_hold_not_the_whole_export(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a text column whose values look like numbers, two of them past numeric's exponent
+    data = b"id,v\n1,1e131072\n2,5\n3,1e-20000\n4,x\n5,0.5\n"
+    import_bytes(client, tmp_path, data, dataset_name)
+
+    # When it is exported with a numeric range on that column (the cast of '1e131072' raised
+    # "value overflows numeric format" and failed every part)
+    status = run_export(client, dataset_name, format="jsonl", filter={"v": {"gt": 1}})
+
+    # Then the export completed with exactly the rows that are numbers over 1
+    assert status["status"] == "completed", status["error"]
+    assert [r["id"] for r in exported_records(status)] == ["2"]
