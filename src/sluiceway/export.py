@@ -20,7 +20,7 @@ from typing import Any, Literal
 import boto3
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
 from . import datasets, db, jobs, storage
 from .errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
@@ -42,11 +42,11 @@ class FilterRange(BaseModel):
     """Bounds on one column: numbers compare as numbers, strings as text (byte order)."""
 
     model_config = ConfigDict(extra="forbid")
-    eq: str | int | float | None = None
-    gt: str | int | float | None = None
-    gte: str | int | float | None = None
-    lt: str | int | float | None = None
-    lte: str | int | float | None = None
+    eq: str | int | FiniteFloat | None = None
+    gt: str | int | FiniteFloat | None = None
+    gte: str | int | FiniteFloat | None = None
+    lt: str | int | FiniteFloat | None = None
+    lte: str | int | FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> FilterRange:
@@ -61,7 +61,9 @@ class FilterRange(BaseModel):
         return self
 
 
-FilterValue = str | int | float | FilterRange | None
+# FiniteFloat: NaN, Infinity and 1e400 (read as inf) compare as nothing and cannot be stored
+# in the job's JSON parameters; refused as the request's fault, naming the field
+FilterValue = str | int | FiniteFloat | FilterRange | None
 
 
 class ExportRequest(BaseModel):

@@ -74,3 +74,17 @@ def test_a_numeric_filter_skips_a_value_numeric_cannot_hold_not_the_whole_export
     # Then the export completed with exactly the rows that are numbers over 1
     assert status["status"] == "completed", status["error"]
     assert [r["id"] for r in exported_records(status)] == ["2"]
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", "1e400", '{"gt": NaN}'])
+def test_a_filter_number_that_is_not_finite_is_refused_naming_the_filter(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str, raw: str
+) -> None:
+    import_bytes(client, tmp_path, b"id,v\n1,2\n", dataset_name)
+
+    # (Python's json reads NaN and Infinity, and 1e400 as inf: they used to reach the job's
+    # JSON parameters and fail there, with a message that named no field)
+    answer = _post(stack, dataset_name, '{"filter": {"v": ' + raw + "}}")
+
+    assert answer.status == 422, answer.data
+    assert "filter.v" in answer.json()["message"]
