@@ -323,8 +323,8 @@ def parse_line(line: bytes, line_no: int, offset: int) -> Any:
 def sample_array(prefix: bytes, *, complete: bool, limit: int) -> list[Any]:
     """The first records of a JSON array file from its first bytes (all of it if ``complete``)."""
     records: list[Any] = []
-    try:
-        for record in ijson.items(prefix, "item"):
+    try:  # a UTF-8 BOM is no JSON: yajl refuses it (array_bounds skips it too)
+        for record in ijson.items(prefix.removeprefix(b"\xef\xbb\xbf"), "item"):
             records.append(record)
             if len(records) >= limit:
                 break

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from xml.etree.ElementTree import ParseError
 
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
@@ -489,10 +490,12 @@ def _xlsx_layout(src: Located, filename: str, settings: Settings) -> Layout:
     with storage.open_object(src.bucket, src.key, settings) as f:
         book = xlsx.open_workbook(f, filename)
         try:
-            for name in book.sheetnames:
+            for name in xlsx.sheet_names(book):
                 header = xlsx.sheet_header(book[name], name)
                 sheets.append(name)
                 columns.update(dict.fromkeys(header or []))
+        except ParseError as exc:
+            raise xlsx.broken_xml(exc) from exc
         finally:
             book.close()
     return Layout(list(columns), 0, src.size, sheets=sheets)

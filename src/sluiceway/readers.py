@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import ijson
 import psycopg
@@ -210,15 +211,20 @@ def copy_sheet(copy: psycopg.Copy, src: Source, sheet_no: int) -> None:
     with storage.open_object(src.bucket, src.key, src.settings) as f:
         book = xlsx.open_workbook(f, filename)
         try:
-            if sheet_no >= len(book.sheetnames):
+            names = xlsx.sheet_names(book)
+            if sheet_no >= len(names):
                 return  # a workbook without sheets still has its one (empty) item
-            name = book.sheetnames[sheet_no]
+            name = names[sheet_no]
             sheet = book[name]
             header = xlsx.sheet_header(sheet, name)
             if header is None:
                 return
             for rid, values in xlsx.sheet_rows(sheet, name, header, index):
                 copy.write_row([*values, rid])
+        except ParseError as exc:
+            raise MalformedFile(
+                f"{filename}: {xlsx.broken_xml(exc).message}", file=filename
+            ) from exc
         except MalformedFile as exc:
             raise MalformedFile(f"{filename}: {exc.message}", file=filename, **exc.details) from exc
         finally:

@@ -19,6 +19,7 @@ import datetime
 import zipfile
 from collections.abc import Iterator
 from typing import IO, Any
+from xml.etree.ElementTree import ParseError
 
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
@@ -30,12 +31,34 @@ def open_workbook(f: IO[bytes], filename: str) -> Any:
     """The workbook in ``f`` (read-only, cached values); a zip that is not one is an error."""
     try:
         return load_workbook(f, read_only=True, data_only=True)
-    except (KeyError, InvalidFileException, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (
+        KeyError,
+        InvalidFileException,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        ParseError,
+    ) as exc:
         raise MalformedFile(
             f"{filename} is not an Excel workbook (.xlsx): {exc}; a zip of other files, a "
             "truncated workbook or an old .xls cannot be read. Save it as .xlsx or CSV.",
             file=filename,
         ) from exc
+
+
+def sheet_names(book: Any) -> list[str]:
+    """A workbook's sheet names; two sheets of one name (only a hand-made workbook has them)
+    are an error, as a sheet is found by its name."""
+    names: list[str] = list(book.sheetnames)
+    for name in names:
+        if names.count(name) > 1:
+            raise MalformedFile(f"the workbook has two sheets named {name!r}; rename one.")
+    return names
+
+
+def broken_xml(exc: ParseError) -> MalformedFile:
+    """A sheet whose XML does not parse (a truncated or hand-made workbook)."""
+    return MalformedFile(f"a part of the workbook is not well-formed XML ({exc}); save it again.")
 
 
 def cell_text(value: Any) -> str | None:
