@@ -320,9 +320,51 @@ def parse_line(line: bytes, line_no: int, offset: int) -> Any:
         ) from exc
 
 
+# What ijson's yajl2_c backend (3.6) gets wrong, found in the bytes before it parses them: a
+# number of more than 4,300 digits crashes the process (it does not handle the error of
+# Python's limit on reading an int), and a \\uD800-\\uDFFF escape that is not half of a pair
+# becomes '?', changing the text without a word. A run of as many digits inside a string is
+# refused too: the bytes alone do not say which it is (JSON Lines reads such strings).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
+_LONG_RUN = b"0" * 4301  # found by bytes.find over the digits made zeros: ~1 GB/s, where a
+# regex of a character class runs at ~60 MB/s (slower than yajl2_c parses)
+# Half a pair: a high escape not followed by a low one, or a low one not after a high one. The
+# pattern starts with its literal backslash-u, which re finds fast; its few matches are then
+# checked for an escaped backslash before them.
+_LONE_SURROGATE = re.compile(
+    rb"\\u(?:[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u)[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+YAJL_CARRY = 4301 + 12  # bytes of a piece to check again with the next one
+
+
+def yajl_trap(data: bytes, *, final: bool, since: int = 0) -> tuple[int, str] | None:
+    """(offset, what is wrong) of the first thing in ``data`` that yajl2_c would crash on or
+    change; ``final``: nothing follows (else an escape at the very end waits for its pair).
+    ``since``: escapes before it were checked already, with what came before them (the low
+    half of a pair whose high half is cut off here is no error)."""
+    long = data.translate(_DIGITS_AS_ZERO).find(_LONG_RUN)
+    for m in _LONE_SURROGATE.finditer(data, since):
+        at = m.start()
+        if 0 <= long < at:
+            break
+        back = at
+        while back > 0 and data[back - 1] == 0x5C:
+            back -= 1
+        if (at - back) % 2:  # an escaped backslash, then the text "uD8.."
+            continue
+        if not final and at + 12 > len(data):  # its low half may come with the next piece
+            break
+        return at, "a \\u escape of half a surrogate pair, which is no character"
+    return (long, "a number of more than 4,300 digits") if long >= 0 else None
+
+
 def sample_array(prefix: bytes, *, complete: bool, limit: int) -> list[Any]:
     """The first records of a JSON array file from its first bytes (all of it if ``complete``)."""
     records: list[Any] = []
+    trap = yajl_trap(prefix, final=complete)
+    if trap is not None:
+        raise MalformedFile(f"byte {trap[0]:,}: {trap[1]}.", byte_offset=trap[0])
     try:  # a UTF-8 BOM is no JSON: yajl refuses it (array_bounds skips it too)
         for record in ijson.items(prefix.removeprefix(b"\xef\xbb\xbf"), "item"):
             records.append(record)

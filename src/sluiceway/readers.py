@@ -90,6 +90,14 @@ def copy_jsonl(copy: psycopg.Copy, src: Source) -> None:
                     line=line,
                     byte_offset=offset,
                 ) from exc
+            except UnicodeEncodeError as exc:  # json.loads reads a lone surrogate's escape
+                raise MalformedFile(
+                    f"{filename}: line {line:,} (byte {offset:,}): a \\u escape of half a "
+                    "surrogate pair, which is no character.",
+                    file=filename,
+                    line=line,
+                    byte_offset=offset,
+                ) from exc
     except MalformedFile as exc:
         if exc.message.startswith(filename):
             raise
@@ -173,17 +181,41 @@ def array_range(
     )
 
 
+def _checked(pieces: Iterator[bytes], filename: str, start: int) -> Iterator[bytes]:
+    """The pieces, each checked (with the end of the one before) for what yajl2_c would crash
+    on or silently change (:func:`jsonsplit.yajl_trap`) before the parser sees it."""
+    carry, at = b"", start  # at: the file offset of carry's first byte
+    for piece in pieces:
+        data = carry + piece
+        # what carry holds was checked, but for the escapes at its very end
+        trap = jsonsplit.yajl_trap(data, final=False, since=max(len(carry) - 12, 0))
+        if trap is not None:
+            raise _trapped(filename, at + trap[0], trap[1])
+        yield piece
+        carry = data[-jsonsplit.YAJL_CARRY :]
+        at += len(data) - len(carry)
+    trap = jsonsplit.yajl_trap(carry, final=True, since=max(len(carry) - 12, 0))
+    if trap is not None:
+        raise _trapped(filename, at + trap[0], trap[1])
+
+
+def _trapped(filename: str, offset: int, what: str) -> MalformedFile:
+    return MalformedFile(f"{filename}: byte {offset:,}: {what}.", file=filename, byte_offset=offset)
+
+
 def copy_array(copy: psycopg.Copy, src: Source) -> None:
     """Write the JSON array elements of the range (elements and commas) to COPY."""
     if src.end <= src.start:
         return
     index, filename, start = src.index(), src.filename, src.start
-    stream = _Bracketed(src.pieces())
+    stream = _Bracketed(_checked(src.pieces(), filename, start))
     n = 0
     try:
         for n, record in enumerate(ijson.items(stream, "item"), 1):  # noqa: B007
             copy.write_row(jsonsplit.record_values(record, index))
     except MalformedFile as exc:
+        if exc.message.startswith(filename):  # the bytes' check: it names its byte
+            raise
         raise MalformedFile(
             f"{filename}: record {n:,} after byte {start:,}: {exc.message}",
             file=filename,

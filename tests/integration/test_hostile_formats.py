@@ -111,3 +111,55 @@ def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
     assert "book.xlsx" in job["error_message"]
     assert words in job["error_message"]
     assert main_commit(db, dataset_name) == first["output_summary"]["commit_id"]
+
+
+HUGE = b"1" * 5000
+YAJL_TRAPS = {
+    # ijson's yajl2_c crashed the worker on this number (Python's 4,300-digit limit)
+    "a 5,000-digit number in an array": ("n.json", b'[{"id": 1}, {"id": ' + HUGE + b"}]", "4,300"),
+    # ... never ended on this one
+    "a 5,000-digit decimal in an array": ("d.json", b'[{"id": ' + HUGE + b".5}]", "4,300"),
+    # ... and stored this value as "?x"
+    "half a surrogate pair in an array": ("s.json", b'[{"id": "\\ud800x"}]', "surrogate"),
+    # json.loads reads it; writing it to COPY was an internal error
+    "half a surrogate pair in JSON Lines": ("s.jsonl", b'{"id": 1}\n{"id": "\\udc00"}\n', "line 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(YAJL_TRAPS))
+def test_json_the_parser_would_crash_on_or_change_fails_as_malformed_and_the_stack_goes_on(
+    case: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    filename, data, says = YAJL_TRAPS[case]
+    # Given a dataset with a commit
+    good = import_bytes(client, tmp_path, b'[{"id": "a"}]', dataset_name, filename="good.json")
+    assert good["status"] == "completed", good["error_message"]
+    before = main_commit(db, dataset_name)
+
+    # When the file is imported, whole and in ranges of 7 bytes
+    for chunk_bytes in (None, 7):
+        job = import_bytes(
+            client, tmp_path, data, dataset_name, filename=filename, chunk_bytes=chunk_bytes
+        )
+
+        # Then it fails as a malformed file naming the problem, and main keeps its commit
+        assert job["status"] == "failed"
+        assert job["error_code"] == "malformed_file", job
+        assert filename in job["error_message"]
+        assert says in job["error_message"]
+        assert main_commit(db, dataset_name) == before
+
+    # ... and the workers live on: the next import completes
+    again = import_bytes(client, tmp_path, b'[{"id": "b"}]', dataset_name, filename="next.json")
+    assert again["status"] == "completed", again["error_message"]
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_in_an_array_are_read_as_written(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given escapes the check must let through: a whole pair, and a backslash then "ud800"
+    data = b'[{"id": "\\ud83d\\ude00"}, {"id": "\\\\ud800"}]'
+    job = import_bytes(client, tmp_path, data, dataset_name, filename="ok.json")
+    assert job["status"] == "completed", job["error_message"]
+    rows = client.call("GET", f"/datasets/{dataset_name}/rows")["rows"]
+    assert [r["data"]["id"] for r in rows] == ["\U0001f600", "\\ud800"]

@@ -175,3 +175,49 @@ def test_json_arrays_are_parsed_by_ijsons_c_backend() -> None:
     from sluiceway import readers
 
     assert readers.IJSON_BACKEND == "yajl2_c"
+
+
+LONE = "a \\u escape of half a surrogate pair"
+TRAPS = [
+    # (array text, what is wrong, or None: yajl2_c reads it right)
+    (b'[{"a": 1' + b"1" * 5000 + b"}]", "4,300 digits"),  # crashed the process
+    (b'[{"a": 1' + b"1" * 5000 + b".5}]", "4,300 digits"),  # never ended
+    (b'[{"a": "\\ud800x"}]', LONE),  # was stored as "?x"
+    (b'[{"a": "x\\udc00"}]', LONE),
+    (b'[{"a": "\\ud800\\ud800\\udc00"}]', LONE),  # a high, then a whole pair
+    (b'[{"\\udbff": 1}]', LONE),
+    (b'[{"a": "\\ud800"}]', LONE),  # at the very end of a piece and of the data
+    (b'[{"a": "\\ud83d\\ude00"}]', None),  # a pair: one character
+    (b'[{"a": "\\\\ud800"}]', None),  # an escaped backslash, then text
+    (b'[{"a": "\\\\\\ud800x"}]', LONE),  # a backslash, then a lone escape
+    (b'[{"a": ' + b"1" * 4300 + b"}]", None),  # as long as Python reads
+]
+
+
+@pytest.mark.parametrize(("data", "wrong"), TRAPS)
+def test_what_yajl2_c_would_crash_on_or_change_is_found_in_the_bytes_wherever_they_are_cut(
+    data: bytes, wrong: str | None
+) -> None:
+    from sluiceway.readers import _checked
+
+    whole = jsonsplit.yajl_trap(data, final=True)
+    if wrong is None:
+        assert whole is None
+    else:
+        assert whole is not None
+        assert wrong in whole[1]
+    # the reader checks piece by piece, with the end of the one before: cut it anywhere
+    for cut in {1, 2, 7, 8, 9, 13, len(data) // 2, len(data) - 3, len(data) - 1}:
+        pieces = iter([data[:cut], data[cut:]])
+        if wrong is None:
+            assert b"".join(_checked(pieces, "f.json", 100)) == data
+        else:
+            with pytest.raises(MalformedFile) as refused:
+                list(_checked(pieces, "f.json", 100))
+            assert wrong in refused.value.message
+            assert refused.value.details["byte_offset"] == 100 + whole[0]  # type: ignore[index]
+
+
+def test_the_sample_of_an_array_refuses_what_yajl2_c_would_crash_on() -> None:
+    with pytest.raises(MalformedFile, match="4,300 digits"):
+        jsonsplit.sample_array(TRAPS[0][0], complete=True, limit=10)
