@@ -8,26 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import psycopg
 import pytest
 from tests.conftest import import_bytes, main_commit
+from tests.integration.test_formats import _workbook
 
 from sluiceway.client import Client
 
 Conn = psycopg.Connection[dict[str, Any]]
 
 
-def _workbook() -> bytes:
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for name, rows in {"A": [["id"], [1], [2]], "B": [["id"], [3], [4]]}.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+def _two_sheets() -> bytes:
+    return _workbook({"A": [["id"], [1], [2]], "B": [["id"], [3], [4]]})
 
 
 def _rewritten(data: bytes, part: str, change: Callable[[bytes], bytes]) -> bytes:
@@ -99,7 +91,7 @@ def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
     # Given a dataset with a commit, and a workbook with a damaged or hand-made part
     first = import_bytes(client, tmp_path / "first", b"id\n1\n", dataset_name)
     assert first["status"] == "completed", first["error_message"]
-    data = _rewritten(_workbook(), part, change)
+    data = _rewritten(_two_sheets(), part, change)
 
     # When the workbook is imported
     job = import_bytes(client, tmp_path, data, dataset_name, filename="book.xlsx")
