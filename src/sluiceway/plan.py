@@ -463,6 +463,8 @@ def _jsonl_layout(
             byte_offset=data_start,
             line=1,
         )
+    if complete and not any(line.strip() for line in lines):
+        return Layout([], data_start, data_start)  # blank lines only: no records, as if empty
     return Layout(jsonsplit.columns_of(records), data_start, src.size)
 
 
