@@ -299,7 +299,8 @@ def _load_chunk(
                 )
             conn.execute(
                 "UPDATE dsa_jobs.import_chunks SET row_count = %s, status = 'loaded', "
-                "error = NULL, error_code = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
+                "error = NULL, error_code = NULL, updated_at = now() "
+                "WHERE job_id = %s AND chunk_no = %s",
                 (rows, item.job_id, item.chunk_no),
             )
             jobs.add_progress(

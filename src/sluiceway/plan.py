@@ -657,8 +657,8 @@ def _scan_chunk(
     raw_start, raw_end = chunk["raw_start"], chunk["raw_end"]
     if cp.get("format") == "xlsx":  # a sheet: nothing to find
         conn.execute(
-            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, error_code = NULL, updated_at = now() "
-            "WHERE job_id = %s AND chunk_no = %s",
+            "UPDATE dsa_jobs.import_chunks SET status = 'scanned', error = NULL, "
+            "error_code = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
             (item.job_id, item.chunk_no),
         )
         scan = csvsplit.RangeScan(0, 0, None, None)
@@ -669,7 +669,8 @@ def _scan_chunk(
         )
         conn.execute(
             "UPDATE dsa_jobs.import_chunks SET quote_count = %s, scan = %s, status = 'scanned', "
-            "error = NULL, error_code = NULL, updated_at = now() WHERE job_id = %s AND chunk_no = %s",
+            "error = NULL, error_code = NULL, updated_at = now() "
+            "WHERE job_id = %s AND chunk_no = %s",
             (
                 array.quote_count,
                 Jsonb({"delta_out": array.delta_out, "delta_in": array.delta_in}),
