@@ -15,12 +15,20 @@ import json
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import boto3
 import psycopg
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    model_validator,
+)
 
 from . import datasets, db, jobs, storage
 from .errors import Conflict, InvalidRequest, NotFound, StorageUnavailable
@@ -38,15 +46,28 @@ CONTENT_TYPES = {
 }
 
 
+def _not_boolean(value: Any) -> Any:
+    # read as an int, true was the bound 1: kept every value numeric 1 or more
+    if isinstance(value, bool):
+        raise ValueError(
+            "a range's bounds cannot be true or false; "
+            'to match a boolean column\'s true values use "column": true'
+        )
+    return value
+
+
+Bound = Annotated[str | int | FiniteFloat | None, BeforeValidator(_not_boolean)]
+
+
 class FilterRange(BaseModel):
     """Bounds on one column: numbers compare as numbers, strings as text (byte order)."""
 
     model_config = ConfigDict(extra="forbid")
-    eq: str | int | FiniteFloat | None = None
-    gt: str | int | FiniteFloat | None = None
-    gte: str | int | FiniteFloat | None = None
-    lt: str | int | FiniteFloat | None = None
-    lte: str | int | FiniteFloat | None = None
+    eq: Bound = None
+    gt: Bound = None
+    gte: Bound = None
+    lt: Bound = None
+    lte: Bound = None
 
     @model_validator(mode="after")
     def _one_bound(self) -> FilterRange:
@@ -62,8 +83,9 @@ class FilterRange(BaseModel):
 
 
 # FiniteFloat: NaN, Infinity and 1e400 (read as inf) compare as nothing and cannot be stored
-# in the job's JSON parameters; refused as the request's fault, naming the field
-FilterValue = str | int | FiniteFloat | FilterRange | None
+# in the job's JSON parameters; refused as the request's fault, naming the field. StrictBool
+# first: otherwise int takes true as 1.
+FilterValue = StrictBool | str | int | FiniteFloat | FilterRange | None
 
 
 class ExportRequest(BaseModel):
@@ -80,7 +102,8 @@ class ExportRequest(BaseModel):
     filter: dict[str, FilterValue] | None = Field(
         default=None,
         max_length=100,
-        description='Column -> value (equality; null: empty) or {"gte": .., "lt": ..} (range).',
+        description="Column -> value (equality; null: empty; true or false: a boolean column) "
+        'or {"gte": .., "lt": ..} (range).',
     )
     compression: Compression = "none"
     part_rows: int | None = Field(
@@ -125,8 +148,11 @@ class ExportStatus(BaseModel):
     finished_at: datetime | None
 
 
-def check_request(commit: datasets.Commit, request: ExportRequest, settings: Settings) -> None:
-    """Refuse what the commit cannot answer: unknown columns, too many parts."""
+def check_request(
+    conn: db.Conn, commit: datasets.Commit, request: ExportRequest, settings: Settings
+) -> None:
+    """Refuse what the commit cannot answer: unknown columns, a boolean filter on a column that
+    is not boolean, too many parts."""
     known = set(commit.columns)
     named = list(request.columns or []) + list(request.filter or {})
     unknown = [c for c in named if c not in known]
@@ -139,6 +165,7 @@ def check_request(commit: datasets.Commit, request: ExportRequest, settings: Set
         )
     if request.columns and len(set(request.columns)) != len(request.columns):
         raise InvalidRequest("A column is named twice in 'columns'; name each once.")
+    _check_boolean_filters(conn, commit, request)
     limits = settings.exports
     if request.part_rows is not None:
         if request.part_rows > limits.max_part_rows:
@@ -151,6 +178,28 @@ def check_request(commit: datasets.Commit, request: ExportRequest, settings: Set
                 f"{commit.row_count:,} rows in parts of {request.part_rows:,} is {parts:,} "
                 f"parts; at most {limits.max_parts:,}: use a larger part_rows."
             )
+
+
+def _check_boolean_filters(conn: db.Conn, commit: datasets.Commit, request: ExportRequest) -> None:
+    """true and false match the spellings of a boolean column (``schema.TRUE_WORDS``); on
+    any other column there is no right answer (was it 1? "true"?), so the request is refused."""
+    named = [c for c, v in (request.filter or {}).items() if isinstance(v, bool)]
+    if not named:
+        return
+    row = conn.execute(
+        "SELECT schema FROM dsa_core.commits WHERE commit_id = %s", (commit.commit_id,)
+    ).fetchone()
+    types = {c["name"]: c["type"] for c in (row["schema"] if row else None) or []}
+    for column in named:
+        if column in types and types[column] in ("boolean", None):  # None: no values at all
+            continue
+        kind = f"is {types[column]}" if column in types else "has no recorded type"
+        raise InvalidRequest(
+            f"filter.{column}: true and false filter a boolean column, and {column!r} {kind} "
+            f"in commit {commit.commit_id[:12]}; filter it by a value as stored, "
+            'e.g. "true" or 1.',
+            column=column,
+        )
 
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*(/[A-Za-z0-9][A-Za-z0-9._=-]*)*$")
@@ -246,7 +295,7 @@ def create_job(
 ) -> tuple[uuid.UUID, datasets.Commit]:
     """A pending export job that pins the commit the request resolves to right now."""
     dataset, commit = datasets.resolve_commit(conn, owner, name, request.commit)
-    check_request(commit, request, settings)
+    check_request(conn, commit, request, settings)
     job_id = uuid.uuid4()
     parameters = {
         "dataset": name,

@@ -234,10 +234,9 @@ class RowQuery:
         if type_ in (None, "text"):
             return value
         if type_ == "boolean":
-            return sql.SQL(
-                "CASE WHEN {v} IS NULL OR {v} = '' THEN NULL "
-                "ELSE lower(btrim({v})) IN ({words}) END"
-            ).format(v=value, words=sql.SQL(", ").join(map(sql.Literal, schema.TRUE_WORDS)))
+            return sql.SQL("CASE WHEN {v} IS NULL OR {v} = '' THEN NULL ELSE {true} END").format(
+                v=value, true=schema.spells(value, True)
+            )
         cast = {
             "integer": "bigint",
             "number": "double precision",
@@ -296,6 +295,8 @@ class RowQuery:
         for name, value in bounds.items():
             if value is None:
                 out.append(sql.SQL("{} IS NULL").format(expr))
+            elif isinstance(value, bool):  # a boolean column's (check_request): its spellings
+                out.append(schema.spells(expr, value))
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 out.append(
                     sql.SQL("dsa_core.try_numeric({}) {} %s::numeric").format(

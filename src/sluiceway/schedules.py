@@ -112,7 +112,7 @@ def create(
         )
     expression = check_expression(body.expression)
     dataset, commit = datasets.resolve_commit(conn, owner, name, body.export.commit)
-    export.check_request(commit, body.export, settings)
+    export.check_request(conn, commit, body.export, settings)
     now = datetime.now(UTC)
     with conn.transaction():
         row = conn.execute(

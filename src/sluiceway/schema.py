@@ -30,6 +30,14 @@ TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
 
 
+def spells(value: sql.Composable, truth: bool) -> sql.Composable:
+    """SQL: a boolean column's (non-empty) text value is one of ``truth``'s words."""
+    words = TRUE_WORDS if truth else FALSE_WORDS
+    return sql.SQL("lower(btrim({})) IN ({})").format(
+        value, sql.SQL(", ").join(map(sql.Literal, words))
+    )
+
+
 def is_empty(value: sql.Composable) -> sql.Composable:
     """SQL: the text value counts as missing (NULL or the empty string)."""
     return sql.SQL("({v} IS NULL OR {v} = '')").format(v=value)

@@ -88,3 +88,65 @@ def test_a_filter_number_that_is_not_finite_is_refused_naming_the_filter(
 
     assert answer.status == 422, answer.data
     assert "filter.v" in answer.json()["message"]
+
+
+def test_a_boolean_filter_matches_every_spelling_of_true_or_false_on_a_boolean_column(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a boolean column (its schema's type) whose values spell true and false many ways
+    data = b"id,ok\n1,true\n2,no\n3,Y\n4,\n5,FALSE\n6,1\n7,0\n8, yes \n9,t\n"
+    import_bytes(client, tmp_path, data, dataset_name)
+    schema = client.call("GET", f"/datasets/{dataset_name}")["schema"]
+    assert {c["name"]: c["type"] for c in schema}["ok"] == "boolean"
+
+    # When it is exported with {"ok": true}, then with {"ok": false} (true compared as 1)
+    kept = {
+        wanted: run_export(client, dataset_name, format="jsonl", filter={"ok": wanted})
+        for wanted in (True, False)
+    }
+
+    # Then each export holds the rows whose value means it, as the text imported; not the empty
+    for status in kept.values():
+        assert status["status"] == "completed", status["error"]
+    assert exported_records(kept[True]) == [
+        {"id": i, "ok": v}
+        for i, v in [("1", "true"), ("3", "Y"), ("6", "1"), ("8", " yes "), ("9", "t")]
+    ]
+    assert exported_records(kept[False]) == [
+        {"id": i, "ok": v} for i, v in [("2", "no"), ("5", "FALSE"), ("7", "0")]
+    ]
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+@pytest.mark.parametrize("column", ["n", "s"])
+def test_a_boolean_filter_on_a_column_that_is_not_boolean_is_refused_naming_it(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str, column: str, wanted: bool
+) -> None:
+    # Given an integer column of 0 and 1 and a text column that spells true and false
+    import_bytes(client, tmp_path, b"id,n,s\n1,1,true\n2,0,false\n3,2,maybe\n", dataset_name)
+
+    # When a boolean is its filter (it compared with 1: n's 1, none of s)
+    refused = _post(stack, dataset_name, json.dumps({"filter": {column: wanted}}))
+
+    # Then the request is refused, as an unknown column is, naming the filter and the type
+    assert refused.status == 400, refused.data
+    body = refused.json()
+    assert body["error"] == "invalid_request"
+    assert f"filter.{column}" in body["message"]
+    assert ("integer" if column == "n" else "text") in body["message"]
+
+
+@pytest.mark.parametrize("bound", ["eq", "gt", "gte", "lt", "lte"])
+@pytest.mark.parametrize("wanted", [True, False])
+def test_a_boolean_bound_of_a_range_is_refused_naming_the_filter(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str, bound: str, wanted: bool
+) -> None:
+    import_bytes(client, tmp_path, b"id,ok\n1,true\n2,false\n", dataset_name)
+
+    # (true was taken as 1: gte true kept every value numeric 1 or more)
+    refused = _post(stack, dataset_name, json.dumps({"filter": {"ok": {bound: wanted}}}))
+
+    assert refused.status == 422, refused.data
+    message = refused.json()["message"]
+    assert "filter.ok" in message
+    assert "true or false" in message
