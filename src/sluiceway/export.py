@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     FiniteFloat,
     StrictBool,
+    StrictInt,
     model_validator,
 )
 
@@ -106,10 +107,11 @@ class ExportRequest(BaseModel):
         'or {"gte": .., "lt": ..} (range).',
     )
     compression: Compression = "none"
-    part_rows: int | None = Field(
+    # StrictInt: "5" and true were read as 5 and 1; a client that sends them has a bug to see
+    part_rows: StrictInt | None = Field(
         default=None, ge=1, description="Rows of the commit per part (default: sized for Lambda)."
     )
-    faults: dict[str, int] | None = Field(
+    faults: dict[str, StrictInt] | None = Field(
         default=None, description="Tests only: steps to fail on purpose (ignored unless enabled)."
     )
 
@@ -215,7 +217,7 @@ class CommitExports(BaseModel):
     prefix: str | None = Field(
         default=None, max_length=200, description="Default: datasets/<name>/commits."
     )
-    part_rows: int | None = Field(default=None, ge=1)
+    part_rows: StrictInt | None = Field(default=None, ge=1)  # as ExportRequest's
 
     @model_validator(mode="after")
     def _safe_prefix(self) -> CommitExports:

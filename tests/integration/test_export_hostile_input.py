@@ -150,3 +150,44 @@ def test_a_boolean_bound_of_a_range_is_refused_naming_the_filter(
     message = refused.json()["message"]
     assert "filter.ok" in message
     assert "true or false" in message
+
+
+@pytest.mark.parametrize("raw", ['"5"', "true", '" 5"'])
+def test_part_rows_that_is_not_a_json_integer_is_refused(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str, raw: str
+) -> None:
+    import_bytes(client, tmp_path, b"id\n1\n2\n", dataset_name)
+
+    # (a string of digits was read as the number, and true as 1)
+    refused = _post(stack, dataset_name, '{"part_rows": ' + raw + "}")
+
+    assert refused.status == 422, refused.data
+    body = refused.json()
+    assert body["error"] == "invalid_request"
+    assert "part_rows" in body["message"]
+    assert "integer" in body["message"]
+
+
+def test_a_commit_exports_part_rows_that_is_not_a_json_integer_is_refused_and_keeps_the_setting(
+    stack: Any, client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a dataset whose new commits are exported in parts of 10 rows
+    import_bytes(client, tmp_path, b"id\n1\n", dataset_name)
+    path = f"/datasets/{dataset_name}/commit-exports"
+    client.call("PUT", path, {"formats": ["csv"], "part_rows": 10})
+
+    # When the setting is sent again with part_rows as a string
+    refused = urllib3.request(
+        "PUT",
+        f"{stack.api_url}{path}",
+        body=json.dumps({"formats": ["csv"], "part_rows": "5"}),
+        headers={
+            "authorization": f"Bearer {stack.local_token}",
+            "content-type": "application/json",
+        },
+    )
+
+    # Then it is refused, naming the field, and the setting stored before is unchanged
+    assert refused.status == 422, refused.data
+    assert "part_rows" in refused.json()["message"]
+    assert client.call("GET", path)["commit_exports"]["part_rows"] == 10
