@@ -353,18 +353,18 @@ def _job_of_key(
     conn: db.Conn, owner: str, key: str, name: str, request: ExportRequest
 ) -> ExportStarted | None:
     """The export an earlier request with this Idempotency-Key started, if any."""
+    # The options compared as jsonb, as both were stored: read back into Python, 1e23 is the
+    # integer 10**23 (jsonb keeps numeric), no longer equal to the float the retry sends
     row = conn.execute(
-        "SELECT id, status::text AS status, run_parameters FROM dsa_jobs.analysis_runs "
+        "SELECT id, status::text AS status, run_parameters, "
+        "run_parameters->'options' = %s AS same_options FROM dsa_jobs.analysis_runs "
         "WHERE owner = %s AND run_parameters->>'idempotency_key' = %s",
-        (owner, key),
+        (Jsonb(request.model_dump(mode="json", exclude_none=True)), owner, key),
     ).fetchone()
     if row is None:
         return None
     params = row["run_parameters"]
-    same = params.get("dataset") == name and params.get("options") == request.model_dump(
-        mode="json", exclude_none=True
-    )
-    if not same:
+    if not (params.get("dataset") == name and row["same_options"]):
         raise Conflict(
             f"Idempotency-Key {key!r} was sent with another request (job {row['id']}); "
             "use a new key for a new export."
