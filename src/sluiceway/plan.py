@@ -410,8 +410,14 @@ def _csv_layout(src: Located, filename: str, settings: Settings) -> Layout:
         encoding=src.source.encoding,
         header=src.source.header,
     )
-    tail = _read(src.bucket, src.key, max(src.size - 4096, 0), src.size, settings)
-    data_end = max(csvsplit.trim_trailing_blank_lines(tail, src.size), header.data_start)
+    if len(header.columns) == 1:
+        # In a file of one column a blank line is a record, a NULL (COPY reads it so, as it
+        # does any blank line before the last), and a CSV export writes NULL so: trimmed, the
+        # NULLs that end a one-column export were lost when it was imported again
+        data_end = src.size
+    else:
+        tail = _read(src.bucket, src.key, max(src.size - 4096, 0), src.size, settings)
+        data_end = max(csvsplit.trim_trailing_blank_lines(tail, src.size), header.data_start)
     if not header.columns and data_end > header.data_start:
         raise MalformedFile(
             f"{filename}: the first line is empty; a CSV file starts with a header "

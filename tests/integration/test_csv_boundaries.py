@@ -20,7 +20,7 @@ Conn = psycopg.Connection[dict[str, Any]]
 # own range, so every quote, CR and LF lands on a range boundary somewhere.
 CHUNK_SIZES = (None, 1, 7, 16)
 
-CASES: dict[str, tuple[bytes, list[dict[str, str]]]] = {
+CASES: dict[str, tuple[bytes, list[dict[str, str | None]]]] = {
     "quoted fields with commas": (
         b'id,name\n1,"Smith, Jane"\n2,"a,b,,c"\n3,plain\n',
         [
@@ -73,6 +73,15 @@ CASES: dict[str, tuple[bytes, list[dict[str, str]]]] = {
     "trailing blank CRLF lines": (
         b"id,name\r\n1,a\r\n2,b\r\n\r\n\r\n",
         [{"id": "1", "name": "a"}, {"id": "2", "name": "b"}],
+    ),
+    # one column: a blank line is a NULL, at the end too (how a CSV export writes one)
+    "one column, NULLs last": (
+        b'v\nx\n\n""\n\n\n',
+        [{"v": "x"}, {"v": None}, {"v": ""}, {"v": None}, {"v": None}],
+    ),
+    "one column, NULLs last, CRLF": (
+        b"v\r\n\r\nx\r\n\r\n",
+        [{"v": None}, {"v": "x"}, {"v": None}],
     ),
 }
 
