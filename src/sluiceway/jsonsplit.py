@@ -274,18 +274,27 @@ def record_values(record: Any, columns: dict[str, int]) -> list[str | None]:
     return row
 
 
-def columns_of(records: Iterable[Any]) -> list[str]:
-    """The union of the records' keys, in first-seen order."""
+def columns_of(records: Iterable[tuple[str, dict[str, Any], Any]]) -> list[str]:
+    """The union of the records' keys, in first-seen order.
+
+    Each record comes as (where it is in the file, e.g. ``line 3 (byte 20)``, the error's
+    details for that place, the record)."""
     seen: dict[str, None] = {}
-    for n, record in enumerate(records, 1):
+    for where, details, record in records:
         if not isinstance(record, dict):
-            raise MalformedFile(f"record {n:,} is not a JSON object.")
+            kind = "array" if isinstance(record, list) else "scalar"
+            raise MalformedFile(
+                f"{where}: the record is a JSON {kind}, not an object; every record must be an "
+                "object of column names to values.",
+                **details,
+            )
         for name in record:
             if name not in seen:
                 if not name or "\x00" in name:
                     raise MalformedFile(
-                        f"record {n:,} has an empty key or one with a NUL character; column "
-                        "names must be non-empty text."
+                        f"{where}: the record has an empty key or one with a NUL character; "
+                        "column names must be non-empty text.",
+                        **details,
                     )
                 seen[name] = None
     return list(seen)

@@ -445,23 +445,22 @@ def _jsonl_layout(
     lines = sample[data_start:].split(b"\n")
     if not complete:
         lines = lines[:-1]  # the sample cut it
+    records: list[tuple[int, int, Any]] = []
     if tolerant:
-        records = []
         offset = data_start
         for n, line in enumerate(lines, 1):
             if line.strip():
                 with contextlib.suppress(MalformedFile):
                     record = jsonsplit.parse_line(line + b"\n", n, offset)
                     if isinstance(record, dict):
-                        records.append(record)
+                        records.append((n, offset, record))
             offset += len(line) + 1
     else:
-        records = [
-            record
-            for _, _, record in jsonsplit.jsonl_records(
+        records = list(
+            jsonsplit.jsonl_records(
                 (line + b"\n" for line in lines), first_line=1, start=data_start
             )
-        ]
+        )
     if not records and not complete:
         raise PayloadTooLarge(
             f"{filename}: the first line is longer than {settings.imports.json_sample_bytes:,} "
@@ -471,7 +470,12 @@ def _jsonl_layout(
         )
     if complete and not any(line.strip() for line in lines):
         return Layout([], data_start, data_start)  # blank lines only: no records, as if empty
-    return Layout(jsonsplit.columns_of(records), data_start, src.size)
+    # a line's number in the file, not its record's: blank lines count
+    located = (
+        (f"line {n:,} (byte {offset:,})", {"line": n, "byte_offset": offset}, record)
+        for n, offset, record in records
+    )
+    return Layout(jsonsplit.columns_of(located), data_start, src.size)
 
 
 def _json_layout(src: Located, filename: str, settings: Settings) -> Layout:
@@ -488,7 +492,8 @@ def _json_layout(src: Located, filename: str, settings: Settings) -> Layout:
             "bytes (imports.json_sample_bytes), or the array's start is not valid JSON.",
             byte_offset=data_start,
         )
-    return Layout(jsonsplit.columns_of(records), data_start, data_end)
+    columns = jsonsplit.columns_of((f"record {n:,}", {}, r) for n, r in enumerate(records, 1))
+    return Layout(columns, data_start, data_end)
 
 
 def _xlsx_layout(src: Located, filename: str, settings: Settings) -> Layout:

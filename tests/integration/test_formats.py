@@ -268,7 +268,7 @@ def test_a_gzip_bomb_is_stopped_at_the_cap(
         ("cut.jsonl", b'{"id": 1}\n{"id": 2', "line 2 (byte 10) is not valid JSON"),
         ("deep.json", b'[{"id": ' + b"[" * 10_000 + b"]" * 10_000 + b"}]", "nested too deeply"),
         ("deep.jsonl", b'{"id": ' + b"[" * 10_000 + b"]" * 10_000 + b"}\n", "nested too deeply"),
-        ("scalars.json", b"[1, 2, 3]", "not a JSON object"),
+        ("scalars.json", b"[1, 2, 3]", "record 1: the record is a JSON scalar, not an object"),
         # beyond the first imports.json_sample_bytes (1 MiB), where the columns come from
         (
             "late.jsonl",

@@ -165,3 +165,29 @@ def test_a_json_lines_file_of_blank_lines_imports_no_rows_as_an_empty_one_does(
     job = import_bytes(client, tmp_path, data, dataset_name, filename="blank.jsonl")
     assert job["status"] == "completed", job["error_message"]
     assert job["output_summary"]["rows"] == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b'{"id": 1}\n\n\n[1]\n', "line 4 (byte 12): the record is a JSON array, not an object"),
+        (b'{"id": 1}\n\n{"id\\u0000": 1}\n', "line 3 (byte 11): the record has an empty key"),
+        (b'\n{"": 1}\n', "line 2 (byte 1): the record has an empty key"),
+    ],
+)
+def test_a_json_lines_error_names_the_line_of_the_file_counting_blank_lines(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str, data: bytes, says: str
+) -> None:
+    # (the columns' check counted records, not lines: "record 2" for line 4)
+    first = import_bytes(
+        client, tmp_path / "first", b'{"id": 0}\n', dataset_name, filename="a.jsonl"
+    )
+    assert first["status"] == "completed", first["error_message"]
+    for chunk_bytes in (None, 7):
+        job = import_bytes(
+            client, tmp_path, data, dataset_name, filename="b.jsonl", chunk_bytes=chunk_bytes
+        )
+        assert job["status"] == "failed"
+        assert job["error_code"] == "malformed_file", job["error_message"]
+        assert f"b.jsonl: {says}" in job["error_message"]
+        assert main_commit(db, dataset_name) == first["output_summary"]["commit_id"]

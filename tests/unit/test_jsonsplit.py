@@ -31,7 +31,7 @@ RECORDS = st.lists(st.dictionaries(KEYS, VALUE, min_size=1, max_size=4), max_siz
 
 
 def _as_stored(records: list[dict[str, Any]]) -> list[dict[str, str | None]]:
-    columns = jsonsplit.columns_of(records)
+    columns = jsonsplit.columns_of((f"record {n}", {}, r) for n, r in enumerate(records, 1))
     index = {c: i for i, c in enumerate(columns)}
     return [dict(zip(columns, jsonsplit.record_values(r, index), strict=True)) for r in records]
 
