@@ -113,6 +113,12 @@ YAJL_TRAPS = {
     "a 5,000-digit decimal in an array": ("d.json", b'[{"id": ' + HUGE + b".5}]", "4,300"),
     # ... and stored this value as "?x"
     "half a surrogate pair in an array": ("s.json", b'[{"id": "\\ud800x"}]', "surrogate"),
+    # ... and let this through, as an escaped backslash, "ud83d" and a pair: an internal error
+    "an escaped backslash, 'ud83d', then a lone low half in an array": (
+        "b.json",
+        b'[{"id": "\\\\ud83d\\udc00"}]',
+        "byte 16: a value holds a \\u escape of half a surrogate pair (\\udc00)",
+    ),
     # json.loads reads it; writing it to COPY was an internal error
     "half a surrogate pair in JSON Lines": ("s.jsonl", b'{"id": 1}\n{"id": "\\udc00"}\n', "line 2"),
 }

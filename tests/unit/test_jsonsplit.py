@@ -184,12 +184,18 @@ TRAPS = [
     (b'[{"a": 1' + b"1" * 5000 + b".5}]", "4,300 digits"),  # never ended
     (b'[{"a": "\\ud800x"}]', LONE),  # was stored as "?x"
     (b'[{"a": "x\\udc00"}]', LONE),
+    (b'[{"a": "\\u0041\\udc00"}]', LONE),  # a low after an escape that is not a high
     (b'[{"a": "\\ud800\\ud800\\udc00"}]', LONE),  # a high, then a whole pair
     (b'[{"\\udbff": 1}]', LONE),
     (b'[{"a": "\\ud800"}]', LONE),  # at the very end of a piece and of the data
     (b'[{"a": "\\ud83d\\ude00"}]', None),  # a pair: one character
     (b'[{"a": "\\\\ud800"}]', None),  # an escaped backslash, then text
     (b'[{"a": "\\\\\\ud800x"}]', LONE),  # a backslash, then a lone escape
+    # an escaped backslash, the text "ud83d", then a lone low escape (not the pair it looks)
+    (b'[{"a": "\\\\ud83d\\udc00"}]', LONE),
+    (b'[{"\\\\ud83d\\udc00": 1}]', LONE),
+    (b'[{"a": "\\\\\\ud83d\\udc00"}]', None),  # an escaped backslash, then a pair
+    (b'[{"a": "\\\\\\\\ud83d\\udc00"}]', LONE),  # two escaped backslashes, then text
     (b'[{"a": ' + b"1" * 4300 + b"}]", None),  # as long as Python reads
 ]
 
