@@ -304,10 +304,18 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+# A surrogate's UTF-8 bytes, which json.loads reads as that surrogate (it decodes bytes with
+# surrogatepass), and no character can be written out again
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+
+
 def parse_line(line: bytes, line_no: int, offset: int) -> Any:
     """One JSON Lines record; the error names the line and byte offset."""
+    surrogate = _SURROGATE_BYTES.search(line)
+    if surrogate is not None:
+        raise _not_utf8_line(line, line_no, offset, surrogate.start())
     try:
-        return json.loads(line, parse_float=Decimal, parse_constant=_not_json)
+        record = json.loads(line, parse_float=Decimal, parse_constant=_not_json)
     except RecursionError as exc:
         raise MalformedFile(
             f"line {line_no:,} (byte {offset:,}): the record is nested too deeply.",
@@ -315,18 +323,31 @@ def parse_line(line: bytes, line_no: int, offset: int) -> Any:
             byte_offset=offset,
         ) from exc
     except UnicodeDecodeError as exc:
-        raise MalformedFile(
-            f"line {line_no:,} (byte {offset + exc.start:,}) is not valid UTF-8 "
-            f"(0x{line[exc.start]:02x}); save the file as UTF-8 or give --encoding.",
-            line=line_no,
-            byte_offset=offset + exc.start,
-        ) from exc
+        raise _not_utf8_line(line, line_no, offset, exc.start) from exc
     except ValueError as exc:
         raise MalformedFile(
             f"line {line_no:,} (byte {offset:,}) is not valid JSON: {exc}",
             line=line_no,
             byte_offset=offset,
         ) from exc
+    # json.loads reads it as a str that no text can hold
+    lone = next(lone_surrogates(line), None) if _LONE_SURROGATE.search(line) else None
+    if lone is not None:
+        raise MalformedFile(
+            f"line {line_no:,} (byte {offset + lone:,}): {lone_surrogate_what(line, lone)}.",
+            line=line_no,
+            byte_offset=offset + lone,
+        )
+    return record
+
+
+def _not_utf8_line(line: bytes, line_no: int, offset: int, at: int) -> MalformedFile:
+    return MalformedFile(
+        f"line {line_no:,} (byte {offset + at:,}) is not valid UTF-8 (0x{line[at]:02x}); save "
+        "the file as UTF-8 or give --encoding.",
+        line=line_no,
+        byte_offset=offset + at,
+    )
 
 
 # What ijson's yajl2_c backend (3.6) gets wrong, found in the bytes before it parses them: a
@@ -402,6 +423,16 @@ def yajl_trap(data: bytes, *, final: bool, since: int = 0) -> tuple[int, str] | 
     return (long, "a number of more than 4,300 digits") if long >= 0 else None
 
 
+def not_utf8(exc: UnicodeDecodeError, where: str, **details: Any) -> MalformedFile:
+    """The error for a string of a JSON array that Python's decoder refused (yajl2_c checks
+    UTF-8 only loosely: an overlong form or a surrogate's bytes pass it)."""
+    return MalformedFile(
+        f"{where}: a key or value is not valid UTF-8 (0x{exc.object[exc.start]:02x}); save "
+        "the file as UTF-8 or give --encoding.",
+        **details,
+    )
+
+
 def sample_array(prefix: bytes, *, complete: bool, limit: int) -> list[Any]:
     """The first records of a JSON array file from its first bytes (all of it if ``complete``)."""
     records: list[Any] = []
@@ -415,6 +446,8 @@ def sample_array(prefix: bytes, *, complete: bool, limit: int) -> list[Any]:
                 break
     except RecursionError as exc:
         raise MalformedFile("a record near the start of the file is nested too deeply.") from exc
+    except UnicodeDecodeError as exc:  # bytes yajl lets through (a surrogate's, say)
+        raise not_utf8(exc, f"record {len(records) + 1:,}") from exc
     except ijson.JSONError as exc:
         if complete:
             raise MalformedFile(f"the file is not a valid JSON array: {exc}") from exc

@@ -90,14 +90,6 @@ def copy_jsonl(copy: psycopg.Copy, src: Source) -> None:
                     line=line,
                     byte_offset=offset,
                 ) from exc
-            except UnicodeEncodeError as exc:  # json.loads reads a lone surrogate's escape
-                raise MalformedFile(
-                    f"{filename}: line {line:,} (byte {offset:,}): a \\u escape of half a "
-                    "surrogate pair, which is no character.",
-                    file=filename,
-                    line=line,
-                    byte_offset=offset,
-                ) from exc
     except MalformedFile as exc:
         if exc.message.startswith(filename):
             raise
@@ -221,6 +213,9 @@ def copy_array(copy: psycopg.Copy, src: Source) -> None:
             file=filename,
             byte_offset=start,
         ) from exc
+    except UnicodeDecodeError as exc:
+        where = f"{filename}: record {n + 1:,} after byte {start:,}"
+        raise jsonsplit.not_utf8(exc, where, file=filename, byte_offset=start) from exc
     except ijson.JSONError as exc:
         raise MalformedFile(
             f"{filename}: the records after byte {start:,} are not valid JSON after record "

@@ -121,6 +121,29 @@ YAJL_TRAPS = {
     ),
     # json.loads reads it; writing it to COPY was an internal error
     "half a surrogate pair in JSON Lines": ("s.jsonl", b'{"id": 1}\n{"id": "\\udc00"}\n', "line 2"),
+    # ... and in a key it was an internal error when the columns were stored
+    "half a surrogate pair in a JSON Lines key": (
+        "k.jsonl",
+        b'{"id": 1}\n{"id\\ud800": 1}\n',
+        "line 2 (byte 14): a key holds a \\u escape of half a surrogate pair (\\ud800)",
+    ),
+    # json.loads reads a surrogate's UTF-8 bytes as it, yajl2_c lets them through to Python's
+    # decoder: both were an internal error
+    "a surrogate's UTF-8 bytes in a JSON Lines key": (
+        "e.jsonl",
+        b'{"id": 1}\n{"id\xed\xa0\x80": 1}\n',
+        "line 2 (byte 14) is not valid UTF-8 (0xed)",
+    ),
+    "a surrogate's UTF-8 bytes in an array's key": (
+        "e.json",
+        b'[{"id": 1}, {"id\xed\xb0\x80x": 1}]',
+        "record 2: a key or value is not valid UTF-8 (0xed)",
+    ),
+    "an overlong NUL in an array's value": (
+        "o.json",
+        b'[{"id": "\xc0\x80"}]',
+        "record 1: a key or value is not valid UTF-8 (0xc0)",
+    ),
 }
 
 
@@ -197,3 +220,58 @@ def test_a_json_lines_error_names_the_line_of_the_file_counting_blank_lines(
         assert job["error_code"] == "malformed_file", job["error_message"]
         assert f"b.jsonl: {says}" in job["error_message"]
         assert main_commit(db, dataset_name) == first["output_summary"]["commit_id"]
+
+
+# past the first imports.json_sample_bytes (1 MiB), where only the load reads them
+LATE = {
+    "a surrogate's UTF-8 bytes in an array": (
+        "late.json",
+        b"[" + b'{"id": 1}, ' * 110_000 + b'{"id": "\xed\xa0\x80"}]',
+        "record 110,001 after byte 1: a key or value is not valid UTF-8 (0xed)",
+    ),
+    "half a surrogate pair in JSON Lines": (
+        "late.jsonl",
+        b'{"id": 1}\n' * 110_000 + b'{"id": "\\udfff"}\n',
+        "line 110,001 (byte 1,100,008): a value holds a \\u escape of half a surrogate pair",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LATE))
+def test_text_that_is_no_unicode_past_the_sample_fails_the_load_as_malformed(
+    case: str, client: Client, db: Conn, tmp_path: Path, dataset_name: str
+) -> None:
+    filename, data, says = LATE[case]
+    first = import_bytes(
+        client, tmp_path / "first", b'{"id": 0}\n', dataset_name, filename="a.jsonl"
+    )
+    assert first["status"] == "completed", first["error_message"]
+    job = import_bytes(client, tmp_path, data, dataset_name, filename=filename)
+    assert job["status"] == "failed"
+    assert job["error_code"] == "malformed_file", job["error_message"]
+    assert f"{filename}: {says}" in job["error_message"]
+    assert main_commit(db, dataset_name) == first["output_summary"]["commit_id"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 7])
+def test_json_lines_with_text_that_is_no_unicode_are_rejected_when_tolerated(
+    client: Client, tmp_path: Path, dataset_name: str, chunk_bytes: int | None
+) -> None:
+    # (each was an internal error: "Ranges [0] ... were never loaded", or the columns' store)
+    data = (
+        b'{"id": 1}\n{"id": "\\ud800"}\n{"id": 3, "\\udc00": 1}\n{"id": "\xed\xa0\x80"}\n'
+        b'{"id": 5}\n'
+    )
+    job = import_bytes(
+        client,
+        tmp_path,
+        data,
+        dataset_name,
+        filename="t.jsonl",
+        chunk_bytes=chunk_bytes,
+        rules={"max_errors": 3},
+    )
+    assert job["status"] == "completed", job["error_message"]
+    assert job["output_summary"]["rejected_rows"] == 3
+    rows = client.call("GET", f"/datasets/{dataset_name}/rows")["rows"]
+    assert sorted(r["data"]["id"] for r in rows) == ["1", "5"]

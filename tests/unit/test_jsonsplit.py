@@ -227,3 +227,27 @@ def test_what_yajl2_c_would_crash_on_or_change_is_found_in_the_bytes_wherever_th
 def test_the_sample_of_an_array_refuses_what_yajl2_c_would_crash_on() -> None:
     with pytest.raises(MalformedFile, match="4,300 digits"):
         jsonsplit.sample_array(TRAPS[0][0], complete=True, limit=10)
+
+
+@pytest.mark.parametrize(
+    ("line", "says", "at"),
+    [
+        (b'{"a\\ud800": 1}\n', "line 3 (byte 103): a key holds a \\u escape of half", 103),
+        (b'{"a": "x\\udc00"}\n', "line 3 (byte 108): a value holds a \\u escape of half", 108),
+        (b'{"a": "\\\\ud83d\\udc00"}\n', "line 3 (byte 114): a value holds", 114),
+        (b'{"a\xed\xa0\x80": 1}\n', "line 3 (byte 103) is not valid UTF-8 (0xed)", 103),
+    ],
+)
+def test_a_json_line_with_text_no_string_can_hold_names_its_line_and_byte(
+    line: bytes, says: str, at: int
+) -> None:
+    # json.loads reads these as a lone surrogate, which cannot be written to PostgreSQL
+    with pytest.raises(MalformedFile) as refused:
+        jsonsplit.parse_line(line, 3, 100)
+    assert says in refused.value.message
+    assert refused.value.details == {"line": 3, "byte_offset": at}
+
+
+def test_a_json_line_with_a_whole_pair_or_an_escaped_backslash_is_read() -> None:
+    line = b'{"a": "\\ud83d\\ude00", "b": "\\\\ud800"}\n'
+    assert jsonsplit.parse_line(line, 1, 0) == {"a": "\U0001f600", "b": "\\ud800"}
