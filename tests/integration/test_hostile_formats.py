@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from tests.conftest import import_bytes, main_commit
-from tests.integration.test_formats import _workbook
+from tests.integration.test_formats import _workbook, export_records
 
 from sluiceway.client import Client
 
@@ -22,13 +22,17 @@ def _two_sheets() -> bytes:
     return _workbook({"A": [["id"], [1], [2]], "B": [["id"], [3], [4]]})
 
 
-def _rewritten(data: bytes, part: str, change: Callable[[bytes], bytes]) -> bytes:
-    """The workbook with one of its parts changed, as a hand-made or damaged one would be."""
+def _rewritten(data: bytes, part: str, change: Callable[[bytes], bytes | None]) -> bytes:
+    """The workbook with one of its parts changed (or left out, for None), as a hand-made or
+    damaged one would be."""
     src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
         for info in src.infolist():
-            body = src.read(info.filename)
-            z.writestr(info.filename, change(body) if info.filename == part else body)
+            body: bytes | None = src.read(info.filename)
+            if info.filename == part:
+                body = change(body or b"")
+            if body is not None:
+                z.writestr(info.filename, body)
     return out.getvalue()
 
 
@@ -76,6 +80,19 @@ def test_a_json_array_with_a_utf8_bom_imports_like_one_without(
             lambda b: b.replace(b'name="B"', b'name="A"'),
             "two sheets named 'A'",
         ),
+        (
+            # as openpyxl writes a formula: its cached value empty, for Excel to calculate
+            "a formula never calculated",
+            "xl/worksheets/sheet2.xml",
+            lambda b: b.replace(b'<c r="A3" t="n"><v>4</v></c>', b'<c r="A3"><f>A2+1</f><v /></c>'),
+            "sheet 'B', cell A3 holds a formula (A2+1) with no calculated value",
+        ),
+        (
+            "a formula with no value element",
+            "xl/worksheets/sheet2.xml",
+            lambda b: b.replace(b'<c r="A3" t="n"><v>4</v></c>', b'<c r="A3"><f>A2+1</f></c>'),
+            "sheet 'B', cell A3 holds a formula (A2+1) with no calculated value",
+        ),
     ],
 )
 def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
@@ -85,7 +102,7 @@ def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
     dataset_name: str,
     case: str,
     part: str,
-    change: Callable[[bytes], bytes],
+    change: Callable[[bytes], bytes | None],
     words: str,
 ) -> None:
     # Given a dataset with a commit, and a workbook with a damaged or hand-made part
@@ -103,6 +120,69 @@ def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
     assert "book.xlsx" in job["error_message"]
     assert words in job["error_message"]
     assert main_commit(db, dataset_name) == first["output_summary"]["commit_id"]
+
+
+def _cells(changes: dict[bytes, bytes]) -> Callable[[bytes], bytes]:
+    def change(body: bytes) -> bytes:
+        for old, new in changes.items():
+            assert old in body, old
+            body = body.replace(old, new)
+        return body
+
+    return change
+
+
+def test_a_workbook_formula_imports_its_calculated_value(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a workbook saved by a spreadsheet program: formulas with their calculated values,
+    # one of them an empty text
+    data = _rewritten(
+        _workbook({"S": [["id", "double", "label"], [1, 0, "x"], [2, 0, "y"]]}),
+        "xl/worksheets/sheet1.xml",
+        _cells(
+            {
+                b'<c r="B2" t="n"><v>0</v></c>': b'<c r="B2"><f>A2*2</f><v>2</v></c>',
+                b'<c r="C2" t="inlineStr"><is><t>x</t></is></c>': (
+                    b'<c r="C2" t="str"><f>"x"&amp;A2</f><v>x1</v></c>'
+                ),
+                b'<c r="C3" t="inlineStr"><is><t>y</t></is></c>': (
+                    b'<c r="C3" t="str"><f>""</f><v></v></c>'
+                ),
+            }
+        ),
+    )
+
+    # When it is imported
+    job = import_bytes(client, tmp_path, data, dataset_name, filename="book.xlsx")
+
+    # Then each formula's cell holds its value
+    assert job["status"] == "completed", job["error_message"]
+    assert export_records(client, dataset_name) == [
+        {"id": "1", "double": "2", "label": "x1"},
+        {"id": "2", "double": "0", "label": None},
+    ]
+
+
+def test_a_workbook_whose_dimension_is_stale_imports_every_row_and_column(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a sheet whose <dimension> (a hint a writer may leave stale) says it is one cell
+    data = _rewritten(
+        _workbook({"S": [["id", "name"], [1, "a"], [2, "b"]]}),
+        "xl/worksheets/sheet1.xml",
+        _cells({b'<dimension ref="A1:B3" />': b'<dimension ref="A1" />'}),
+    )
+
+    # When it is imported
+    job = import_bytes(client, tmp_path, data, dataset_name, filename="book.xlsx")
+
+    # Then its cells are read, not the hint: every row and column
+    assert job["status"] == "completed", job["error_message"]
+    assert export_records(client, dataset_name) == [
+        {"id": "1", "name": "a"},
+        {"id": "2", "name": "b"},
+    ]
 
 
 HUGE = b"1" * 5000
