@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 from xml.etree.ElementTree import ParseError
 
-from openpyxl import load_workbook
+from openpyxl.reader.excel import ExcelReader
 from openpyxl.utils.cell import get_column_letter
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
@@ -35,9 +35,12 @@ from .errors import MalformedFile
 
 
 def open_workbook(f: IO[bytes], filename: str) -> Any:
-    """The workbook in ``f`` (read-only, cached values); a zip that is not one is an error."""
+    """The workbook in ``f`` (read-only, cached values); a zip that is not one, or one without
+    a sheet it lists, is an error."""
     try:
-        return load_workbook(f, read_only=True, data_only=True)
+        # load_workbook's own steps, for the reader's list of the sheets the workbook names
+        reader = ExcelReader(f, read_only=True, data_only=True)
+        reader.read()
     except (
         KeyError,
         InvalidFileException,
@@ -51,6 +54,17 @@ def open_workbook(f: IO[bytes], filename: str) -> Any:
             "truncated workbook or an old .xls cannot be read. Save it as .xlsx or CSV.",
             file=filename,
         ) from exc
+    for sheet, rel in reader.parser.find_sheets():
+        if rel.target not in reader.valid_files:  # openpyxl leaves such a sheet out
+            reader.wb.close()
+            raise MalformedFile(
+                f"{filename}: sheet {sheet.name!r} is listed in the workbook but its part "
+                f"{rel.target} is missing from the file: the workbook is damaged or was not "
+                "written whole. Save it again from a spreadsheet program, or export the sheet "
+                "as CSV.",
+                file=filename,
+            )
+    return reader.wb
 
 
 def sheet_names(book: Any) -> list[str]:

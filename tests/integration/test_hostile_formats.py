@@ -93,6 +93,12 @@ def test_a_json_array_with_a_utf8_bom_imports_like_one_without(
             lambda b: b.replace(b'<c r="A3" t="n"><v>4</v></c>', b'<c r="A3"><f>A2+1</f></c>'),
             "sheet 'B', cell A3 holds a formula (A2+1) with no calculated value",
         ),
+        (
+            "a sheet whose part is missing",
+            "xl/worksheets/sheet2.xml",
+            lambda b: None,
+            "sheet 'B' is listed in the workbook but its part",
+        ),
     ],
 )
 def test_a_damaged_or_hand_made_workbook_fails_as_a_malformed_file(
