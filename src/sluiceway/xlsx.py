@@ -68,13 +68,13 @@ def open_workbook(f: IO[bytes], filename: str) -> Any:
 
 
 def sheet_names(book: Any) -> list[str]:
-    """A workbook's sheet names; two sheets of one name (only a hand-made workbook has them)
-    are an error, as a sheet is found by its name."""
+    """A workbook's worksheets' names (not its chart sheets'); two sheets of one name (only a
+    hand-made workbook has them) are an error, as a sheet is found by its name."""
     names: list[str] = list(book.sheetnames)
     for name in names:
         if names.count(name) > 1:
             raise MalformedFile(f"the workbook has two sheets named {name!r}; rename one.")
-    return names
+    return [sheet.title for sheet in book.worksheets]  # a chart sheet has no rows
 
 
 def broken_xml(exc: ParseError) -> MalformedFile:
@@ -148,7 +148,19 @@ def _rows(sheet: Any, name: str) -> Iterator[tuple[int, dict[int, Any]]]:
             timedelta_formats=book._timedelta_formats,
         )
         parser.sheet_name = name
-        for row_no, cells in parser.parse():
+        rows = parser.parse()
+        while True:
+            try:
+                row_no, cells = next(rows)
+            except StopIteration:
+                return
+            except (ValueError, IndexError) as exc:  # a number, boolean or string index
+                raise MalformedFile(
+                    f"sheet {name!r}, row {parser.row_counter:,}: a cell that cannot be read "
+                    f"({exc}); the workbook is damaged or hand-made. Save it again from a "
+                    "spreadsheet program, or export the sheet as CSV.",
+                    line=parser.row_counter,
+                ) from exc
             if row_no <= previous:  # two rows of one logical id, or one out of place
                 raise MalformedFile(
                     f"sheet {name!r}: row {row_no:,} comes after row {previous:,}; the sheet's "

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import psycopg
 import pytest
+from openpyxl.chart import BarChart, Reference
 from tests.conftest import import_bytes, main_commit
 from tests.integration.test_formats import _workbook, export_records
 
@@ -92,6 +94,12 @@ def test_a_json_array_with_a_utf8_bom_imports_like_one_without(
             "xl/worksheets/sheet2.xml",
             lambda b: b.replace(b'<c r="A3" t="n"><v>4</v></c>', b'<c r="A3"><f>A2+1</f></c>'),
             "sheet 'B', cell A3 holds a formula (A2+1) with no calculated value",
+        ),
+        (
+            "a number cell that holds no number",
+            "xl/worksheets/sheet2.xml",
+            lambda b: b.replace(b"<v>4</v>", b"<v>four</v>"),
+            "sheet 'B', row 3: a cell that cannot be read",
         ),
         (
             "a sheet whose part is missing",
@@ -189,6 +197,29 @@ def test_a_workbook_whose_dimension_is_stale_imports_every_row_and_column(
         {"id": "1", "name": "a"},
         {"id": "2", "name": "b"},
     ]
+
+
+def test_a_workbook_with_a_chart_sheet_imports_its_worksheets(
+    client: Client, tmp_path: Path, dataset_name: str
+) -> None:
+    # Given a workbook of a worksheet and a chart sheet (a chart with a tab of its own)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "S"
+    for row in [["id"], [1], [2]]:
+        sheet.append(row)
+    chart = BarChart()
+    chart.add_data(Reference(sheet, min_col=1, min_row=1, max_row=3))
+    book.create_chartsheet("Chart").add_chart(chart)
+    out = io.BytesIO()
+    book.save(out)
+
+    # When it is imported
+    job = import_bytes(client, tmp_path, out.getvalue(), dataset_name, filename="book.xlsx")
+
+    # Then the worksheet's rows are imported, and the chart sheet, which has none, is passed by
+    assert job["status"] == "completed", job["error_message"]
+    assert export_records(client, dataset_name) == [{"id": "1"}, {"id": "2"}]
 
 
 HUGE = b"1" * 5000
