@@ -57,6 +57,14 @@ class PayloadTooLarge(SluicewayError):
     http_status = 413
 
 
+class SizeMismatch(SluicewayError):
+    """The uploaded object is not the size its upload was opened with: cut short, or more than
+    the declared size the limits were checked against. Nothing of it was imported."""
+
+    code = "size_mismatch"
+    http_status = 422
+
+
 class RangeNotSatisfiable(SluicewayError):
     """A Range header asks for bytes the file does not have, or is not one byte range."""
 

@@ -27,6 +27,7 @@ from .errors import (
     NotFound,
     PayloadTooLarge,
     RangeFailed,
+    SizeMismatch,
     SluicewayError,
     StorageUnavailable,
     UnsupportedFormat,
@@ -158,8 +159,8 @@ def plan_import(event: dict[str, Any], settings: Settings | None = None) -> dict
     bucket, key = created.detail.bucket.name, created.detail.object.key
     conn = db.shared_connection(settings)
     upload = conn.execute(
-        "SELECT upload_id, job_id, options, filename, owner, dataset_name FROM dsa_jobs.uploads "
-        "WHERE bucket = %s AND object_key = %s",
+        "SELECT upload_id, job_id, options, filename, owner, dataset_name, size_bytes "
+        "FROM dsa_jobs.uploads WHERE bucket = %s AND object_key = %s",
         (bucket, key),
     ).fetchone()
     if upload is None:
@@ -194,6 +195,7 @@ def _plan(
     job_id: uuid.UUID = upload["job_id"]
     filename = upload["filename"]
     effective = rules.effective(conn, upload["owner"], upload["dataset_name"], upload["options"])
+    _check_size(upload, size, effective, settings)
     try:
         src = _source(bucket, key, size, etag, job_id, filename, upload["options"], settings)
         if src.source.format == "jsonl":  # its columns: the keys of the lines that parse
@@ -206,7 +208,7 @@ def _plan(
         raise type(exc)(f"{filename}: {exc.message}", **exc.details) from exc
     header = layout
     data_end = layout.data_end
-    sampled = _check_rules(effective, src, layout, size, filename, conn, settings)
+    sampled = _check_rules(effective, src, layout, filename, conn, settings)
     key_columns = _key_columns(upload["options"], header.columns, upload["filename"])
     chunk_bytes = int(upload["options"].get("chunk_bytes") or settings.imports.chunk_bytes)
     if layout.sheets is not None:  # one item per sheet: a zip is not cut by byte range
@@ -271,18 +273,42 @@ def _plan(
     ).model_dump()
 
 
+def _check_size(
+    upload: dict[str, Any], size: int, effective: rules.Rules, settings: Settings
+) -> None:
+    """The object's real size against the limits and the size its upload was opened with,
+    before a byte of it is read or inflated: opening the upload checked only the size it was
+    told, and a client may then send any other (S3 checks a presigned POST's, not a part's)."""
+    filename = upload["filename"]
+    limit = settings.storage.max_object_bytes
+    if size > limit:
+        raise PayloadTooLarge(
+            f"{filename} is {size:,} bytes; the limit is {limit:,} (storage.max_object_bytes). "
+            "Split it into smaller files, or compress it."
+        )
+    rules.check_upload(effective, size=size, fmt=None, filename=filename)
+    declared = upload["size_bytes"]
+    if declared is not None and size != declared:
+        raise SizeMismatch(
+            f"{filename} is {size:,} bytes, but its upload was opened as {declared:,} bytes: "
+            "the upload was cut short or sent another file, and nothing of it was imported. "
+            "Upload the file again, declaring its real size.",
+            file=filename,
+        )
+
+
 def _check_rules(
     effective: rules.Rules,
     src: Located,
     layout: Layout,
-    size: int,
     filename: str,
     conn: db.Conn,
     settings: Settings,
 ) -> int:
-    """The rules a file's size, format, header and first records can be checked against, so
-    the wrong file fails here, before any range loads. Returns the records sampled."""
-    rules.check_upload(effective, size=size, fmt=src.source.format, filename=filename)
+    """The rules a file's format, header and first records can be checked against (its size
+    was, by :func:`_check_size`), so the wrong file fails here, before any range loads.
+    Returns the records sampled."""
+    rules.check_upload(effective, size=None, fmt=src.source.format, filename=filename)
     rules.check_columns(effective, layout.columns, filename)
     rules.check_unique_key(effective, layout.columns, filename)
     wanted = effective.sample_records

@@ -168,9 +168,12 @@ def retry(conn: Conn, owner: str, upload_id: str, settings: Settings | None = No
         parameters = {k: v for k, v in locked["run_parameters"].items() if k not in ("execution",)}
         parameters["retry_of"] = str(locked["job_id"])
         job_id = jobs.create(conn, "import", owner, parameters)
+        # the object as it is now, its size too: one fixed in storage since is another size
+        # than the declared one, which the planner would refuse (the limits it still checks)
         conn.execute(
-            "UPDATE dsa_jobs.uploads SET job_id = %s, attempts = attempts + 1 WHERE upload_id = %s",
-            (job_id, row["upload_id"]),
+            "UPDATE dsa_jobs.uploads SET job_id = %s, attempts = attempts + 1, size_bytes = %s "
+            "WHERE upload_id = %s",
+            (job_id, int(head["ContentLength"]), row["upload_id"]),
         )
     try:
         start_import(settings, row["bucket"], row["object_key"], head, name=f"retry-{job_id}")

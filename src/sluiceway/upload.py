@@ -293,13 +293,27 @@ def presigned_post(
 ) -> dict[str, Any]:
     """A one-request upload for small files: a presigned POST that S3 checks the size of."""
     settings = settings or get_settings()
-    created = create_upload(conn, owner, request, settings, multipart=False)
     limit = min(settings.storage.max_object_bytes, 5 * 1024 * MiB)  # S3's limit for one POST
+    if request.size is not None and request.size > limit:
+        raise PayloadTooLarge(
+            f"The file is {request.size:,} bytes; one presigned POST takes at most {limit:,}. "
+            "Upload it in parts (a multipart upload)."
+        )
+    created = create_upload(conn, owner, request, settings, multipart=False)
+    # S3 then refuses a file of another size than the declared one (create_upload checked it
+    # against the limits), or, of unknown size, one over the rules' max_file_bytes
+    least = most = request.size
+    if request.size is None:
+        least, most = 0, limit
+        options = request.options.model_dump(exclude_none=True)
+        largest = rules.effective(conn, owner, request.dataset, options).max_file_bytes
+        if largest is not None:
+            most = min(most, largest)
     post = storage.s3_client(settings).generate_presigned_post(
         Bucket=created.bucket,
         Key=created.key,
         Fields={"Content-Type": content_type},
-        Conditions=[["content-length-range", 0, limit], {"Content-Type": content_type}],
+        Conditions=[["content-length-range", least, most], {"Content-Type": content_type}],
         ExpiresIn=settings.storage.presign_expiry_seconds,
     )
     return {

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import urllib3
 from tests.conftest import import_bytes
 
 from sluiceway.client import ApiError, Client
@@ -290,3 +294,108 @@ def test_an_upload_missing_a_field_is_unprocessable(
     assert refused.value.http_status == 422
     assert refused.value.code == "invalid_request"
     assert refused.value.message.startswith(f"{field}: ")
+
+
+# -- the object's real size against the declared one and the limits --------------------------
+
+
+def _multipart(
+    client: Client, dataset: str, data: bytes, *, size: int | None, **options: Any
+) -> dict[str, Any]:
+    """Upload ``data`` in one part of an upload opened as ``size`` bytes (None: unknown)."""
+    body: dict[str, Any] = {"dataset": dataset, "filename": FILENAME, "options": options}
+    if size is not None:
+        body["size"] = size
+    created = client.call("POST", "/uploads", body)
+    path = f"/uploads/{created['upload_id']}"
+    signed = client.call("POST", f"{path}/parts", {"part_numbers": [1]})
+    sent = urllib3.request("PUT", signed["parts"][0]["url"], body=data)
+    assert sent.status == 200
+    part = {"part_number": 1, "etag": sent.headers["ETag"]}
+    client.call("POST", f"{path}/complete", {"parts": [part]})
+    return client.wait_for_job(created["job_id"], poll_seconds=0.05, timeout=60)
+
+
+def _presigned_post(
+    client: Client, dataset: str, data: bytes, **metadata: str
+) -> tuple[dict[str, Any], list[Any]]:
+    """Upload ``data`` in Uppy's one presigned POST: its job, and the policy's conditions."""
+    query = "".join(f"&metadata[{k}]={v}" for k, v in {"dataset": dataset, **metadata}.items())
+    params = client.call("GET", f"/uploads/s3/params?filename={FILENAME}&type=text/csv{query}")
+    sent = urllib3.request(
+        "POST", params["url"], fields={**params["fields"], "file": (FILENAME, data, "text/csv")}
+    )
+    assert sent.status in (200, 204), sent.data
+    policy = json.loads(base64.b64decode(params["fields"]["policy"]))
+    job = client.wait_for_job(params["job_id"], poll_seconds=0.05, timeout=60)
+    return job, policy["conditions"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "words"),
+    [
+        (5, f"is {len(GOOD)} bytes, but its upload was opened as 5 bytes"),
+        (1000, f"is {len(GOOD)} bytes, but its upload was opened as 1,000 bytes"),
+    ],
+    ids=["more than declared", "fewer than declared (cut short)"],
+)
+def test_an_upload_whose_size_is_not_the_declared_one_fails_and_main_keeps_its_commit(
+    client: Client, db: Conn, tmp_path: Path, dataset_name: str, declared: int, words: str
+) -> None:
+    # Given a dataset with a commit
+    good = import_bytes(client, tmp_path, GOOD, dataset_name)
+    assert good["status"] == "completed", good["error_message"]
+    before = _head(db, dataset_name)
+
+    # When a file is uploaded into an upload opened (and checked) as another size
+    job = _multipart(client, dataset_name, GOOD, size=declared)
+
+    # Then the import fails saying so, and main keeps its commit
+    assert job["status"] == "failed"
+    assert job["error_code"] == "size_mismatch", job["error_message"]
+    assert FILENAME in job["error_message"]
+    assert words in job["error_message"]
+    assert "Upload the file again" in job["error_message"]
+    assert _head(db, dataset_name) == before
+
+
+def test_an_upload_of_unknown_size_over_max_file_bytes_fails_before_it_is_read(
+    client: Client, dataset_name: str
+) -> None:
+    # Given an upload opened with no size under a rule of at most 10 bytes, and a file that
+    # is larger (and, read, would fail for another reason: a NUL in its header)
+    data = b"id\x00,name\n1,a\n2,b\n"
+
+    # When it is imported
+    job = _multipart(client, dataset_name, data, size=None, rules={"max_file_bytes": 10})
+
+    # Then it fails on its size, the first thing the planner knows, before reading it
+    assert job["status"] == "failed"
+    assert job["error_code"] == "too_large", job["error_message"]
+    assert f"{FILENAME} is {len(data)} bytes" in job["error_message"]
+    assert "max_file_bytes" in job["error_message"]
+
+
+def test_a_presigned_post_is_limited_to_the_declared_size_and_checked_after(
+    client: Client, dataset_name: str
+) -> None:
+    # When Uppy's one-request upload declares 5 bytes and sends more (S3 would refuse them by
+    # the policy's content-length-range; the local S3 does not check it)
+    job, conditions = _presigned_post(client, dataset_name, GOOD, size="5")
+
+    # Then the policy asks S3 for exactly 5 bytes, and the import fails on the size
+    assert ["content-length-range", 5, 5] in conditions
+    assert job["status"] == "failed"
+    assert job["error_code"] == "size_mismatch", job["error_message"]
+
+
+def test_a_presigned_post_of_unknown_size_is_limited_to_max_file_bytes(
+    client: Client, dataset_name: str
+) -> None:
+    # When a one-request upload of unknown size is opened under a rule of at most 100 bytes
+    rules = urllib.parse.quote(json.dumps({"max_file_bytes": 100}))
+    job, conditions = _presigned_post(client, dataset_name, GOOD, rules=rules)
+
+    # Then S3 is asked for at most 100 bytes, and the file, within them, imports
+    assert ["content-length-range", 0, 100] in conditions
+    assert job["status"] == "completed", job["error_message"]
