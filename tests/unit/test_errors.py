@@ -22,6 +22,7 @@ from sluiceway.export_finish import ExportIncomplete
         ("DatabaseUnavailable", "database_unavailable"),
         ("MergeConflict", "merge_conflict"),  # a subclass of a subclass
         ("RangeFailed", "range_failed"),
+        ("SizeMismatch", "size_mismatch"),
         ("ExportIncomplete", ExportIncomplete.code),  # a class defined outside errors.py
         ("States.Timeout", "timeout"),
         ("Sandbox.Timedout", "timeout"),
