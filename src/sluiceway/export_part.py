@@ -297,7 +297,7 @@ class RowQuery:
                 out.append(sql.SQL("{} IS NULL").format(expr))
             elif isinstance(value, bool):  # a boolean column's (check_request): its spellings
                 out.append(schema.spells(expr, value))
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            elif isinstance(value, (int, float)):  # booleans were taken by the branch above
                 out.append(
                     sql.SQL("dsa_core.try_numeric({}) {} %s::numeric").format(
                         expr, sql.SQL(ops[name])
