@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
 from . import (
     __version__,
@@ -240,7 +240,7 @@ def create_upload(body: upload.CreateUpload) -> Response[Any]:
 
 
 class SignParts(BaseModel):
-    part_numbers: list[int] = Field(min_length=1, max_length=1000)
+    part_numbers: list[StrictInt] = Field(min_length=1, max_length=1000)
 
 
 @app.post("/uploads/<upload_id>/parts")
@@ -427,7 +427,7 @@ def merge_refs(name: str, body: MergeRequest) -> dict[str, Any]:
 
 
 class GcRequest(BaseModel):
-    keep: int | None = Field(default=None, ge=1, description="Commits to keep per ref.")
+    keep: StrictInt | None = Field(default=None, ge=1, description="Commits to keep per ref.")
     keep_since: datetime | None = Field(default=None, description="Keep commits since then.")
 
 
@@ -585,7 +585,7 @@ def uppy_list_parts(upload_id: str) -> list[dict[str, Any]]:
 
 
 class UppyPart(BaseModel):
-    PartNumber: int = Field(ge=1, le=upload.MAX_PARTS)  # Uppy's field names
+    PartNumber: StrictInt = Field(ge=1, le=upload.MAX_PARTS)  # Uppy's field names
     ETag: str = Field(pattern=upload.ETAG_PATTERN)
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from . import storage
 from .db import Conn
@@ -46,7 +46,9 @@ Status = Literal["uploading", "stored", "aborted"]
 
 class CreateDocument(BaseModel):
     name: str = Field(min_length=1, max_length=1024, description="File name, for display only.")
-    size: int = Field(ge=0, description="Bytes; checked against the limit before any is stored.")
+    size: StrictInt = Field(
+        ge=0, description="Bytes; checked against the limit before any is stored."
+    )
     # sent to S3 and back as a header: printable ASCII only (a CR or LF would end the header)
     content_type: str = Field(
         default="application/octet-stream", max_length=255, pattern=r"^[!-~][ -~]*$"

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from . import csvsplit, datasets, db, formats, jsonsplit, schema
 from .errors import (
@@ -53,11 +53,15 @@ class Rules(BaseModel):
     """Validation rules of a dataset or of one import (unset fields: no rule)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_file_bytes: int | None = Field(default=None, ge=0, description="Largest file accepted.")
+    max_file_bytes: StrictInt | None = Field(
+        default=None, ge=0, description="Largest file accepted."
+    )
     allowed_formats: list[str] | None = Field(
         default=None, description=f"Formats accepted, among {', '.join(formats.FORMATS)}."
     )
-    min_records: int | None = Field(default=None, ge=0, description="Fewest records accepted.")
+    min_records: StrictInt | None = Field(
+        default=None, ge=0, description="Fewest records accepted."
+    )
     required_columns: list[str] | None = Field(
         default=None, max_length=1000, description="Columns the file must have."
     )
@@ -70,13 +74,13 @@ class Rules(BaseModel):
         max_length=100,
         description="Columns whose values no two records of the resulting commit may share.",
     )
-    max_errors: int | None = Field(
+    max_errors: StrictInt | None = Field(
         default=None, ge=0, description="Rejected records tolerated (default 0: any fails)."
     )
     max_error_percent: float | None = Field(
         default=None, ge=0, le=100, description="Rejected records tolerated, in % of records."
     )
-    sample_records: int | None = Field(
+    sample_records: StrictInt | None = Field(
         default=None, ge=0, le=100_000, description="Records checked before the import starts."
     )
     schema_changes: SchemaChanges | None = Field(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, StrictInt, model_validator
 from smart_open import open as smart_open
 
 from . import datasets, jobs, storage, upload
@@ -46,7 +46,7 @@ MAX_CHUNKS = 100_000
 
 class OpenSession(BaseModel):
     dataset: str
-    total_chunks: int | None = Field(default=None, ge=1, le=MAX_CHUNKS)
+    total_chunks: StrictInt | None = Field(default=None, ge=1, le=MAX_CHUNKS)
     options: upload.ImportOptions = upload.ImportOptions()
 
 
@@ -54,8 +54,8 @@ class ChunkRequest(BaseModel):
     """One numbered batch: ``records`` (JSON objects) or ``csv`` (text whose first line is the
     header). ``dataset`` (and ``options``) open the session if the client chose its id."""
 
-    chunk_number: int = Field(ge=1, le=MAX_CHUNKS)
-    total_chunks: int | None = Field(default=None, ge=1, le=MAX_CHUNKS)
+    chunk_number: StrictInt = Field(ge=1, le=MAX_CHUNKS)
+    total_chunks: StrictInt | None = Field(default=None, ge=1, le=MAX_CHUNKS)
     records: list[dict[str, Any]] | None = Field(
         default=None,
         min_length=1,

@@ -16,7 +16,14 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from . import datasets, formats, jobs, rules, storage
 from .db import Conn
@@ -40,7 +47,9 @@ class ImportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    chunk_bytes: int | None = Field(default=None, ge=1, description="Byte range per Map task.")
+    chunk_bytes: StrictInt | None = Field(
+        default=None, ge=1, description="Byte range per Map task."
+    )
     reuse_blocks: bool | None = Field(
         default=None,
         description="CSV: cut each range into blocks of its bytes, one leaf each, so that a "
@@ -88,7 +97,7 @@ class ImportOptions(BaseModel):
         default=None,
         description="Validation rules of this import, over the dataset's own (field by field).",
     )
-    faults: dict[str, int] | None = Field(
+    faults: dict[str, StrictInt] | None = Field(
         default=None, description="Tests only: steps to fail on purpose (ignored unless enabled)."
     )
 
@@ -125,7 +134,7 @@ class ImportOptions(BaseModel):
 class CreateUpload(BaseModel):
     dataset: str
     filename: str = Field(min_length=1, max_length=1024)
-    size: int | None = Field(default=None, ge=0, description="Bytes, if known up front.")
+    size: StrictInt | None = Field(default=None, ge=0, description="Bytes, if known up front.")
     options: ImportOptions = ImportOptions()
 
 
@@ -150,7 +159,7 @@ ETAG_PATTERN = r"^[!-~]{1,1024}$"
 
 
 class CompletedPart(BaseModel):
-    part_number: int = Field(ge=1, le=MAX_PARTS)
+    part_number: StrictInt = Field(ge=1, le=MAX_PARTS)
     etag: str = Field(pattern=ETAG_PATTERN)
 
 
