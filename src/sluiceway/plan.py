@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from xml.etree.ElementTree import ParseError
 
+import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
@@ -656,6 +657,17 @@ def chunk_task(
             return work(conn, item, job, chunk, settings)
     except SluicewayError as exc:
         record_chunk_error(conn, item, exc)
+        raise
+    except psycopg.OperationalError:
+        raise  # the database is unreachable: nothing can be recorded, and the task is retried
+    except Exception as exc:
+        # A bug or a library's surprise: keep what it was on the range, so that the job says so
+        # (rather than that the range was "never loaded"), then fail the task as before.
+        crashed = SluicewayError(
+            f"Range {item.chunk_no} failed unexpectedly ({type(exc).__name__}: {exc})"[:2000]
+        )
+        with contextlib.suppress(psycopg.Error):
+            record_chunk_error(conn, item, crashed)
         raise
 
 

@@ -240,6 +240,41 @@ def test_a_range_the_database_keeps_failing_fails_the_job_as_unavailable_not_as_
     _assert_nothing_staged(db, job)
 
 
+def test_a_range_that_crashes_fails_the_job_with_what_the_crash_was(
+    client: Client,
+    db: Conn,
+    tmp_path: Path,
+    dataset_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sluiceway import load
+    from sluiceway.local import lambdas
+
+    # Given a dataset with a good commit
+    good = import_bytes(client, tmp_path, GOOD, dataset_name)
+    before = _head(db, dataset_name)
+    assert before is not None
+    assert good["status"] == "completed"
+
+    # When a range's worker raises an exception no part of sluiceway expected (a bug): the
+    # ranges run in this process, so that the worker can be made to crash
+    def crash(*args: Any, **kwargs: Any) -> bool:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(lambdas, "WORKER_FUNCTIONS", frozenset())
+    monkeypatch.setattr(load, "_reuses_blocks", crash)
+    job = import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name)
+
+    # Then the job failed saying which range crashed and how (it used to say only that the
+    # range was "never loaded"), as an internal error, not as a bad file
+    assert job["status"] == "failed"
+    assert job["error_code"] == "internal_error", job
+    assert "Range 0 failed unexpectedly (KeyError: 'surprise')" in job["error_message"], job
+    # ... and main did not move, nothing is left staged
+    assert _head(db, dataset_name) == before
+    _assert_nothing_staged(db, job)
+
+
 # -- API errors ------------------------------------------------------------------------------
 
 
