@@ -240,14 +240,21 @@ def test_a_range_the_database_keeps_failing_fails_the_job_as_unavailable_not_as_
     _assert_nothing_staged(db, job)
 
 
+# the step, and a function its worker calls (looked up when called, so a patch takes)
+CRASH_POINTS = {"scan": ("plan", "_scan_chunk"), "load": ("load", "_reuses_blocks")}
+
+
+@pytest.mark.parametrize("step", list(CRASH_POINTS))
 def test_a_range_that_crashes_fails_the_job_with_what_the_crash_was(
+    step: str,
     client: Client,
     db: Conn,
     tmp_path: Path,
     dataset_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sluiceway import load
+    import importlib
+
     from sluiceway.local import lambdas
 
     # Given a dataset with a good commit
@@ -258,12 +265,14 @@ def test_a_range_that_crashes_fails_the_job_with_what_the_crash_was(
 
     # When a range's worker raises an exception no part of sluiceway expected (a bug): the
     # ranges run in this process, so that the worker can be made to crash
-    def crash(*args: Any, **kwargs: Any) -> bool:
+    def crash(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("surprise")
 
+    module, name = CRASH_POINTS[step]
     monkeypatch.setattr(lambdas, "WORKER_FUNCTIONS", frozenset())
-    monkeypatch.setattr(load, "_reuses_blocks", crash)
-    job = import_bytes(client, tmp_path, b"id,name\n1,a\n2,b\n", dataset_name)
+    monkeypatch.setattr(importlib.import_module(f"sluiceway.{module}"), name, crash)
+    data = b"id,name\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(200))
+    job = import_bytes(client, tmp_path, data, dataset_name, chunk_bytes=1024)
 
     # Then the job failed saying which range crashed and how (it used to say only that the
     # range was "never loaded"), as an internal error, not as a bad file
