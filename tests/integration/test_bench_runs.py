@@ -42,6 +42,15 @@ def test_the_import_ladder_runs_every_step_of_a_range_on_two_backends(tmp_path: 
     assert out.strip().splitlines()[-1].startswith("RATIO all four steps")
 
 
+def test_the_import_floor_stores_every_row_in_every_rung(tmp_path: Path) -> None:
+    # the script stops if a rung stored another count of rows than the others
+    out = _run(tmp_path, "import_floor.py", "--rows", "3000", "--runs", "1")
+    assert "(3,000 rows)" in out
+    for rung in ("logged", "keyed", "minimal"):
+        assert f"RESULT rung {rung}" in out
+    assert out.strip().splitlines()[-1].startswith("RATIO minimal (a durable, sha256-addressed")
+
+
 def test_the_profile_paths_bench_runs_both_ways_at_every_share_of_changes(tmp_path: Path) -> None:
     out = _run(tmp_path, "profile_paths.py", "--rows", "3000", "--runs", "2")
     results = [line for line in out.splitlines() if line.startswith("RESULT ")]

@@ -1,0 +1,190 @@
+"""The least a durable row store addressed by each row's sha256 and deduplicated by it costs,
+whoever writes it: plain SQL, none of sluiceway's statements, against the import baseline.
+
+Usage: python bench/import_floor.py [--rows 1000000] [--runs 3]
+
+Starts an embedded PostgreSQL of its own with the stack's settings (as bench/import_ladder.py
+does) and splits the benchmark CSV into two halves at a record boundary. Measured in the same
+run, each rung on a fresh table, both halves at once on two backends (one per core, as the load
+Map runs two ranges), a rung's time from the start of both to the end of the slower:
+
+- baseline: ``COPY`` of the whole file into an UNLOGGED, unindexed table, one stream (the
+  baseline of bench/import_vs_copy.py, import_scale.py and import_ladder.py);
+- ``logged``: the halves COPYed into one table that is logged (WAL, so that a crash loses
+  nothing committed), still no index: what durability costs alone;
+- ``keyed``: the same, with each row's sha256 (of the record's bytes, hashed by the client
+  before the clock starts and sent as a column) as the table's primary key: durability and a
+  unique B-tree of random 32-byte keys, the key every deduplicating store must check;
+- ``minimal``: the least a content-addressed store does in the database: COPY each half into
+  a temporary table, then one ``INSERT INTO store SELECT sha256(row text), ARRAY[values] ...
+  ORDER BY 1 ON CONFLICT DO NOTHING``: parse, hash, sort, look up, write a logged heap and its
+  unique key. No leaves, no type profile, no canonical form (sluiceway hashes the sorted column
+  names and the values, so that the same row is the same row in any column order or format).
+
+The last lines print each rung against the baseline. ``minimal`` is the floor under issue 8's
+"import within 3x of COPY" on this machine: what any sha256-addressed, deduplicated, durable
+row store pays per row before anything sluiceway adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from import_ladder import _halves  # a script beside this one: bench/ is on sys.path
+from psycopg import sql
+
+from sluiceway import db
+from sluiceway.local.stack import start_embedded_postgres
+from sluiceway.sample import write_csv
+from sluiceway.settings import Settings
+
+DATA = Path(__file__).parent / "data"
+RUNGS = ("logged", "keyed", "minimal")
+
+
+def _with_hashes(half: bytes) -> bytes:
+    """The half's records, each after its sha256 (hex, as a bytea literal) as a first field."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for row in csv.reader(io.StringIO(half.decode(), newline="")):
+        record = io.StringIO()
+        csv.writer(record).writerow(row)
+        writer.writerow(["\\x" + hashlib.sha256(record.getvalue().encode()).hexdigest(), *row])
+    return out.getvalue().encode()
+
+
+def _both(url: str, work: Any, inputs: list[bytes]) -> float:
+    """Run ``work(conn, data)`` for both halves at once, one backend each, each in one
+    transaction; seconds from the start of both to the end of the slower."""
+    ready = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def one(data: bytes) -> None:
+        try:
+            with psycopg.connect(url) as conn, conn.transaction():
+                db.room_for_temp_tables(conn)
+                ready.wait()
+                work(conn, data)
+        except BaseException as exc:  # shown after the join
+            errors.append(exc)
+            ready.abort()
+
+    threads = [threading.Thread(target=one, args=(d,)) for d in inputs]
+    for t in threads:
+        t.start()
+    ready.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+def _run(home: Path, width: int, halves: list[bytes], hashed: list[bytes]) -> dict[str, float]:
+    server, url = start_embedded_postgres(home)
+    try:
+        db.migrate(Settings(home=home, database_url=url))
+        cols = sql.SQL(", ").join(
+            sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(1, width + 1)
+        )
+        names = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, width + 1))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE UNLOGGED TABLE baseline ({})").format(cols))
+            started = time.perf_counter()
+            with conn.cursor().copy("COPY baseline FROM STDIN (FORMAT csv)") as cp:
+                cp.write(halves[0] + halves[1])
+            result = {"baseline": time.perf_counter() - started}
+            conn.execute("DROP TABLE baseline")
+            conn.execute(sql.SQL("CREATE TABLE logged ({})").format(cols))
+            conn.execute(
+                sql.SQL("CREATE TABLE keyed (row_hash bytea PRIMARY KEY, {})").format(cols)
+            )
+            conn.execute("CREATE TABLE minimal (row_hash bytea PRIMARY KEY, vals text[])")
+            conn.execute("CHECKPOINT")
+
+        def logged(conn: psycopg.Connection[Any], data: bytes) -> None:
+            with conn.cursor().copy("COPY logged FROM STDIN (FORMAT csv)") as cp:
+                cp.write(data)
+
+        def keyed(conn: psycopg.Connection[Any], data: bytes) -> None:
+            with conn.cursor().copy("COPY keyed FROM STDIN (FORMAT csv)") as cp:
+                cp.write(data)
+
+        def minimal(conn: psycopg.Connection[Any], data: bytes) -> None:
+            conn.execute(sql.SQL("CREATE TEMP TABLE raw ({}) ON COMMIT DROP").format(cols))
+            with conn.cursor().copy("COPY raw FROM STDIN (FORMAT csv)") as cp:
+                cp.write(data)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO minimal SELECT sha256(convert_to(v::text, 'UTF8')), v "
+                    "FROM (SELECT ARRAY[{}] AS v FROM raw) r ORDER BY 1 "
+                    "ON CONFLICT DO NOTHING"
+                ).format(names)
+            )
+
+        result["logged"] = _both(url, logged, halves)
+        result["keyed"] = _both(url, keyed, hashed)
+        result["minimal"] = _both(url, minimal, halves)
+        with psycopg.connect(url, autocommit=True) as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM keyed), "
+                "(SELECT count(*) FROM minimal)"
+            ).fetchone()
+        result["rows"] = float(counts[0]) if counts else 0.0
+        if counts is None or len(set(counts)) != 1:
+            raise SystemExit(f"the rungs stored different row counts: {counts}")
+        return result
+    finally:
+        server.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    path = DATA / f"bench_{args.rows}.csv"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        write_csv(path, args.rows)
+    header, halves = _halves(path, args.rows)
+    hashed = [_with_hashes(h) for h in halves]
+    size = len(halves[0]) + len(halves[1])
+    print(f"{args.rows:,} rows x {len(header)} columns, {size:,} bytes, two halves")
+    runs = []
+    for n in range(args.runs):
+        with tempfile.TemporaryDirectory() as home:
+            r = _run(Path(home), len(header), halves, hashed)
+        runs.append(r)
+        rungs = "  ".join(f"{s} {r[s]:.2f}" for s in RUNGS)
+        print(
+            f"run {n + 1}: baseline COPY {r['baseline']:.2f} s; {rungs} ({r['rows']:,.0f} rows)",
+            flush=True,
+        )
+    best = {k: min(r[k] for r in runs) for k in runs[0]}
+    base = best["baseline"]
+    print(
+        f"RESULT baseline COPY into an unlogged, unindexed table: {base:.2f} s (best of {args.runs})"
+    )
+    for s in RUNGS:
+        print(f"RESULT rung {s:<8} {best[s]:6.2f} s  {best[s] / base:5.2f}x the baseline")
+    print(
+        "RATIO minimal (a durable, sha256-addressed, deduplicated row store in plain SQL) / "
+        f"COPY: {best['minimal'] / base:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
