@@ -42,11 +42,12 @@ def test_the_import_ladder_runs_every_step_of_a_range_on_two_backends(tmp_path: 
     assert out.strip().splitlines()[-1].startswith("RATIO all four steps")
 
 
-def test_the_import_floor_stores_every_row_in_every_rung(tmp_path: Path) -> None:
-    # the script stops if a rung stored another count of rows than the others
-    out = _run(tmp_path, "import_floor.py", "--rows", "3000", "--runs", "1")
+def test_the_floors_store_every_row_in_every_rung_and_read_them_back(tmp_path: Path) -> None:
+    # the script stops if a rung stored another count of rows than the others, or if the rows
+    # read back from the store are not the plain table's bytes
+    out = _run(tmp_path, "floors.py", "--rows", "3000", "--runs", "1")
     assert "(3,000 rows)" in out
-    for rung in ("logged", "keyed", "minimal"):
+    for rung in ("logged", "keyed", "minimal", "read"):
         assert f"RESULT rung {rung}" in out
     assert out.strip().splitlines()[-1].startswith("RATIO minimal (a durable, sha256-addressed")
 

@@ -1,13 +1,15 @@
 """The least a durable row store addressed by each row's sha256 and deduplicated by it costs,
-whoever writes it: plain SQL, none of sluiceway's statements, against the import baseline.
+in and out, whoever writes it: plain SQL, none of sluiceway's statements, against the
+baselines of issue 8 (COPY in, COPY TO out), measured in the same run.
 
-Usage: python bench/import_floor.py [--rows 1000000] [--runs 3]
+Usage: python bench/floors.py [--rows 1000000] [--runs 3]
 
 Starts an embedded PostgreSQL of its own with the stack's settings (as bench/import_ladder.py
-does) and splits the benchmark CSV into two halves at a record boundary. Measured in the same
-run, each rung on a fresh table, both halves at once on two backends (one per core, as the load
-Map runs two ranges), a rung's time from the start of both to the end of the slower:
+does) and splits the benchmark CSV into two halves at a record boundary. Each rung runs on a
+fresh table, both halves at once on two backends (one per core, as the Maps run two ranges or
+two parts), its time from the start of both to the end of the slower.
 
+In:
 - baseline: ``COPY`` of the whole file into an UNLOGGED, unindexed table, one stream (the
   baseline of bench/import_vs_copy.py, import_scale.py and import_ladder.py);
 - ``logged``: the halves COPYed into one table that is logged (WAL, so that a crash loses
@@ -21,9 +23,18 @@ Map runs two ranges), a rung's time from the start of both to the end of the slo
   unique key. No leaves, no type profile, no canonical form (sluiceway hashes the sorted column
   names and the values, so that the same row is the same row in any column order or format).
 
-The last lines print each rung against the baseline. ``minimal`` is the floor under issue 8's
-"import within 3x of COPY" on this machine: what any sha256-addressed, deduplicated, durable
-row store pays per row before anything sluiceway adds.
+Out (the rows of ``logged``, in its order, read by the client into a file):
+- baseline: ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` of the plain table, one stream (the
+  baseline of bench/export_vs_copy.py);
+- ``read``: a version's rows out of the content-addressed store: a table of (position,
+  row_hash) in the plain table's order joined to ``minimal`` by hash, each half of the
+  positions on its own backend, in position order, the planner's choice of join. The output
+  must be the baseline's bytes (the script stops otherwise).
+
+The last lines print each rung against its baseline. ``minimal`` is the floor under issue 8's
+"import within 3x of COPY" on this machine, and ``read`` the floor under "export within 1.5x
+of COPY TO": what any sha256-addressed, deduplicated, durable row store pays per row, before
+anything sluiceway adds.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from sluiceway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 RUNGS = ("logged", "keyed", "minimal")
+OUT = ("read",)
 
 
 def _with_hashes(half: bytes) -> bytes:
@@ -62,13 +74,13 @@ def _with_hashes(half: bytes) -> bytes:
     return out.getvalue().encode()
 
 
-def _both(url: str, work: Any, inputs: list[bytes]) -> float:
-    """Run ``work(conn, data)`` for both halves at once, one backend each, each in one
+def _both(url: str, work: Any, inputs: list[Any]) -> float:
+    """Run ``work(conn, input)`` for both halves at once, one backend each, each in one
     transaction; seconds from the start of both to the end of the slower."""
     ready = threading.Barrier(3)
     errors: list[BaseException] = []
 
-    def one(data: bytes) -> None:
+    def one(data: Any) -> None:
         try:
             with psycopg.connect(url) as conn, conn.transaction():
                 db.room_for_temp_tables(conn)
@@ -88,6 +100,57 @@ def _both(url: str, work: Any, inputs: list[bytes]) -> float:
     if errors:
         raise errors[0]
     return time.perf_counter() - started
+
+
+def _copy_to(conn: psycopg.Connection[Any], query: sql.Composable, out: Path) -> None:
+    with conn.cursor().copy(query) as cp, out.open("wb") as f:
+        for block in cp:
+            f.write(block)
+
+
+def _out(url: str, home: Path, width: int) -> dict[str, float]:
+    """The out rungs: the plain table's COPY TO, then the same rows read from the store."""
+    values = sql.SQL(", ").join(sql.SQL("s.vals[{}]").format(i) for i in range(1, width + 1))
+    names = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, width + 1))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE logged")
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE positions AS SELECT row_number() OVER () AS pos, "
+                "sha256(convert_to(ARRAY[{}]::text, 'UTF8')) AS row_hash FROM logged"
+            ).format(names)
+        )
+        conn.execute("ALTER TABLE positions ADD PRIMARY KEY (pos)")
+        conn.execute("VACUUM ANALYZE positions")
+        conn.execute("VACUUM ANALYZE minimal")
+        total = conn.execute("SELECT count(*) FROM positions").fetchone()[0]  # type: ignore[index]
+        conn.execute("SET max_parallel_workers_per_gather = 0")  # one backend, as a part has
+        plain = home / "plain.csv"
+        started = time.perf_counter()
+        _copy_to(
+            conn,
+            sql.SQL("COPY (SELECT {} FROM logged) TO STDOUT (FORMAT csv)").format(names),
+            plain,
+        )
+        result = {"out baseline": time.perf_counter() - started}
+    bounds = [(1, total // 2), (total // 2 + 1, total)]
+    parts = [home / "part1.csv", home / "part2.csv"]
+
+    def read(conn: psycopg.Connection[Any], n: int) -> None:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        _copy_to(
+            conn,
+            sql.SQL(
+                "COPY (SELECT {} FROM positions p JOIN minimal s USING (row_hash) "
+                "WHERE p.pos BETWEEN {} AND {} ORDER BY p.pos) TO STDOUT (FORMAT csv)"
+            ).format(values, sql.Literal(bounds[n][0]), sql.Literal(bounds[n][1])),
+            parts[n],
+        )
+
+    result["read"] = _both(url, read, [0, 1])
+    if parts[0].read_bytes() + parts[1].read_bytes() != plain.read_bytes():
+        raise SystemExit("the rows read from the store are not the plain table's bytes")
+    return result
 
 
 def _run(home: Path, width: int, halves: list[bytes], hashed: list[bytes]) -> dict[str, float]:
@@ -135,6 +198,7 @@ def _run(home: Path, width: int, halves: list[bytes], hashed: list[bytes]) -> di
         result["logged"] = _both(url, logged, halves)
         result["keyed"] = _both(url, keyed, hashed)
         result["minimal"] = _both(url, minimal, halves)
+        result.update(_out(url, home, width))
         with psycopg.connect(url, autocommit=True) as conn:
             counts = conn.execute(
                 "SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM keyed), "
@@ -170,7 +234,9 @@ def main() -> None:
         runs.append(r)
         rungs = "  ".join(f"{s} {r[s]:.2f}" for s in RUNGS)
         print(
-            f"run {n + 1}: baseline COPY {r['baseline']:.2f} s; {rungs} ({r['rows']:,.0f} rows)",
+            f"run {n + 1}: in: baseline COPY {r['baseline']:.2f} s; {rungs} "
+            f"({r['rows']:,.0f} rows); out: baseline COPY TO {r['out baseline']:.2f} s; "
+            f"read {r['read']:.2f} s",
             flush=True,
         )
     best = {k: min(r[k] for r in runs) for k in runs[0]}
@@ -180,6 +246,13 @@ def main() -> None:
     )
     for s in RUNGS:
         print(f"RESULT rung {s:<8} {best[s]:6.2f} s  {best[s] / base:5.2f}x the baseline")
+    out = best["out baseline"]
+    print(f"RESULT baseline COPY TO of the plain table: {out:.2f} s (best of {args.runs})")
+    print(f"RESULT rung read     {best['read']:6.2f} s  {best['read'] / out:5.2f}x the baseline")
+    print(
+        "RATIO read (a version's rows out of that store, two backends) / COPY TO: "
+        f"{best['read'] / out:.1f}x"
+    )
     print(
         "RATIO minimal (a durable, sha256-addressed, deduplicated row store in plain SQL) / "
         f"COPY: {best['minimal'] / base:.1f}x"
