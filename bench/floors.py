@@ -64,7 +64,10 @@ from sluiceway.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 RUNGS = ("logged", "keyed", "minimal", "again")
-OUT = ("read",)
+
+
+def _names(width: int) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, width + 1))
 
 
 def _with_hashes(half: bytes) -> bytes:
@@ -115,7 +118,7 @@ def _copy_to(conn: psycopg.Connection[Any], query: sql.Composable, out: Path) ->
 def _out(url: str, home: Path, width: int) -> dict[str, float]:
     """The out rungs: the plain table's COPY TO, then the same rows read from the store."""
     values = sql.SQL(", ").join(sql.SQL("s.vals[{}]").format(i) for i in range(1, width + 1))
-    names = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, width + 1))
+    names = _names(width)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE logged")
         conn.execute(
@@ -166,7 +169,7 @@ def _run(
         cols = sql.SQL(", ").join(
             sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(1, width + 1)
         )
-        names = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(1, width + 1))
+        names = _names(width)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE UNLOGGED TABLE baseline ({})").format(cols))
             started = time.perf_counter()
@@ -181,13 +184,14 @@ def _run(
             conn.execute("CREATE TABLE minimal (row_hash bytea PRIMARY KEY, vals text[])")
             conn.execute("CHECKPOINT")
 
-        def logged(conn: psycopg.Connection[Any], data: bytes) -> None:
-            with conn.cursor().copy("COPY logged FROM STDIN (FORMAT csv)") as cp:
-                cp.write(data)
+        def copy_into(table: str) -> Any:
+            def copy(conn: psycopg.Connection[Any], data: bytes) -> None:
+                with conn.cursor().copy(
+                    sql.SQL("COPY {} FROM STDIN (FORMAT csv)").format(sql.Identifier(table))
+                ) as cp:
+                    cp.write(data)
 
-        def keyed(conn: psycopg.Connection[Any], data: bytes) -> None:
-            with conn.cursor().copy("COPY keyed FROM STDIN (FORMAT csv)") as cp:
-                cp.write(data)
+            return copy
 
         def minimal(conn: psycopg.Connection[Any], data: bytes) -> None:
             conn.execute(sql.SQL("CREATE TEMP TABLE raw ({}) ON COMMIT DROP").format(cols))
@@ -201,8 +205,8 @@ def _run(
                 ).format(names)
             )
 
-        result["logged"] = _both(url, logged, halves)
-        result["keyed"] = _both(url, keyed, hashed)
+        result["logged"] = _both(url, copy_into("logged"), halves)
+        result["keyed"] = _both(url, copy_into("keyed"), hashed)
         result["minimal"] = _both(url, minimal, halves)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE minimal")  # as autovacuum would have, between imports
