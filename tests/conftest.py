@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from sluiceway.client import Client
-from sluiceway.settings import ImportSettings, MiB, Settings, ThrottleSettings
+from sluiceway.settings import MiB, Settings, ThrottleSettings
 
 MAX_UNPACKED_BYTES = 32 * MiB
 
@@ -61,12 +61,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("sluiceway-home")
     # The whole suite calls as one caller from one address, faster than any user would; the
     # throttle itself is tested on front doors of its own (tests/integration/test_throttle.py).
-    # A small inflation cap, so a gzip bomb is caught after a moment's work.
+    # A small inflation cap, so a gzip bomb is caught after a moment's work; the environment's
+    # other import settings kept (SLUICEWAY_IMPORTS__REUSE_BLOCKS=true runs the suite by blocks).
+    imports = Settings().imports.model_copy(update={"max_unpacked_bytes": MAX_UNPACKED_BYTES})
     settings = Settings(
         home=home,
         allow_fault_injection=True,
         throttle=ThrottleSettings(rate_per_second=10_000, burst=10_000),
-        imports=ImportSettings(max_unpacked_bytes=MAX_UNPACKED_BYTES),
+        imports=imports,
     )
     with LocalStack(settings, workers=2) as running:
         yield running
