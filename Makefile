@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo web test lint typecheck unit integration infra bench clean
 
-$(STAMP): pyproject.toml
+# hatch_build.py compiles the optional C block cut at install: a change to either installs again
+$(STAMP): pyproject.toml hatch_build.py src/sluiceway/_blockcut.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sluiceway needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip

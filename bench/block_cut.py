@@ -5,12 +5,14 @@ Usage: python bench/block_cut.py [--rows 1000000] [--piece 1MiB] [--runs 3]
 Cuts the benchmark CSV (bench/import_vs_copy.py's file, the 1% re-import's: every 100th row
 changed) with :class:`sluiceway.blocks.Cutter`, fed in pieces as a range streams from S3,
 and times, in the same run and process:
-  - the cut: blocks, each with its sha256 address and its records counted;
-  - its floor in Python: the C loops a cut by records cannot do without, over the whole file
-    at once (split into lines, a CRC-32 a line, lengths, quote counts);
+  - the cut in C (sluiceway/_blockcut.c, when it is built): blocks, each with its sha256
+    address and its records counted;
+  - the cut without it, in Python's C loops (the same blocks: the script checks);
+  - the floor of a cut in Python: the C loops a cut by records cannot do without, over the
+    whole file at once (split into lines, a CRC-32 a line, lengths, quote counts);
   - sha256 of the whole file at once, the hashing any cut pays.
 No database, no S3: the worker's CPU alone. The last lines are the figures, the blocks'
-mean records, and the cut against its floor.
+mean records, and each cut against the Python floor.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def main() -> None:
     context = blocks.context("csv", ",", "utf-8", list(COLUMNS))
     found: list[blocks.Block] = []
 
-    def cut() -> None:
-        cutter = blocks.Cutter(context)
+    def cut(native: bool) -> None:
+        cutter = blocks.Cutter(context, native=native)
         found.clear()
         for at in range(0, len(data), piece):
             found.extend(cutter.feed(data[at : at + piece]))
@@ -69,17 +71,34 @@ def main() -> None:
         list(map(len, lines))
         list(map(methodcaller("count", b'"'), lines))
 
-    cut_s = best(args.runs, cut)
+    native_s = None
+    if blocks._native is not None:
+        native_s = best(args.runs, lambda: cut(True))
+        in_c = [(b.digest, b.records) for b in found]
+    cut_s = best(args.runs, lambda: cut(False))
+    if native_s is not None and in_c != [(b.digest, b.records) for b in found]:
+        raise SystemExit("the two cuts made different blocks")
     floor_s = best(args.runs, floor)
     sha_s = best(args.runs, lambda: hashlib.sha256(data).digest())
     records = sum(b.records for b in found)
     assert b"".join(b.data for b in found) == data  # the blocks are the file, in order
     mb = len(data) / 1e6
     print(f"file: {path.name} ({len(data):,} bytes, {records:,} records), pieces of {piece:,}")
-    print(f"cut: {cut_s:.3f} s ({mb / cut_s:.0f} MB/s), {len(found):,} blocks")
+    if native_s is None:
+        print("cut in C: not built here (sluiceway._blockcut; no C compiler at install)")
+    else:
+        print(f"cut in C: {native_s:.3f} s ({mb / native_s:.0f} MB/s), {len(found):,} blocks")
+    print(f"cut in Python: {cut_s:.3f} s ({mb / cut_s:.0f} MB/s), {len(found):,} blocks")
     print(f"floor (split, CRC, lengths, quote counts at once): {floor_s:.3f} s")
     print(f"sha256 of the whole file at once: {sha_s:.3f} s")
-    print(f"RESULT {records / len(found):.2f} records a block; cut / floor: {cut_s / floor_s:.2f}x")
+    print(
+        f"RESULT {records / len(found):.2f} records a block; cut in Python / floor: {cut_s / floor_s:.2f}x"
+    )
+    if native_s is not None:
+        print(
+            f"RESULT cut in C / floor: {native_s / floor_s:.2f}x; "
+            f"cut in C / cut in Python: {native_s / cut_s:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ def build_app() -> None:
     shutil.copytree(
         REPO_ROOT / "src" / "sluiceway",
         APP_DIR,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"),
+        # *.so: the C block cut built for this machine, not the functions' arm64 (there
+        # sluiceway.blocks cuts in Python: the same blocks)
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local", "*.so"),
     )
 
 

@@ -10,6 +10,17 @@ import pytest
 
 from sluiceway import blocks
 
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def cut_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each cut: the C one (_blockcut.c) and Python's C loops."""
+    if request.param == "python":
+        monkeypatch.setattr(blocks, "_native", None)
+    elif blocks._native is None:
+        pytest.skip("sluiceway._blockcut is not built here (no C compiler at install)")
+    return str(request.param)
+
+
 RECORDS = [
     (f'{i},"quoted, with a\nnewline {i}",x\n' if i % 5 == 0 else f"{i},plain {i},y\n").encode()
     for i in range(1, 3001)
@@ -166,3 +177,36 @@ def test_a_block_ends_once_it_holds_max_block_bytes() -> None:
     under = bytes([fill]) * (size - 2) + b"\n"
     got = _cut(under + small, [])
     assert len(got) == 1 or zlib.crc32(under[:-1]) % blocks.NATURAL == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_bytes_make_their_definition_s_blocks(seed: int) -> None:
+    """Bytes of quotes, commas, CRs and newlines in any order (unbalanced quotes, CR alone, a
+    quote at a piece's end, no newline at all), cut into pieces of any size."""
+    rng = random.Random(seed)
+    data = bytes(rng.choice(b'ab,""\r\n\n\n') for _ in range(rng.randint(0, 5000)))
+    sizes = [rng.choice([1, 2, 3, 50, 700]) for _ in range(rng.randint(0, 60))]
+    got = _cut(data, sizes)
+    assert b"".join(b.data for b in got) == data
+    closed = data.count(b'"') % 2 == 0
+    if closed:  # an open quote at the end: the last bytes are no record
+        assert [(b.digest, b.data, b.records) for b in got] == _reference(data, b"context")
+
+
+def test_the_c_cut_is_the_python_cut(cut_in: str) -> None:
+    """The same blocks, records and line-ending verdicts from both, piece by piece."""
+    if cut_in == "python":
+        pytest.skip("compares the two: once is enough")
+    rng = random.Random(7)
+    shapes = [_records(rng, 3000)]  # and bytes of any order, open quotes at the end included
+    shapes += [bytes(rng.choice(b'a,"\r\n\n') for _ in range(3000)) for _ in range(20)]
+    for data in shapes:
+        sizes = [rng.choice([1, 5, 64, 4096, 1 << 16]) for _ in range(300)]
+        native, plain = blocks.Cutter(b"c", native=True), blocks.Cutter(b"c", native=False)
+        at = 0
+        for n in [*sizes, len(data)]:
+            piece = data[at : at + n]
+            assert native.feed(piece) == plain.feed(piece)
+            assert native.mixed_endings == plain.mixed_endings
+            at += n
+        assert native.finish() == plain.finish()
