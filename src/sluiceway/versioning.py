@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
-from . import datasets, db, schema, tree
+from . import changes, datasets, db, schema, tree
 from .errors import Conflict, InvalidRequest, MalformedFile, MergeConflict, NotFound
 from .names import MAIN_REF
 
@@ -343,15 +343,19 @@ def diff_counts(conn: db.Conn, table: sql.Identifier) -> dict[str, int]:
 
 
 def record_stats(conn: db.Conn, parent: str | None, commit_id: str) -> dict[str, int]:
-    """Count what a new commit changed against its parent and keep it on the commit."""
+    """Count what a new commit changed against its parent and keep it on the commit: in
+    memory (:mod:`.changes`) unless the difference is too large, then by the SQL diff."""
     if parent is None:  # everything is new: no need to look
         row = conn.execute(
             "SELECT row_count FROM dsa_core.commits WHERE commit_id = %s", (commit_id,)
         ).fetchone()
         counts = {"added": int(row["row_count"]) if row else 0, "removed": 0, "changed": 0}
     else:
-        with conn.transaction():
-            counts = diff_counts(conn, compute_diff(conn, parent, commit_id).table)
+        found = changes.count(conn, parent, commit_id)
+        if found is None:
+            with conn.transaction():
+                found = diff_counts(conn, compute_diff(conn, parent, commit_id).table)
+        counts = found
     conn.execute(
         "UPDATE dsa_core.commits SET stats = %s WHERE commit_id = %s",
         (Jsonb(counts), commit_id),
