@@ -113,6 +113,23 @@ def _row_hash(columns: list[str], vals: sql.Composable) -> sql.Composed:
     )
 
 
+@dataclass
+class NewBlocks:
+    """A range's blocks to COPY, in order: each one's number among the range's blocks, its
+    first ord in the raw table and its first position in the range (8 bytes each a block,
+    where a tuple of three ints took about 150)."""
+
+    numbers: array[int] = field(default_factory=lambda: array("q"))
+    ords: array[int] = field(default_factory=lambda: array("q"))
+    positions: array[int] = field(default_factory=lambda: array("q"))
+
+
+def _int_array(values: array[int]) -> sql.Composable:
+    """A literal array of integers (written here: psycopg's list dumper kept a Python int
+    for each of them and the text several times over); never empty (width_bucket)."""
+    return sql.Literal("{" + (",".join(map(str, values)) or "0") + "}")
+
+
 def hash_rows(
     raw_table: sql.Identifier,
     hashed_table: sql.Identifier,
@@ -121,14 +138,14 @@ def hash_rows(
     key: sql.Composable,
     extra: list[sql.Identifier] | None = None,
     codes: list[sql.Composable] | None = None,
-    blocks: list[tuple[int, int, int]] | None = None,
+    blocks: NewBlocks | None = None,
 ) -> sql.Composed:
     """CREATE the range's hashed table (pos, row_hash, vals, logical_id, code1..codeK) from
     its raw one.
 
     ``blocks``: the raw table holds a range's new blocks only (:func:`_copy_new_blocks`):
     each new block's number, first ord in the raw table and first position in the range (as
-    literal arrays: a parameter would have the query's text parsed for placeholders, and a
+    literal arrays, :func:`_int_array`: a parameter would have the query's text parsed for placeholders, and a
     column name may hold a percent sign). A row's block is found once, by a binary search of
     the first ords (``width_bucket``); the table then has a block_no column too.
 
@@ -147,7 +164,7 @@ def hash_rows(
     position: sql.Composable = sql.SQL("ord AS pos")
     bucket: sql.Composable = sql.SQL("")
     if blocks is not None:
-        b, s, f = (sql.Literal([x[i] for x in blocks] or [i]) for i in range(3))
+        b, s, f = (_int_array(x) for x in (blocks.numbers, blocks.ords, blocks.positions))
         position = sql.SQL(
             "({b}::int[])[k] AS block_no, ord - ({s}::bigint[])[k] + ({f}::bigint[])[k] AS pos"
         ).format(b=b, s=s, f=f)
@@ -435,12 +452,12 @@ class _NoBlocks(Exception):
 class _Layout:
     """A range's blocks in order, as the blocks table is made of them (:func:`_make_blocks_table`):
     their digests end to end, their record counts and whether each was found stored (a byte
-    each); and those COPYed: (block_no, first ord in the raw table, first pos)."""
+    each); and those COPYed (:class:`NewBlocks`)."""
 
     digests: bytearray = field(default_factory=bytearray)
     records: bytearray = field(default_factory=bytearray)
     found: bytearray = field(default_factory=bytearray)
-    new: list[tuple[int, int, int]] = field(default_factory=list)
+    new: NewBlocks = field(default_factory=NewBlocks)
     copied: int = 0
     reused: int = 0
 
@@ -527,14 +544,10 @@ def _copy_new_blocks(
         first = layout.count
         starts = list(accumulate(records, initial=next_pos))
         new_records = list(compress(records, new))
-        layout.new.extend(
-            zip(
-                compress(range(first, first + len(pending)), new),
-                accumulate(new_records, initial=layout.copied + 1),  # one more: the end
-                compress(starts, new),
-                strict=False,
-            )
-        )
+        layout.new.numbers.extend(compress(range(first, first + len(pending)), new))
+        if new_records:
+            layout.new.ords.extend(accumulate(new_records[:-1], initial=layout.copied + 1))
+        layout.new.positions.extend(compress(starts, new))
         copied = sum(new_records)
         layout.copied += copied
         layout.reused += starts[-1] - next_pos - copied
