@@ -5,8 +5,8 @@ address -> the leaf its records made) does not COPY, hash or cut those records a
 leaf is the block's. Only the blocks not found go to COPY (bench/README.md, block_reuse.py:
 a 1% re-import of a range in 0.36x of a first import, against 0.58x without blocks, on one
 backend). Off by default (``imports.reuse_blocks``): through the whole pipeline on two shared
-cores, a re-import with blocks takes about what it takes without, and a first import a third
-longer (bench/README.md, "The cut by whole records").
+cores a 1% re-import with blocks now takes 0.41-0.56x of its first import against 0.64-0.70x
+without, but a first import with them is 14-32% slower (bench/README.md, "The cut in C").
 
 A block ends after a record whose CRC-32 (of its bytes without the last newline) is 0
 modulo :data:`NATURAL` (so an edit moves only the block boundaries next to it; a record's

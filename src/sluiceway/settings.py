@@ -75,9 +75,9 @@ class ImportSettings(BaseModel):
     # The columns of JSON records are the keys of the records in this many first bytes.
     json_sample_bytes: int = Field(default=1 * MiB, ge=1024)
     # A CSV range's blocks found stored (their bytes seen before) are not COPYed or hashed
-    # again (sluiceway.blocks). Off by default: on two shared cores a re-import with it takes
-    # about what it takes without, and a first import a third longer (bench/README.md, 7 Dec
-    # 2026, sixth session); an import can ask for it (ImportOptions.reuse_blocks).
+    # again (sluiceway.blocks). Off by default: on two shared cores a re-import with it is
+    # 25-35% faster, but a first import 14-32% slower (bench/README.md, 8 Dec 2026, tenth
+    # session); an import can ask for it (ImportOptions.reuse_blocks).
     reuse_blocks: bool = False
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sluiceway import blocks
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -202,9 +204,25 @@ def test_the_profile_script_reports_states_and_statements(tmp_path: Path) -> Non
 
 def test_the_block_cut_bench_cuts_the_whole_file_into_blocks(tmp_path: Path) -> None:
     out = _run(tmp_path, "block_cut.py", "--rows", "3000", "--runs", "1", "--piece", "4KiB")
-    assert re.search(r"^cut: [\d.]+ s \(\d+ MB/s\), [\d,]+ blocks$", out, re.M)
+    assert re.search(r"^cut in Python: [\d.]+ s \(\d+ MB/s\), [\d,]+ blocks$", out, re.M)
+    assert re.search(
+        r"^RESULT \d+\.\d\d records a block; cut in Python / floor: \d+\.\d\dx$", out, re.M
+    )
+    if blocks._native is not None:  # the C cut, checked to make the same blocks
+        assert re.search(r"^cut in C: [\d.]+ s \(\d+ MB/s\), [\d,]+ blocks$", out, re.M)
+        last = out.strip().splitlines()[-1]
+        assert re.match(
+            r"RESULT cut in C / floor: \d+\.\d\dx; cut in C / cut in Python: \d+\.\d\dx$", last
+        )
+    else:
+        assert "cut in C: not built here" in out
+
+
+def test_the_change_counts_bench_compares_memory_with_sql(tmp_path: Path) -> None:
+    out = _run(tmp_path, "change_counts.py", "--rows", "3000", "--runs", "1")
+    assert "{'added': 0, 'removed': 0, 'changed': 30}" in out
     last = out.strip().splitlines()[-1]
-    assert re.match(r"RESULT \d+\.\d\d records a block; cut / floor: \d+\.\d\dx$", last)
+    assert re.match(r"RESULT change counts in memory / SQL diff: \d+\.\d\dx$", last)
 
 
 def test_the_range_statements_bench_compares_the_two_insert_plans(tmp_path: Path) -> None:
