@@ -16,10 +16,14 @@ diff, which spills to disk, should count instead.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from itertools import compress
+from operator import sub
 from typing import Any
+
+from psycopg.rows import tuple_row
 
 from . import db
 
@@ -27,9 +31,13 @@ HASH = 32  # bytes of a sha256
 MAX_ENTRIES = 3_000_000  # leaves, or rows, held at once (about 100 bytes each)
 
 
+_UNPACK = struct.Struct(f"{HASH}s").iter_unpack
+
+
 def _keys(blob: bytes) -> list[bytes]:
-    """A stored run of hashes, end to end, as a list."""
-    return [blob[i : i + HASH] for i in range(0, len(blob), HASH)]
+    """A stored run of hashes, end to end, as a list (struct's C loop: about half the time
+    of slicing in a comprehension)."""
+    return [k for (k,) in _UNPACK(blob)]
 
 
 def unpaired(a: Sequence[bytes], b: Sequence[bytes]) -> tuple[list[int], list[int]]:
@@ -91,9 +99,9 @@ def _leaves(lists: list[tuple[bytes, int]], stored: dict[bytes, tuple[bytes, lis
     for list_hash, offset in lists:
         hashes, ends = stored[list_hash]
         side.keys += _keys(hashes)
-        starts = [offset, *(offset + e for e in ends[:-1])]
-        side.starts += starts
-        side.rows += [offset + e - s for e, s in zip(ends, starts, strict=True)]
+        before = [0, *ends[:-1]]  # rows in the list before each leaf
+        side.starts += map(offset.__add__, before)
+        side.rows += map(sub, ends, before)
     return side
 
 
@@ -110,14 +118,17 @@ class _Rows:
     row's logical id where its leaf has them (None: its row number is its id)."""
 
     def __init__(self) -> None:
-        self.keys: list[bytes] = []
+        self.hashes = bytearray()  # end to end; split once, by :meth:`keys`
         self.numbers: list[int] = []
         self.ids: list[str | None] = []
 
     def add(self, start: int, count: int, row_hashes: bytes, ids: list[str | None] | None) -> None:
-        self.keys += _keys(row_hashes)
+        self.hashes += row_hashes
         self.numbers += range(start + 1, start + count + 1)
         self.ids += ids if ids is not None else [None] * count
+
+    def keys(self) -> list[bytes]:
+        return _keys(bytes(self.hashes))
 
     def logical_ids(self, places: list[int]) -> Counter[str]:
         return Counter(
@@ -143,13 +154,15 @@ def count(conn: db.Conn, a: str | None, b: str) -> dict[str, int] | None:
         multiplicity = Counter(h for h, _ in open_a) + Counter(h for h, _ in open_b)
         if sizes is None or int(sizes["n"]) * max(multiplicity.values()) > MAX_ENTRIES:
             return None
-        for r in conn.execute(
-            "SELECT list_hash, leaf_hashes, leaf_ends FROM dsa_core.leaf_lists "
-            "WHERE list_hash = ANY(%s)",
-            (wanted,),
-            binary=True,
-        ):
-            stored[bytes(r["list_hash"])] = (bytes(r["leaf_hashes"]), r["leaf_ends"])
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(
+                "SELECT list_hash, leaf_hashes, leaf_ends FROM dsa_core.leaf_lists "
+                "WHERE list_hash = ANY(%s)",
+                (wanted,),
+                binary=True,
+            )
+            for list_hash, hashes, ends in cur.fetchall():
+                stored[bytes(list_hash)] = (bytes(hashes), ends)
     leaves_a, leaves_b = _leaves(open_a, stored), _leaves(open_b, stored)
     if len(leaves_a.keys) + len(leaves_b.keys) > MAX_ENTRIES:
         return None
@@ -160,16 +173,18 @@ def count(conn: db.Conn, a: str | None, b: str) -> dict[str, int] | None:
     leaf_rows: dict[bytes, tuple[bytes, Any]] = {}
     distinct = list({h for h, *_ in taken_a} | {h for h, *_ in taken_b})
     if distinct:
-        for r in conn.execute(
-            _LEAF_ROWS, {"count": len(distinct), "hashes": b"".join(distinct)}, binary=True
-        ):
-            leaf_rows[bytes(r["leaf_hash"])] = (bytes(r["row_hashes"]), r["logical_ids"])
+        with conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(
+                _LEAF_ROWS, {"count": len(distinct), "hashes": b"".join(distinct)}, binary=True
+            )
+            for leaf_hash, row_hashes, ids in cur.fetchall():
+                leaf_rows[bytes(leaf_hash)] = (bytes(row_hashes), ids)
     rows_a, rows_b = _Rows(), _Rows()
     for rows, taken in ((rows_a, taken_a), (rows_b, taken_b)):
         for leaf_hash, start, n in taken:
             row_hashes, ids = leaf_rows[leaf_hash]
             rows.add(start, n, row_hashes, ids)
-    ra, rb = unpaired(rows_a.keys, rows_b.keys)
+    ra, rb = unpaired(rows_a.keys(), rows_b.keys())
     ids_a, ids_b = rows_a.logical_ids(ra), rows_b.logical_ids(rb)
     return {
         "added": sum(n for k, n in ids_b.items() if k not in ids_a),
