@@ -157,10 +157,16 @@ class Cutter:
             return []
         at = cuts if ends is None else list(map(ends.__getitem__, cuts))  # their lines
         stops = list(map(add, map(cum.__getitem__, at), map(_PLUS_ONE, at)))
+        return self._blocks(buf, stops, map(sub, cuts, [first, *cuts[:-1]]), whole)
+
+    def _blocks(
+        self, buf: bytes, stops: list[int], records: Iterable[int], whole: int
+    ) -> list[Block]:
+        """The blocks ending at ``stops`` in ``buf`` (the first one after the carried bytes),
+        with their ``records``; the bytes after the last one, up to ``whole``, are carried."""
         data = list(map(buf.__getitem__, map(slice, [0, *stops[:-1]], stops)))
         data[0] = self._carry + data[0]
         self._carry = buf[stops[-1] : whole]
-        records = map(sub, cuts, [first, *cuts[:-1]])
         digests = map(_DIGEST, map(hashlib.sha256, map(self._context.__add__, data)))
         return list(map(_NEW_TUPLE, repeat(Block), zip(digests, data, records, strict=True)))
 
@@ -185,11 +191,7 @@ class Cutter:
         if not stops:
             self._carry += piece
             return []
-        data = list(map(piece.__getitem__, map(slice, [0, *stops[:-1]], stops)))
-        data[0] = self._carry + data[0]
-        self._carry = piece[stops[-1] :]
-        digests = map(_DIGEST, map(hashlib.sha256, map(self._context.__add__, data)))
-        return list(map(_NEW_TUPLE, repeat(Block), zip(digests, data, counts, strict=True)))
+        return self._blocks(piece, stops, counts, len(piece))
 
     def _spans(
         self, lines: list[bytes], crcs: list[int], lens: list[int]

@@ -19,13 +19,13 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from collections.abc import Sequence
-from itertools import compress
+from itertools import accumulate, compress
 from operator import sub
 from typing import Any
 
 from psycopg.rows import tuple_row
 
-from . import db
+from . import db, tree
 
 HASH = 32  # bytes of a sha256
 MAX_ENTRIES = 3_000_000  # leaves, or rows, held at once (about 100 bytes each)
@@ -68,17 +68,11 @@ def _past(keys: Sequence[bytes], mine: Counter[bytes], other: Counter[bytes]) ->
 
 
 def _lists(conn: db.Conn, commit_id: str | None) -> list[tuple[bytes, int]]:
-    """A commit's lists in order: (list_hash, row_offset)."""
-    if commit_id is None:
-        return []
-    rows = conn.execute(
-        "SELECT k.list_hash, k.row_offset FROM dsa_core.commit_chunks k "
-        "JOIN dsa_core.commits c ON c.commit_key = k.commit_key "
-        "WHERE c.commit_id = %s ORDER BY k.chunk_no",
-        (commit_id,),
-        binary=True,
-    ).fetchall()
-    return [(bytes(r["list_hash"]), int(r["row_offset"])) for r in rows]
+    """A commit's lists in order: (list_hash, row_offset), the offset being the rows of the
+    lists before it (as :func:`tree.write_chunks`, commit_chunks' one writer, stores it)."""
+    refs = tree.commit_lists(conn, commit_id) if commit_id is not None else []
+    offsets = accumulate((ref.row_count for ref in refs), initial=0)
+    return [(ref.list_hash, offset) for ref, offset in zip(refs, offsets, strict=False)]
 
 
 class _Side:

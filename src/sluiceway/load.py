@@ -145,8 +145,8 @@ def hash_rows(
 
     ``blocks``: the raw table holds a range's new blocks only (:func:`_copy_new_blocks`):
     each new block's number, first ord in the raw table and first position in the range (as
-    literal arrays, :func:`_int_array`: a parameter would have the query's text parsed for placeholders, and a
-    column name may hold a percent sign). A row's block is found once, by a binary search of
+    literal arrays, :func:`_int_array`: a parameter would have the query's text parsed for
+    placeholders, and a column name may hold a percent sign). A row's block is found once, by a binary search of
     the first ords (``width_bucket``); the table then has a block_no column too.
 
     A row's hash is sha256 over its canonical content: the sorted column names, then the
